@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The repository's shared data folder, when it sits next to the checkout (CI and our machines).
+DATA_ROOT ?= $(wildcard ../shared/data)
+DEMO_OUT ?= beyond-inet-demo
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/beyond-inet demo --out $(DEMO_OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+
+test: setup
+	BEYOND_INET_SHARED_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

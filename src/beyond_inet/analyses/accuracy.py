@@ -1,0 +1,72 @@
+"""Top-1 / top-5 accuracy: the simplest consumer of the store.
+
+On ImageNet val it also scores ReaL (correct if the prediction is in the image's ReaL set; images
+with an empty ReaL list are left out). Datasets with multi-labels (scikit-image photos, ImageNet-Hard)
+count a prediction correct if it is any listed class.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip, register_analysis
+from beyond_inet.analyses.stats import mean_ci
+from beyond_inet.data.labelspaces import real_labels, val_number
+
+DEFAULT_DATASETS = ("imagenet-val", "imagenet-sample")
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int, multilabels: np.ndarray | None = None) -> np.ndarray:
+    """Per-sample 0/1: is a true class among the k highest logits? (multi-labels: any listed class)."""
+    topk = np.argpartition(-logits, kth=min(k, logits.shape[1]) - 1, axis=1)[:, :k] if k > 1 else \
+        logits.argmax(1)[:, None]
+    truth = multilabels if multilabels is not None else labels[:, None]
+    hit = (topk[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
+    return hit.any(axis=(1, 2)).astype(np.float64)
+
+
+def real_correct(logits: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 correct under ReaL, mask of images that have a non-empty ReaL set)."""
+    real = real_labels()
+    pred = logits.argmax(1)
+    correct = np.zeros(len(ids))
+    keep = np.zeros(len(ids), bool)
+    for i, sid in enumerate(ids):
+        num = val_number(sid)
+        if num is None or not (1 <= num <= len(real)) or not real[num - 1]:
+            continue
+        keep[i] = True
+        correct[i] = pred[i] in real[num - 1]
+    return correct, keep
+
+
+@register_analysis
+class Accuracy(Analysis):
+    name = "accuracy"
+    description = "top-1/top-5 accuracy (ReaL on ImageNet val)"
+
+    def requests(self, ctx: Context) -> list[Request]:
+        return [Request(d) for d in ctx.options.get("accuracy_datasets", DEFAULT_DATASETS)]
+
+    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        res = AnalysisResult()
+        for req in self.requests(ctx):
+            out = fetch(req)
+            if out is None:
+                continue
+            labelled = (out.labels >= 0) | (out.multilabels is not None and (out.multilabels >= 0).any(1))
+            if not labelled.any():
+                res.skips.append(Skip(self.name, model, req.dataset, "no labelled images"))
+                continue
+            o = out.subset(labelled)
+            for k in (1, 5):
+                v, lo, hi = mean_ci(topk_correct(o.logits, o.labels, k, o.multilabels), ctx.n_boot, ctx.seed)
+                res.rows.append(Row(model, req.dataset, self.name, f"top{k}", v, lo, hi, len(o)))
+            if req.dataset == "imagenet-val":
+                corr, keep = real_correct(o.logits, o.ids)
+                if keep.any():
+                    v, lo, hi = mean_ci(corr[keep], ctx.n_boot, ctx.seed)
+                    res.rows.append(Row(model, req.dataset, self.name, "top1_real", v, lo, hi, int(keep.sum())))
+                else:
+                    res.skips.append(Skip(self.name, model, "imagenet-real",
+                                          "sample ids are not ImageNet val file names; ReaL needs them"))
+        return res

@@ -1,0 +1,290 @@
+"""The dataset catalog: every benchmark of the paper, where it lies under --data-root, its label
+space, where users get it and its license.
+
+Names may carry a part: ``imagenet-c/fog/3``, ``pug-imagenet/Worlds``, ``vtab/cifar100/train``.
+`open_dataset(name, data_root)` returns a reader or raises `DatasetMissing` with how to get it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beyond_inet.data import readers
+from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES, wnid_to_index
+from beyond_inet.errors import DatasetMissing, UserError
+
+IMAGENET_C_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+PUG_FACTORS = ("Worlds", "Camera_Pitch", "Camera_Yaw", "Camera_Roll", "Object_Pitch", "Object_Yaw", "Object_Roll",
+               "Object_Scale", "Object_Texture", "Scene_Light")
+# The paper's 19 VTAB tasks as CLIP_benchmark names them (hosted as clip-benchmark/wds_<name with / -> ->).
+VTAB_TASKS = {
+    "caltech101": "vtab/caltech101", "cifar100": "vtab/cifar100", "dtd": "vtab/dtd", "flowers": "vtab/flowers",
+    "pets": "vtab/pets", "sun397": "sun397", "svhn": "vtab/svhn", "pcam": "vtab/pcam", "eurosat": "vtab/eurosat",
+    "resisc45": "vtab/resisc45", "diabetic_retinopathy": "vtab/diabetic_retinopathy",
+    "clevr_count_all": "vtab/clevr_count_all", "clevr_closest_object_distance": "vtab/clevr_closest_object_distance",
+    "dmlab": "vtab/dmlab", "dsprites_label_x_position": "vtab/dsprites_label_x_position",
+    "dsprites_label_orientation": "vtab/dsprites_label_orientation",
+    "kitti_closest_vehicle_distance": "vtab/kitti_closest_vehicle_distance",
+    "smallnorb_label_azimuth": "vtab/smallnorb_label_azimuth", "smallnorb_label_elevation": "vtab/smallnorb_label_elevation",
+}
+
+
+def wds_repo(cb_name: str) -> str:
+    return "clip-benchmark/wds_" + cb_name.replace("/", "-")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One benchmark: declarative metadata plus the kind of reader that opens it."""
+
+    name: str
+    title: str
+    kind: str
+    dirs: tuple[str, ...]  # candidate folders under --data-root, first found wins
+    layout: str
+    label_space: str
+    source: str  # "hf:<repo>@<revision>", "url:<url>", "pip:<pkg>", "bundled:<where>" or "manual: ..."
+    license: str
+    sha256: str | None = None
+    paper: str = ""
+    extras: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def find(self, data_root: str | Path | None) -> Path | None:
+        if not data_root:
+            return None
+        for d in self.dirs:
+            p = Path(data_root) / d
+            if p.exists():
+                return p
+        return None
+
+    def how_to_get(self) -> str:
+        if self.source.startswith(("hf:", "url:")):
+            return f"get it with `beyond-inet download {self.name} --data-root DIR`; expected layout: {self.layout}"
+        return f"{self.source.removeprefix('manual: ')}; expected layout: {self.layout}"
+
+
+def _imagenet_label(folder: str) -> int | None:
+    idx = wnid_to_index().get(folder)
+    if idx is not None:
+        return idx
+    if folder.isdigit() and 0 <= int(folder) < 1000:  # ImageNet-V2 folders 0..999 (padded or not)
+        return int(folder)
+    return None
+
+
+def _cue_label(folder: str) -> int | None:
+    return CUE_CONFLICT_CATEGORIES.index(folder) if folder in CUE_CONFLICT_CATEGORIES else None
+
+
+ENTRIES: dict[str, Entry] = {}
+
+
+def _add(e: Entry) -> None:
+    ENTRIES[e.name] = e
+
+
+_IN_LAYOUT = "{d}/<wnid>/<image> (ImageFolder) or {d}/<split>/*.tar (clip-benchmark wds)"
+_add(Entry("imagenet-val", "ImageNet-1k validation (50k)", "imagenet", ("imagenet-val", "imagenet/val", "wds_imagenet1k"),
+           _IN_LAYOUT.format(d="imagenet-val") + "; files named ILSVRC2012_val_XXXXXXXX.JPEG",
+           "imagenet1k", "hf:clip-benchmark/wds_imagenet1k@main (gated original: ILSVRC/imagenet-1k)",
+           "ImageNet terms of access (non-commercial research)", paper="§2.1, §2.3, §2.4, §2.7",
+           extras={"split": "test", "id_style": "filename"}))
+_add(Entry("imagenet-v2", "ImageNet-V2 matched-frequency", "imagenet", ("imagenet-v2", "imagenetv2", "wds_imagenetv2"),
+           _IN_LAYOUT.format(d="imagenet-v2") + "; class folders 0..999 or wnids", "imagenet1k",
+           "hf:clip-benchmark/wds_imagenetv2@main", "MIT (ImageNetV2)", paper="§2.4", extras={"split": "test"}))
+_add(Entry("imagenet-a", "ImageNet-A (7.5k, 200 classes)", "imagenet", ("imagenet-a", "wds_imagenet-a"),
+           _IN_LAYOUT.format(d="imagenet-a"), "imagenet1k (200-class mask)", "hf:clip-benchmark/wds_imagenet-a@main",
+           "MIT", paper="§2.4", extras={"split": "test"}))
+_add(Entry("imagenet-r", "ImageNet-R (30k, 200 classes)", "imagenet", ("imagenet-r", "wds_imagenet-r"),
+           _IN_LAYOUT.format(d="imagenet-r"), "imagenet1k (200-class mask)", "hf:clip-benchmark/wds_imagenet-r@main",
+           "MIT", paper="§2.3, §2.4", extras={"split": "test"}))
+_add(Entry("imagenet-sketch", "ImageNet-Sketch (50k)", "imagenet", ("imagenet-sketch", "sketch", "wds_imagenet_sketch"),
+           _IN_LAYOUT.format(d="imagenet-sketch"), "imagenet1k", "hf:clip-benchmark/wds_imagenet_sketch@main",
+           "MIT", paper="§2.4", extras={"split": "test"}))
+_add(Entry("imagenet-c", "ImageNet-C (15 corruptions x 5 severities)", "imagenet-c", ("imagenet-c",),
+           "imagenet-c/<corruption>/<severity 1-5>/<wnid>/<image>", "imagenet1k",
+           "url:https://zenodo.org/record/2235448/files/{blur,digital,extra,noise,weather}.tar",
+           "CC BY 4.0", paper="§2.4"))
+_add(Entry("imagenet-hard", "ImageNet-Hard (multi-label)", "parquet", ("imagenet-hard",),
+           "imagenet-hard/**/*.parquet (the HF release: columns image, label=list of ImageNet indices)",
+           "imagenet1k (multi-label)", "hf:taesiri/imagenet-hard@main", "MIT", paper="§2.4"))
+_add(Entry("imagenet-real", "ReaL labels for ImageNet val", "labels", (),
+           "bundled with timm (timm/data/_info/imagenet_real_labels.json); needs imagenet-val images",
+           "imagenet1k (multi-label)", "bundled:timm", "Apache-2.0", paper="§2.4"))
+_add(Entry("imagenet-x", "ImageNet-X factor annotations", "labels", (),
+           "bundled with the imagenet-x pip package; needs imagenet-val images", "16 factors",
+           "pip:imagenet-x==0.0.7", "CC BY-NC 4.0", paper="§2.1"))
+_add(Entry("objectnet", "ObjectNet (113 ImageNet-overlapping classes)", "wds", ("objectnet", "wds_objectnet"),
+           "objectnet/test/*.tar (clip-benchmark wds) + objectnet/imagenet_indices.json "
+           "({objectnet class index: [ImageNet indices]})", "objectnet113 -> imagenet1k",
+           "hf:clip-benchmark/wds_objectnet@main", "ObjectNet license (no training)", paper="beyond the paper",
+           extras={"split": "test"}))
+_add(Entry("cue-conflict", "Cue-conflict (1280 stylised images, 16 classes)", "cue", ("cue-conflict",),
+           "cue-conflict/<shape>/<shape>N-<texture>M.png", "16 model-vs-human categories",
+           "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/cue-conflict.tar.gz",
+           "CC BY 4.0", paper="§2.2"))
+_add(Entry("edge", "Edge drawings (160, 16 classes)", "cue", ("edge",), "edge/<category>/<image>.png",
+           "16 model-vs-human categories",
+           "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/edge.tar.gz", "CC BY 4.0",
+           paper="beyond the paper"))
+_add(Entry("silhouette", "Silhouettes (160, 16 classes)", "cue", ("silhouette",), "silhouette/<category>/<image>.png",
+           "16 model-vs-human categories",
+           "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/silhouette.tar.gz", "CC BY 4.0",
+           paper="beyond the paper"))
+_add(Entry("pug-imagenet", "PUG: ImageNet (88k renders, 151 classes, 10 factors)", "pug", ("pug-imagenet", "PUG_ImageNet"),
+           "pug-imagenet/class_to_imagenet_idx.json + pug-imagenet/<Factor>/<class>/<image> "
+           "(or the HF parquet release in pug-imagenet/**/*.parquet)", "pug151 -> imagenet1k",
+           "hf:facebook/PUG_ImageNet@main", "CC BY-NC 4.0", paper="§2.6"))
+_add(Entry("vtab", "VTAB: the paper's 19 tasks (clip-benchmark wds)", "vtab", ("vtab",),
+           "vtab/<task>/{train,test[,val]}/*.tar + vtab/<task>/classnames.txt (or wds_vtab-<task>/ at the root)",
+           "per task", "hf:clip-benchmark/wds_vtab-<task>@main (sun397: clip-benchmark/wds_sun397)",
+           "per task (see each HF dataset card)", paper="§2.5"))
+_add(Entry("imagenet-sample", "ImageNet sample images (1 per class, downscaled)", "flat",
+           ("imagenet-sample-images",), "imagenet-sample-images/<wnid>_<name>.JPEG + labels.csv", "imagenet1k",
+           "manual: the repository's shared data folder (github.com/EliSchwartz/imagenet-sample-images)",
+           "ImageNet terms of access", paper="smoke test"))
+_add(Entry("skimage-photos", "scikit-image's bundled photos (chelsea, coffee, rocket, ...)", "skimage", (),
+           "bundled with scikit-image (no data root needed)", "imagenet1k (multi-label where clear)",
+           "pip:scikit-image", "BSD-3 / public domain (see skimage.data)", paper="demo"))
+
+
+def split_name(name: str) -> tuple[Entry, str]:
+    head, _, part = name.partition("/")
+    if head not in ENTRIES:
+        raise UserError(f"unknown dataset {name!r}; see `beyond-inet datasets` for the catalog")
+    return ENTRIES[head], part
+
+
+def _vtab_root(data_root: Path, task: str) -> Path | None:
+    for cand in (data_root / "vtab" / task, data_root / f"wds_{VTAB_TASKS.get(task, task).replace('/', '-')}"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def parts(name: str, data_root: str | Path | None) -> list[str]:
+    """The parts of a multi-part dataset present under the data root."""
+    entry, _ = split_name(name)
+    root = entry.find(data_root)
+    if entry.kind == "imagenet-c" and root:
+        return [f"{c}/{s}" for c in IMAGENET_C_CORRUPTIONS for s in range(1, 6) if (root / c / str(s)).is_dir()]
+    if entry.kind == "pug" and root:
+        return [f for f in PUG_FACTORS if (root / f).is_dir()]
+    if entry.kind == "vtab" and data_root:
+        out = []
+        for task in VTAB_TASKS:
+            r = _vtab_root(Path(data_root), task)
+            if r:
+                out += [f"{task}/{s}" for s in ("train", "val", "test") if (r / s).is_dir()]
+        return out
+    return []
+
+
+def available(name: str, data_root: str | Path | None) -> bool:
+    try:
+        entry, part = split_name(name)
+    except UserError:
+        return False
+    if entry.kind in ("labels", "skimage"):
+        return True
+    if entry.kind in ("imagenet-c", "pug", "vtab"):
+        ps = parts(entry.name, data_root)
+        return (part in ps) if part else bool(ps)
+    return entry.find(data_root) is not None
+
+
+def open_dataset(name: str, data_root: str | Path | None) -> readers.ImageDataset:
+    """A reader for `name`, or `DatasetMissing` saying how to get it."""
+    entry, part = split_name(name)
+    root = entry.find(data_root)
+    if entry.kind == "skimage":
+        from beyond_inet.data.skimage_photos import SkimagePhotos
+
+        return SkimagePhotos()
+    if entry.kind == "labels":
+        raise UserError(f"{name!r} is a label set, not an image dataset; it is used through imagenet-val")
+    if entry.kind == "vtab":
+        task, _, split = part.partition("/")
+        r = _vtab_root(Path(data_root), task) if data_root and task else None
+        if r is None:
+            raise DatasetMissing(name, f"VTAB task {task!r} not found under {data_root}", entry.how_to_get())
+        if not (r / split).is_dir():
+            raise DatasetMissing(name, f"VTAB task {task!r} has no {split!r} split at {r / split}", entry.how_to_get())
+        ds = readers.WdsDataset(name, r, split)
+        ds.name = name
+        return ds
+    if root is None:
+        raise DatasetMissing(name, f"not found under {data_root}" if data_root else "no --data-root given",
+                             entry.how_to_get())
+    ds = _open_entry(entry, part, root, name)
+    ds.name = name
+    return ds
+
+
+def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDataset:
+    if entry.kind == "imagenet":
+        split = entry.extras.get("split", "test")
+        if (root / split).is_dir() and list((root / split).glob("*.tar")):
+            return readers.WdsDataset(name, root, split)
+        return readers.class_folder_dataset(name, root, _imagenet_label, entry.extras.get("id_style", "relpath"))
+    if entry.kind == "imagenet-c":
+        corruption, _, severity = part.partition("/")
+        sub = root / corruption / severity
+        if not part or not sub.is_dir():
+            raise DatasetMissing(name, f"ImageNet-C part {part!r} not found at {sub}", entry.how_to_get())
+        return readers.class_folder_dataset(name, sub, _imagenet_label)
+    if entry.kind == "cue":
+        return readers.class_folder_dataset(name, root, _cue_label)
+    if entry.kind == "flat":
+        if not (root / "labels.csv").exists():
+            raise UserError(f"dataset {name!r}: {root}/labels.csv is missing (expected file,wnid,class_index rows)")
+        return readers.labelled_flat_dataset(name, root)
+    if entry.kind == "parquet":
+        files = sorted(root.rglob("*.parquet"))
+        return readers.ParquetDataset(name, files, "image", "label")
+    if entry.kind == "pug":
+        return _open_pug(entry, part, root, name)
+    if entry.kind == "wds":
+        ds = readers.WdsDataset(name, root, entry.extras.get("split", "test"))
+        mapping = root / "imagenet_indices.json"
+        if mapping.exists():
+            m = {int(k): [int(x) for x in v] for k, v in json.loads(mapping.read_text()).items()}
+            ds._multi = [m.get(lab, []) for lab in ds._labels]
+            ds._labels = [m.get(lab, [-1])[0] for lab in ds._labels]
+        return ds
+    raise UserError(f"dataset {name!r} cannot be opened as images")
+
+
+def _open_pug(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDataset:
+    mapping = root / "class_to_imagenet_idx.json"
+    if not mapping.exists():
+        raise UserError(f"dataset {name!r}: {mapping} is missing (PUG's class -> ImageNet index mapping)")
+    classes = sorted(json.loads(mapping.read_text()))
+    index = {c: i for i, c in enumerate(classes)}
+    sub = root / part
+    if not part or not sub.is_dir():
+        raise DatasetMissing(name, f"PUG factor folder {part!r} not found at {sub}", entry.how_to_get())
+    return readers.class_folder_dataset(name, sub, index.get)
+
+
+def describe(data_root: str | Path | None) -> list[dict]:
+    """One row per catalog entry: present or not, where, and how to get it."""
+    rows = []
+    for e in ENTRIES.values():
+        present = available(e.name, data_root)
+        where = e.find(data_root)
+        p = parts(e.name, data_root) if e.kind in ("imagenet-c", "pug", "vtab") else []
+        rows.append({"name": e.name, "title": e.title, "present": present, "path": str(where) if where else "",
+                     "parts": len(p), "layout": e.layout, "label_space": e.label_space, "source": e.source,
+                     "license": e.license, "paper": e.paper, "how_to_get": "" if present else e.how_to_get()})
+    return rows
+
+
+def default_data_root() -> str | None:
+    return os.environ.get("BEYOND_INET_DATA")

@@ -1,0 +1,79 @@
+"""Executors run planned jobs. `local` runs them in this process; `ray` (see ray_executor.py) sends
+them to a Ray cluster. Both call `execute_job`, so outputs are identical wherever a job runs."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from beyond_inet.engine.infer import PassStats, run_pass
+from beyond_inet.engine.plan import DatasetCache, Job
+from beyond_inet.engine.store import SHARD_SIZE, Store
+
+log = logging.getLogger("beyond_inet")
+
+
+@dataclass
+class ExecConfig:
+    store_dir: str
+    data_root: str | None
+    limit: int | None
+    device: str = "cpu"
+    batch_size: int = 64
+    num_workers: int = 2
+    amp: bool = True
+    logit_scale: float | None = None
+
+
+def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | None = None,
+                progress=None, task=None) -> PassStats:
+    """Run one job's missing shards (builds the model and opens the dataset if not given)."""
+    from beyond_inet.models import create_model
+
+    if model is None:
+        model = create_model(job.model, logit_scale=cfg.logit_scale)
+    if job.resolution:
+        model = model.rebuild(job.resolution)
+    datasets = datasets or DatasetCache(cfg.data_root, cfg.limit)
+    got = datasets.get(job.dataset)
+    if got is None:
+        raise RuntimeError(f"dataset {job.dataset} vanished: {datasets.missing.get(job.dataset)}")
+    ds, pos, fp = got
+    store = Store(cfg.store_dir)
+    meta = {"model": job.model, "weights": model.weights_id, "dataset": job.dataset, "samples": fp,
+            "preprocessing": model.preprocessing.describe(), "info": json.loads(json.dumps(model.info, default=str))}
+    entries = {v: store.entry(k, len(pos), {**meta, "view": v}) for v, k in job.keys.items()}
+    return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def run(self, jobs: list[Job], cfg: ExecConfig, model, datasets: DatasetCache, progress=None) -> list[PassStats]:
+        out = []
+        for job in jobs:
+            task = None
+            if progress is not None:
+                n_todo = sum(len(range(s * SHARD_SIZE, min((s + 1) * SHARD_SIZE, job.n_samples))) for s in job.shards)
+                task = progress.add_task(job.label, total=n_todo)
+            out.append(execute_job(job, cfg, model, datasets, progress, task))
+        return out
+
+
+def get_executor(name: str, address: str | None = None):
+    from beyond_inet.errors import UserError
+
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        try:
+            from beyond_inet.engine.ray_executor import RayExecutor
+        except ModuleNotFoundError as e:
+            raise UserError(f"--executor ray needs Ray: pip install 'ray[default]' ({e.name} missing)") from None
+        return RayExecutor(address)
+    raise UserError(f"unknown executor {name!r}; use local or ray")
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, default=str))

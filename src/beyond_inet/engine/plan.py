@@ -1,0 +1,124 @@
+"""Planning: turn (models x analyses) into deduplicated inference jobs, skipping what is stored.
+
+A job is one pass of one model (at one input resolution) over one dataset for a set of crop views
+that share the decode. Jobs are plain data (picklable), so any executor can run them.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from beyond_inet import ENGINE_VERSION
+from beyond_inet.analyses.base import Analysis, Context, Request
+from beyond_inet.data import catalog
+from beyond_inet.data.readers import ImageDataset
+from beyond_inet.data.views import resolution_of
+from beyond_inet.engine.store import Store, make_key
+from beyond_inet.errors import DatasetMissing, UserError
+
+
+def select_positions(n: int, limit: int | None) -> np.ndarray:
+    """All positions, or `limit` evenly spaced ones (spans the classes of a class-sorted dataset)."""
+    if not limit or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+@dataclass
+class Job:
+    model: str
+    dataset: str
+    views: list[str]
+    resolution: int | None
+    keys: dict[str, str]  # view -> store key
+    n_samples: int
+    shards: list[int] = field(default_factory=list)  # shards still missing (union over views)
+
+    @property
+    def label(self) -> str:
+        res = f"@{self.resolution}px" if self.resolution else ""
+        return f"{self.model}{res} on {self.dataset} [{', '.join(self.views)}]"
+
+
+def needed_requests(analyses: list[Analysis], ctx: Context) -> dict[str, list[Request]]:
+    return {a.name: a.requests(ctx) for a in analyses}
+
+
+def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
+              info: dict) -> str:
+    return make_key({"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
+                     "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"),
+                     "engine": ENGINE_VERSION})
+
+
+class DatasetCache:
+    """Opens each dataset once per run; remembers why a dataset could not be opened."""
+
+    def __init__(self, data_root: str | None, limit: int | None):
+        self.data_root, self.limit = data_root, limit
+        self._open: dict[str, tuple[ImageDataset, np.ndarray, str]] = {}
+        self.missing: dict[str, str] = {}
+
+    def get(self, name: str) -> tuple[ImageDataset, np.ndarray, str] | None:
+        if name in self._open:
+            return self._open[name]
+        if name in self.missing:
+            return None
+        try:
+            ds = catalog.open_dataset(name, self.data_root)
+        except DatasetMissing as e:
+            self.missing[name] = str(e)
+            return None
+        except UserError as e:
+            self.missing[name] = str(e)
+            return None
+        pos = select_positions(len(ds), self.limit)
+        fp = ds.fingerprint() if len(pos) == len(ds) else _fingerprint_subset(ds, pos)
+        self._open[name] = (ds, pos, fp)
+        return self._open[name]
+
+
+def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in pos:
+        h.update(f"{ds.sample_id(int(i))}\t{ds.label(int(i))}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store) -> list[Job]:
+    """Jobs for one built model: group views by (dataset, resolution); keep only missing shards."""
+    groups: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+    for req in requests:
+        r = resolution_of(req.view)
+        if req.view not in groups[(req.dataset, r)]:
+            groups[(req.dataset, r)].append(req.view)
+    jobs = []
+    for (dname, res), views in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        got = datasets.get(dname)
+        if got is None:
+            continue
+        ds, pos, fp = got
+        pre = model.preprocessing if res is None else model.preprocessing.at_resolution(res)
+        keys = {v: store_key(model.weights_id, pre.describe(), v, dname, fp, datasets.limit, model.info) for v in views}
+        missing: set[int] = set()
+        for v, k in keys.items():
+            entry = store.entry(k, len(pos))
+            missing |= set(entry.missing_shards())
+        jobs.append(Job(model.spec, dname, views, res, keys, len(pos), sorted(missing)))
+    return jobs
+
+
+def validate_spec(spec: str) -> None:
+    """Fail fast, before any work, on a spec no builder understands."""
+    from beyond_inet.models import ALIASES, _BUILDERS, resolve_alias
+
+    alias = resolve_alias(spec)
+    target = alias[0] if alias else spec
+    prefix, sep, _ = target.partition(":")
+    if not sep or prefix not in _BUILDERS:
+        raise UserError(f"unknown model spec {spec!r}; use timm:<name>, open_clip:<arch>@<tag>, hf:<repo>, "
+                        f"packaged:<name> or an alias ({', '.join(ALIASES)}); see `beyond-inet models`")

@@ -1,0 +1,194 @@
+"""`beyond-inet run`: plan -> infer (cached) -> analyze -> results (and report).
+
+Models are handled one at a time (built once, every pass it needs, then dropped) so dozens of
+models fit in memory. Analyses run on the stored outputs only; an analysis whose datasets are absent
+is skipped with the reason recorded, the others still run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from beyond_inet import __version__
+from beyond_inet.analyses import Context, Request, Skip, get_analysis, load_builtin
+from beyond_inet.data import catalog
+from beyond_inet.engine.executors import ExecConfig, get_executor
+from beyond_inet.engine.plan import DatasetCache, plan_model_jobs, validate_spec
+from beyond_inet.engine.store import Store
+from beyond_inet.report.results import ResultsDB
+
+log = logging.getLogger("beyond_inet")
+
+
+@dataclass
+class RunConfig:
+    models: list[str]
+    analyses: list[str]
+    out: str
+    data_root: str | None = None
+    device: str = "cpu"
+    batch_size: int = 64
+    num_workers: int = 2
+    limit: int | None = None
+    amp: bool = True
+    logit_scale: float | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    seed: int = 0
+    n_boot: int = 1000
+    options: dict = field(default_factory=dict)
+    report: bool = True
+    progress: bool = True
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def setup_logging(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.log"
+    logger = logging.getLogger("beyond_inet")
+    logger.setLevel(logging.INFO)
+    for h in list(logger.handlers):
+        if getattr(h, "_beyond_inet", False):
+            logger.removeHandler(h)
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    fh._beyond_inet = True  # type: ignore[attr-defined]
+    logger.addHandler(fh)
+    return path
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"beyond-inet": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "imagenet-x", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    class Rate(TextColumn):
+        def render(self, task):
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:6.1f} img/s" if speed else "   ... img/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(""),
+                    TextColumn("ETA"), TimeRemainingColumn())
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run the whole pipeline; returns a summary (jobs run, images, skips)."""
+    load_builtin()
+    out = Path(cfg.out)
+    setup_logging(out)
+    for spec in cfg.models:
+        validate_spec(spec)
+    analyses = [get_analysis(a) for a in cfg.analyses]
+    run_id = uuid.uuid4().hex[:12]
+    db = ResultsDB(out)
+    db.start_run(run_id, _now(), {**asdict(cfg), "versions": versions()})
+    log.info("run %s: models=%s analyses=%s data_root=%s", run_id, cfg.models, cfg.analyses, cfg.data_root)
+    ctx = Context(data_root=cfg.data_root, options={**cfg.options, "device": cfg.device},
+                  available=lambda n: catalog.available(n, cfg.data_root),
+                  parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
+    requests = {a.name: a.requests(ctx) for a in analyses}
+    store = Store(out / "store")
+    datasets = DatasetCache(cfg.data_root, cfg.limit)
+    exec_cfg = ExecConfig(str(store.root), cfg.data_root, cfg.limit, cfg.device, cfg.batch_size, cfg.num_workers,
+                          cfg.amp, cfg.logit_scale)
+    executor = get_executor(cfg.executor, cfg.ray_address)
+    summary = {"run_id": run_id, "jobs": 0, "images": 0, "skipped_images": 0, "skips": []}
+    all_rows = {a.name: [] for a in analyses}
+    from beyond_inet.models import create_model
+
+    for spec in cfg.models:
+        model = create_model(spec, logit_scale=cfg.logit_scale)
+        db.set_model_info(spec, model.describe())
+        wanted = [r for reqs in requests.values() for r in reqs]
+        jobs = plan_model_jobs(model, wanted, datasets, store)
+        todo = [j for j in jobs if j.shards]
+        log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
+        if todo:
+            prog = _progress(cfg.progress)
+            if prog is not None:
+                prog.start()
+            try:
+                stats = executor.run(todo, exec_cfg, model, datasets, prog)
+            finally:
+                if prog is not None:
+                    prog.stop()
+            for job, st in zip(todo, stats):
+                summary["jobs"] += 1
+                summary["images"] += st.images
+                summary["skipped_images"] += len(st.skipped)
+                for sid, err in st.skipped:
+                    log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
+                log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
+        keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
+        loaded: dict = {}
+
+        def fetch(req: Request, _keys=keys, _loaded=loaded):
+            if (req.dataset, req.view) not in _keys:
+                return None
+            if (req.dataset, req.view) not in _loaded:
+                key, _ = _keys[(req.dataset, req.view)]
+                _loaded[(req.dataset, req.view)] = store.existing(key).load()
+            return _loaded[(req.dataset, req.view)]
+
+        for a in analyses:
+            db.clear_skips(a.name, spec)
+            missing = [r.dataset for r in requests[a.name] if (r.dataset, r.view) not in keys]
+            skips = [Skip(a.name, spec, d, datasets.missing.get(d, "dataset not available"))
+                     for d in dict.fromkeys(missing)]
+            if len(missing) == len(requests[a.name]) and requests[a.name]:
+                log.info("analysis %s skipped for %s: none of its datasets are present", a.name, spec)
+                db.add_skips(skips, run_id)
+                summary["skips"] += skips
+                continue
+            res = a.compute(ctx, spec, fetch)
+            db.add_rows(res.rows, run_id)
+            db.add_skips(skips + res.skips, run_id)
+            db.add_artifacts(a.name, spec, res.artifacts, run_id)
+            all_rows[a.name] += res.rows
+            summary["skips"] += skips + res.skips
+        del model, loaded
+    for a in analyses:
+        res = a.summarize(ctx, all_rows[a.name])
+        db.add_rows(res.rows, run_id)
+        db.add_skips(res.skips, run_id)
+        for name, data in res.artifacts.items():
+            db.add_artifacts(a.name, "*", {name: data}, run_id)
+    db.finish_run(run_id, _now())
+    db.export()
+    db.close()
+    if cfg.report:
+        try:
+            from beyond_inet.report.html import write_report
+        except ModuleNotFoundError:
+            write_report = None
+        if write_report is not None:
+            write_report(out)
+    log.info("run %s finished: %d jobs, %d images, %d unreadable", run_id, summary["jobs"], summary["images"],
+             summary["skipped_images"])
+    return summary
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 2) - 1))
