@@ -142,6 +142,7 @@ def run(cfg: RunConfig) -> dict:
                     log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
                 log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
+        db.set_outputs(spec, {dv: k for dv, (k, _) in keys.items()})
         loaded: dict = {}
 
         def fetch(req: Request, _keys=keys, _loaded=loaded):

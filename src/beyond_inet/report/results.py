@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
   analysis TEXT, model TEXT, name TEXT, data TEXT, run_id TEXT, PRIMARY KEY (analysis, model, name));
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, config TEXT);
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, info TEXT);
+CREATE TABLE IF NOT EXISTS outputs (model TEXT, dataset TEXT, view TEXT, store_key TEXT,
+  PRIMARY KEY (model, dataset, view));
 """
 
 
@@ -69,6 +71,16 @@ class ResultsDB:
     def set_model_info(self, model: str, info: dict) -> None:
         self.con.execute("INSERT OR REPLACE INTO models VALUES (?,?)", (model, json.dumps(info)))
         self.con.commit()
+
+    def set_outputs(self, model: str, keys: dict[tuple[str, str], str]) -> None:
+        """Record which store entry holds each (dataset, view) of a model (for per-sample reuse)."""
+        self.con.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)",
+                             [(model, d, v, k) for (d, v), k in keys.items()])
+        self.con.commit()
+
+    def output_keys(self) -> dict[tuple[str, str, str], str]:
+        """(model, dataset, view) -> store key; load with engine.store.Store(out/'store').existing(key).load()."""
+        return {(m, d, v): k for m, d, v, k in self.con.execute("SELECT model, dataset, view, store_key FROM outputs")}
 
     def start_run(self, run_id: str, started: str, config: dict) -> None:
         self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?)", (run_id, started, None, json.dumps(config)))
