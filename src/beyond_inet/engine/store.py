@@ -70,7 +70,9 @@ class Entry:
                    "features": np.ascontiguousarray(features, np.float32)}
         if multilabels is not None:
             tensors["multilabels"] = np.ascontiguousarray(multilabels, np.int64)
-        meta = {"ids": json.dumps(ids), "skipped": json.dumps(skipped)}
+        # One metadata key: safetensors keeps metadata in a hash map, so several keys come out in
+        # varying order and the bytes would differ between otherwise identical shards.
+        meta = {"samples": json.dumps({"ids": ids, "skipped": skipped})}
         atomic_write_bytes(self.shard_path(s), save(tensors, metadata=meta))
 
     def load(self) -> Outputs:
@@ -82,9 +84,9 @@ class Entry:
         width = 0
         for s in range(self.n_shards):
             with safe_open(str(self.shard_path(s)), framework="numpy") as f:
-                md = f.metadata()
-                ids += json.loads(md["ids"])
-                skipped += [sid for sid, _ in json.loads(md["skipped"])]
+                md = json.loads(f.metadata()["samples"])
+                ids += md["ids"]
+                skipped += [sid for sid, _ in md["skipped"]]
                 for k in ("labels", "logits", "features"):
                     parts[k].append(f.get_tensor(k))
                 ml = f.get_tensor("multilabels") if "multilabels" in f.keys() else None
@@ -116,7 +118,7 @@ class Entry:
             p = self.shard_path(s)
             if p.exists():
                 with safe_open(str(p), framework="numpy") as f:
-                    out += [tuple(x) for x in json.loads(f.metadata()["skipped"])]
+                    out += [tuple(x) for x in json.loads(f.metadata()["samples"])["skipped"]]
         return out
 
 
@@ -132,7 +134,9 @@ class Store:
         if meta is not None and not mp.exists():
             atomic_write_bytes(mp, json.dumps({**meta, "n_samples": n_samples, "shard_size": SHARD_SIZE},
                                               indent=1, sort_keys=True).encode())
-        return Entry(d, n_samples)
+        if mp.exists():
+            return Entry(d, n_samples, json.loads(mp.read_text()).get("shard_size", SHARD_SIZE))
+        return Entry(d, n_samples, SHARD_SIZE)
 
     def existing(self, key: str) -> Entry | None:
         mp = self.root / key / "meta.json"

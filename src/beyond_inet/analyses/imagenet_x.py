@@ -1,0 +1,251 @@
+"""ImageNet-X: per-factor accuracy and error ratio on ImageNet val (paper-spec §2.1).
+
+Exactly what ``imagenet_x.get_factor_accuracies`` computes with its defaults (imagenet-x 0.0.7):
+top-factor annotations (``imagenet_x_val_top_factor.jsonl``), prototypical images removed, predictions
+inner-joined on the val file name, correct = argmax == annotated class;
+
+    acc_f       = #correct among images with factor f / #images with factor f
+    acc         = accuracy over all annotated non-prototype images       (metric ``acc_annotated``)
+    error_ratio = (1 - acc_f) / (1 - acc)                                (``error_ratio_<factor>``)
+
+plus ``error_ratio_mean``, the unweighted mean of the 16 ratios (the paper figure's "Average").
+The annotation files ship inside the pip package; they are read here with pandas, and the package's
+own functions are only the test reference.
+
+Beyond the paper (other dataset names so that the main table stays the paper's):
+  ``imagenet-val/metaclass/<name>``  the same per metaclass: the package's 1000 -> 100 metaclass map,
+      names outside its 16 METACLASSES grouped as "other" (17 groups); acc and ratios are within the
+      metaclass (``compute_factor_metaclass_accuracies`` + ``error_ratio``). Factors absent from a
+      metaclass get no row; its error_ratio_mean averages the factors present.
+  ``imagenet-val/multi-factor``      the multi-factor annotations (an image counts for every factor
+      marked), when ``ctx.options["imagenet_x_multi_factor"]`` is true.
+
+CIs: percentile bootstrap over annotated images, all factors from the same resamples; per-replicate
+factor sums are ``counts @ V`` (see ``calibration.resampled_sums``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from beyond_inet.analyses.base import (
+    Analysis,
+    AnalysisResult,
+    Context,
+    Fetch,
+    Request,
+    Row,
+    Skip,
+    register_analysis,
+)
+from beyond_inet.analyses.calibration import jsonable, percentile_ci, resampled_sums
+
+# Order as in imagenet_x.utils (tested against the package).
+FACTORS = (
+    "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory",
+    "texture", "larger", "darker", "object_blocking", "person_blocking", "style", "brighter", "multiple_objects",
+)
+METACLASSES = (
+    "device", "dog", "commodity", "bird", "structure", "covering", "wheeled_vehicle", "food", "equipment",
+    "insect", "vehicle", "furniture", "primate", "vessel", "snake", "natural_object", "other",
+)
+DATASET = "imagenet-val"
+
+
+def annotation_dir() -> Path | None:
+    """The installed imagenet_x package's annotation folder, or None when the package is missing."""
+    spec = importlib.util.find_spec("imagenet_x")  # locate without importing the package's code
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "annotations"
+    return d if d.is_dir() else None
+
+
+@lru_cache(maxsize=4)
+def load_annotations(which_factor: str = "top", filter_prototypes: bool = True) -> pd.DataFrame:
+    """Val annotations: columns file_name, class, metaclass and the 16 factor 0/1 columns.
+
+    `which_factor`: "top" (one factor per image, the paper) or "multi" (every factor marked).
+    """
+    d = annotation_dir()
+    if d is None:
+        raise FileNotFoundError("the imagenet-x package is not installed (pip install imagenet-x==0.0.7)")
+    df = pd.read_json(d / f"imagenet_x_val_{which_factor}_factor.jsonl", lines=True)
+    df = df[["file_name", "class", *FACTORS]].copy()
+    meta = pd.read_csv(d / "imagenet_1k_classes_to_100_metaclasses.csv")["name"]
+    meta = meta.where(meta.isin(METACLASSES), "other").to_numpy()  # row i = ImageNet class i
+    df["metaclass"] = meta[df["class"].to_numpy()]
+    if filter_prototypes:
+        protos = pd.read_csv(d / "prototypical_paths.csv")["file_name"]
+        df = df[~df["file_name"].isin(protos)]
+    return df.reset_index(drop=True)
+
+
+def join_on_file_name(ids: list[str], file_names: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Inner join of output ids (directory parts stripped) with annotation file names.
+
+    Returns (positions in the outputs, positions in the annotations) of the matched pairs.
+    Raises ValueError when a file name occurs twice in the outputs.
+    """
+    names = pd.Index([str(i).replace("\\", "/").rsplit("/", 1)[-1] for i in ids])
+    if not names.is_unique:
+        dup = names[names.duplicated()][:3].tolist()
+        raise ValueError(f"outputs hold duplicate file names, e.g. {dup}")
+    pos = names.get_indexer(pd.Index(file_names))
+    ann = np.flatnonzero(pos >= 0)
+    return pos[ann], ann
+
+
+def factor_accuracies(correct: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Per-factor accuracy, count and error ratio, overall accuracy and the mean ratio.
+
+    correct: [n] 0/1; factors: [n, F] 0/1 (one-hot for top-factor, multi-hot otherwise).
+    The mean ratio averages the factors that have at least one image.
+    """
+    c = np.asarray(correct, np.float64)
+    f = np.asarray(factors, np.float64)
+    count = f.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_f = (f * c[:, None]).sum(axis=0) / count
+        overall = c.mean() if c.size else math.nan
+        ratio = (1.0 - acc_f) / (1.0 - overall)
+    present = count > 0
+    mean = float(np.mean(ratio[present])) if present.any() else math.nan
+    return {"acc": acc_f, "count": count, "acc_annotated": float(overall), "error_ratio": ratio,
+            "error_ratio_mean": mean}
+
+
+def factor_bootstrap(correct: np.ndarray, factors: np.ndarray, n_boot: int, seed: int) -> dict[str, tuple]:
+    """Percentile CIs (low, high) of every quantity of `factor_accuracies`, vectorised over replicates."""
+    c = np.asarray(correct, np.float64)
+    f = np.asarray(factors, np.float64)
+    n, k = f.shape
+    present = f.sum(axis=0) > 0
+    V = np.concatenate([f * c[:, None], f, c[:, None]], axis=1)
+    reps = []
+    for _, S in resampled_sums(V, n_boot, seed):
+        S = S.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc_f = S[:, :k] / S[:, k:2 * k]
+            overall = S[:, 2 * k] / n
+            ratio = (1.0 - acc_f) / (1.0 - overall)[:, None]
+            r = np.where(present[None, :], ratio, np.nan)
+            fin = np.isfinite(r)
+            mean = np.where(fin.any(axis=1), np.where(fin, r, 0.0).sum(axis=1) / fin.sum(axis=1), np.nan)
+        reps.append(np.concatenate([acc_f, ratio, overall[:, None], mean[:, None]], axis=1))
+    lo, hi = percentile_ci(np.concatenate(reps))
+    return {"acc": (lo[:k], hi[:k]), "error_ratio": (lo[k:2 * k], hi[k:2 * k]),
+            "acc_annotated": (float(lo[2 * k]), float(hi[2 * k])),
+            "error_ratio_mean": (float(lo[2 * k + 1]), float(hi[2 * k + 1]))}
+
+
+def _rows(model: str, dataset: str, analysis: str, point: dict, ci: dict, n: int, per_factor_acc: bool) -> list[Row]:
+    """Result rows of one factor table (factors without images get none)."""
+    rows = [Row(model, dataset, analysis, "acc_annotated", point["acc_annotated"], *ci["acc_annotated"], n)]
+    for i, fac in enumerate(FACTORS):
+        cnt = int(point["count"][i])
+        if cnt == 0:
+            continue
+        if per_factor_acc:
+            rows.append(Row(model, dataset, analysis, f"acc_{fac}", float(point["acc"][i]),
+                            float(ci["acc"][0][i]), float(ci["acc"][1][i]), cnt))
+        if math.isfinite(point["error_ratio"][i]):
+            rows.append(Row(model, dataset, analysis, f"error_ratio_{fac}", float(point["error_ratio"][i]),
+                            float(ci["error_ratio"][0][i]), float(ci["error_ratio"][1][i]), cnt))
+    if math.isfinite(point["error_ratio_mean"]):
+        rows.append(Row(model, dataset, analysis, "error_ratio_mean", point["error_ratio_mean"],
+                        *ci["error_ratio_mean"], n))
+    return rows
+
+
+def _artifact(point: dict, ci: dict) -> dict:
+    return {"factors": list(FACTORS), "acc": jsonable(point["acc"]), "error_ratio": jsonable(point["error_ratio"]),
+            "error_ratio_ci_low": jsonable(ci["error_ratio"][0]), "error_ratio_ci_high": jsonable(ci["error_ratio"][1]),
+            "count": point["count"].astype(int).tolist(), "acc_annotated": point["acc_annotated"],
+            "error_ratio_mean": jsonable([point["error_ratio_mean"]])[0]}
+
+
+@register_analysis
+class ImageNetX(Analysis):
+    """Per-factor error ratios on ImageNet val (ImageNet-X annotations)."""
+
+    name = "imagenet-x"
+    description = ("ImageNet-X per-factor accuracy and error ratio (1 - acc_factor) / (1 - acc), top-factor "
+                   "annotations without prototypes, as imagenet_x.get_factor_accuracies; plus per-metaclass "
+                   "and (option imagenet_x_multi_factor) multi-factor variants.")
+
+    def requests(self, ctx: Context) -> list[Request]:
+        return [Request(DATASET, "standard")]
+
+    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        res = AnalysisResult()
+        out = fetch(Request(DATASET, "standard"))
+        if out is None:
+            res.skips.append(Skip(self.name, model, DATASET, "imagenet-val outputs not available (dataset absent)"))
+            return res
+        try:
+            ann = load_annotations("top", True)
+        except (FileNotFoundError, ModuleNotFoundError) as e:
+            res.skips.append(Skip(self.name, model, DATASET, f"ImageNet-X annotations unavailable: {e}"))
+            return res
+        try:
+            out_pos, ann_pos = join_on_file_name(out.ids, ann["file_name"])
+        except ValueError as e:
+            res.skips.append(Skip(self.name, model, DATASET, f"cannot join outputs with ImageNet-X: {e}"))
+            return res
+        if out_pos.size == 0:
+            example = out.ids[0] if len(out.ids) else "<none>"
+            res.skips.append(Skip(self.name, model, DATASET,
+                                  f"none of the {len(out.ids)} output ids is an annotated ImageNet val file name "
+                                  f"(ILSVRC2012_val_XXXXXXXX.JPEG), e.g. {example!r}; no ImageNet-X metrics"))
+            return res
+        if out_pos.size < len(ann):
+            res.skips.append(Skip(self.name, model, DATASET,
+                                  f"only {out_pos.size} of {len(ann)} annotated non-prototype val images are in "
+                                  f"the outputs; ImageNet-X metrics cover those only"))
+        pred_all = np.asarray(out.logits).argmax(axis=1)
+        pred = pred_all[out_pos]
+        sub = ann.iloc[ann_pos]
+        cls = sub["class"].to_numpy()
+        labels = np.asarray(out.labels)[out_pos]
+        bad = int(((labels >= 0) & (labels != cls)).sum())
+        if bad:
+            res.skips.append(Skip(self.name, model, DATASET,
+                                  f"{bad} output labels disagree with the ImageNet-X class; scored against ImageNet-X"))
+        correct = (pred == cls).astype(np.float64)
+        F = sub[list(FACTORS)].to_numpy(np.float64)
+
+        point = factor_accuracies(correct, F)
+        ci = factor_bootstrap(correct, F, ctx.n_boot, ctx.seed)
+        res.rows += _rows(model, DATASET, self.name, point, ci, correct.size, per_factor_acc=True)
+        res.artifacts["imagenet-x/factors"] = _artifact(point, ci)
+
+        # Per metaclass: the same table within each group.
+        meta = sub["metaclass"].to_numpy()
+        per_meta = {}
+        for m in METACLASSES:
+            sel = meta == m
+            if not sel.any():
+                continue
+            p = factor_accuracies(correct[sel], F[sel])
+            c = factor_bootstrap(correct[sel], F[sel], ctx.n_boot, ctx.seed)
+            res.rows += _rows(model, f"{DATASET}/metaclass/{m}", self.name, p, c, int(sel.sum()), per_factor_acc=False)
+            per_meta[m] = {**_artifact(p, c), "n": int(sel.sum())}
+        res.artifacts["imagenet-x/metaclass"] = per_meta
+
+        if ctx.options.get("imagenet_x_multi_factor"):
+            multi = load_annotations("multi", True)
+            mo, ma = join_on_file_name(out.ids, multi["file_name"])
+            msub = multi.iloc[ma]
+            mcorrect = (pred_all[mo] == msub["class"].to_numpy()).astype(np.float64)
+            MF = msub[list(FACTORS)].to_numpy(np.float64)
+            p = factor_accuracies(mcorrect, MF)
+            c = factor_bootstrap(mcorrect, MF, ctx.n_boot, ctx.seed)
+            res.rows += _rows(model, f"{DATASET}/multi-factor", self.name, p, c, mcorrect.size, per_factor_acc=True)
+            res.artifacts["imagenet-x/multi-factor"] = _artifact(p, c)
+        return res

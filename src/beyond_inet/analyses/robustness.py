@@ -1,0 +1,369 @@
+"""Robustness: top-1 on ImageNet-val and its variants, ImageNet-C mCE, effective robustness.
+
+Scoring rules (paper-spec §2.4), all from stored 1000-way logits:
+  imagenet-val, -v2, -sketch   argmax over the 1000 classes == label
+  imagenet-a, imagenet-r       argmax over the dataset's 200 classes only (``labelspaces.subset_indices``,
+                               the paper's ``output[:, mask]``) == label
+  imagenet-hard                argmax (1000) is any of the image's labels (``Outputs.multilabels``)
+  imagenet-real                on imagenet-val outputs: argmax is in the image's ReaL label set
+                               (``labelspaces.real_labels()[val_number - 1]``); empty sets are skipped
+  imagenet-c                   per ``<corruption>/<severity>`` part: argmax == label. ``top1`` on
+                               dataset ``imagenet-c`` = mean over the present parts of the 15 standard
+                               corruptions (the paper's number when all 75 are there); rows per
+                               corruption (``imagenet-c/<corruption>``: mean top1, and ``ce`` = mean error /
+                               AlexNet's mean error) and per part; ``mce`` = mean CE over the 15, only
+                               when all 15 x 5 parts are present. mCE is a ratio (x100 for the usual %).
+  variants                     ``top1_avg``: plain mean of the top-1 of V2, A, C, Hard, R, Sketch, ReaL
+                               that are present (C only when complete); n = number averaged.
+Beyond the paper:
+  objectnet                    argmax over the union of ImageNet classes that ObjectNet classes map to
+                               (the union of ``multilabels`` over the set) is one of the image's classes;
+                               images of unmapped ObjectNet classes are left out.
+  effective_robustness         (``summarize``) with >= 3 models: per variant, a line fitted over models
+                               in logit space, logit(acc_variant) ~ logit(acc_val); a model's value is its
+                               variant accuracy minus the line's prediction (Taori et al. 2020).
+Accuracies are fractions in [0, 1].
+
+CIs: percentile bootstrap over images. Resampling n 0/1 outcomes with k ones has exactly a
+Binomial(n, k/n) count of ones, so accuracy replicates are drawn as binomials: identical in
+distribution to resampling images and O(n_boot) per set, which keeps 75 ImageNet-C parts cheap.
+Averages over sets (C, variants) combine independent per-set replicates (a stratified bootstrap).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from functools import lru_cache
+
+import numpy as np
+
+from beyond_inet.analyses.base import (
+    Analysis,
+    AnalysisResult,
+    Context,
+    Fetch,
+    Request,
+    Row,
+    Skip,
+    register_analysis,
+)
+from beyond_inet.analyses.calibration import percentile_ci
+from beyond_inet.data import labelspaces
+
+VAL = "imagenet-val"
+PLAIN = ("imagenet-val", "imagenet-v2", "imagenet-sketch")
+SUBSET = ("imagenet-a", "imagenet-r")
+SINGLE = ("imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-hard")
+VARIANTS = ("imagenet-v2", "imagenet-a", "imagenet-c", "imagenet-hard", "imagenet-r", "imagenet-sketch",
+            "imagenet-real")
+SEVERITIES = (1, 2, 3, 4, 5)
+# The 15 ImageNet-C benchmark corruptions and AlexNet's error on each, averaged over the 5 severities:
+# the "raw AlexNet errors taken from https://github.com/hendrycks/robustness" used for mCE in
+# google-research/augmix imagenet.py (ALEXNET_ERR) and OpenMMLab's get_ce_alexnet.
+ALEXNET_ERR = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360,
+    "snow": 0.866816, "frost": 0.826572, "fog": 0.819324, "brightness": 0.564592,
+    "contrast": 0.853204, "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+CORRUPTIONS = tuple(ALEXNET_ERR)
+# Datasets given an effective-robustness row in summarize (ReaL is val relabelled; C parts are too fine).
+ER_DATASETS = ("imagenet-v2", "imagenet-a", "imagenet-c", "imagenet-hard", "imagenet-r", "imagenet-sketch",
+               "objectnet", "variants")
+_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring rules
+# ----------------------------------------------------------------------------------------------
+def predict(logits: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """ImageNet index of the top logit, over all 1000 classes or only over `classes`."""
+    z = np.asarray(logits)
+    if classes is None:
+        return z.argmax(axis=1)
+    classes = np.asarray(classes, np.int64)
+    return classes[z[:, classes].argmax(axis=1)]
+
+
+def top1_correct(logits: np.ndarray, labels: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+    """0/1 correctness of the (optionally class-restricted) argmax for images with a label >= 0."""
+    lab = np.asarray(labels, np.int64)
+    keep = lab >= 0
+    return (predict(np.asarray(logits)[keep], classes) == lab[keep]).astype(np.float64)
+
+
+def multilabel_correct(pred: np.ndarray, multilabels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct for images with >= 1 label, mask of those images): pred is any of the row's labels (-1 pads)."""
+    ml = np.asarray(multilabels, np.int64)
+    if ml.ndim == 1:
+        ml = ml[:, None]
+    has = (ml >= 0).any(axis=1)
+    hit = ((ml == np.asarray(pred)[:, None]) & (ml >= 0)).any(axis=1)
+    return hit[has].astype(np.float64), has
+
+
+@lru_cache(maxsize=1)
+def real_label_table() -> np.ndarray:
+    """ReaL label sets as an int array [50000, K] padded with -1 (row = val number - 1)."""
+    real = labelspaces.real_labels()
+    k = max((len(r) for r in real), default=1)
+    table = np.full((len(real), max(k, 1)), -1, np.int64)
+    for i, r in enumerate(real):
+        table[i, : len(r)] = r
+    return table
+
+
+def real_correct(pred: np.ndarray, ids: list[str]) -> tuple[np.ndarray, int, int]:
+    """ReaL correctness of val predictions.
+
+    Returns (correct over images with a non-empty ReaL set, #ids that are not val file names,
+    #images skipped for an empty ReaL set).
+    """
+    table = real_label_table()
+    nums = np.array([labelspaces.val_number(i) or 0 for i in ids], np.int64)
+    valid = (nums >= 1) & (nums <= table.shape[0])
+    rows = table[nums[valid] - 1]
+    correct, has = multilabel_correct(np.asarray(pred)[valid], rows)
+    return correct, int((~valid).sum()), int((~has).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Accuracies with bootstrap replicates
+# ----------------------------------------------------------------------------------------------
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """A generator per (seed, dataset) so replicates differ between sets but are reproducible."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def accuracy_replicates(correct: np.ndarray, n_boot: int, seed: int, name: str) -> np.ndarray:
+    """Bootstrap replicates of the mean of 0/1 outcomes, drawn as Binomial(n, k/n) / n."""
+    c = np.asarray(correct, np.float64)
+    n = c.size
+    if n == 0:
+        return np.full(n_boot, np.nan)
+    return _rng(seed, name).binomial(n, c.mean(), size=n_boot) / n
+
+
+def _ci(reps: np.ndarray) -> tuple[float, float]:
+    lo, hi = percentile_ci(reps)
+    return float(lo[0]), float(hi[0])
+
+
+def imagenet_c_summary(acc: dict[tuple[str, int], float]) -> dict[str, float]:
+    """Aggregate ImageNet-C accuracies {(corruption, severity): acc}.
+
+    Returns top1 (mean over present parts of the 15 standard corruptions), per corruption mean
+    accuracy ``top1/<c>`` and, when all five severities are present, ``ce/<c>`` (mean error / AlexNet's);
+    ``mce`` (mean CE) when all 15 corruptions are complete. Works elementwise on replicate arrays too.
+    """
+    out: dict[str, float] = {}
+    std = [acc[k] for k in acc if k[0] in ALEXNET_ERR]
+    if std:
+        out["top1"] = np.mean(std, axis=0)
+    ces = []
+    for c in sorted({k[0] for k in acc}):
+        sev = [acc[(c, s)] for s in SEVERITIES if (c, s) in acc]
+        out[f"top1/{c}"] = np.mean(sev, axis=0)
+        if c in ALEXNET_ERR and len(sev) == len(SEVERITIES):
+            out[f"ce/{c}"] = (1.0 - np.mean(sev, axis=0)) / ALEXNET_ERR[c]
+            ces.append(out[f"ce/{c}"])
+    if len(ces) == len(CORRUPTIONS):
+        out["mce"] = np.mean(ces, axis=0)
+    return out
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def effective_robustness(val_acc: np.ndarray, var_acc: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Per-model effective robustness: var_acc - sigmoid(a * logit(val_acc) + b).
+
+    (a, b) is the least-squares line through (logit(val_acc), logit(var_acc)) over the models.
+    Returns (values, a, b).
+    """
+    x, y = logit(val_acc), logit(var_acc)
+    a, b = np.polyfit(x, y, 1)
+    pred = 1.0 / (1.0 + np.exp(-(a * x + b)))
+    return np.asarray(var_acc, np.float64) - pred, float(a), float(b)
+
+
+def _part_name(part: str) -> tuple[str, int] | None:
+    """"fog/3" -> ("fog", 3); None when the part is not <corruption>/<severity>."""
+    bits = part.strip("/").split("/")
+    if len(bits) != 2 or not bits[1].isdigit():
+        return None
+    return bits[0], int(bits[1])
+
+
+@register_analysis
+class Robustness(Analysis):
+    """Top-1 on ImageNet-val, V2, A, R, Sketch, C, Hard, ReaL (+ObjectNet), their average, and mCE."""
+
+    name = "robustness"
+    description = ("Top-1 on ImageNet-val, -V2, -A and -R (200-class argmax), -Sketch, -C (mean over 15x5, "
+                   "AlexNet-normalised mCE), -Hard (any label), ReaL; the average over the 7 variants; "
+                   "ObjectNet when present; effective robustness across models.")
+
+    def requests(self, ctx: Context) -> list[Request]:
+        reqs = [Request(ds, "standard") for ds in SINGLE]
+        reqs += [Request(f"imagenet-c/{p}", "standard") for p in ctx.parts("imagenet-c")]
+        if ctx.available("objectnet"):
+            reqs.append(Request("objectnet", "standard"))
+        return reqs
+
+    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        res = AnalysisResult()
+        reps: dict[str, np.ndarray] = {}  # dataset -> accuracy replicates (for the variant average)
+        values: dict[str, float] = {}
+
+        def add(ds: str, correct: np.ndarray) -> None:
+            if correct.size == 0:
+                res.skips.append(Skip(self.name, model, ds, "no scorable images"))
+                return
+            r = accuracy_replicates(correct, ctx.n_boot, ctx.seed, ds)
+            reps[ds], values[ds] = r, float(correct.mean())
+            res.rows.append(Row(model, ds, self.name, "top1", values[ds], *_ci(r), int(correct.size)))
+
+        for ds in SINGLE:
+            out = fetch(Request(ds, "standard"))
+            if out is None:
+                res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available (dataset absent)"))
+                if ds == VAL:
+                    res.skips.append(Skip(self.name, model, "imagenet-real", "needs imagenet-val outputs"))
+                continue
+            if ds == "imagenet-hard":
+                ml = out.multilabels if out.multilabels is not None else np.asarray(out.labels)[:, None]
+                correct, has = multilabel_correct(predict(out.logits), ml)
+                if (~has).any():
+                    res.skips.append(Skip(self.name, model, ds, f"{int((~has).sum())} images without labels left out"))
+                add(ds, correct)
+                continue
+            classes = labelspaces.subset_indices(ds) if ds in SUBSET else None
+            add(ds, top1_correct(out.logits, out.labels, classes))
+            if ds == VAL:
+                correct, not_val, empty = real_correct(predict(out.logits), out.ids)
+                if not_val:
+                    res.skips.append(Skip(self.name, model, "imagenet-real",
+                                          f"{not_val} ids are not ImageNet val file names; left out"))
+                if empty:
+                    res.skips.append(Skip(self.name, model, "imagenet-real",
+                                          f"{empty} images with an empty ReaL label set skipped (as ReaL prescribes)"))
+                add("imagenet-real", correct)
+
+        self._imagenet_c(ctx, model, fetch, res, reps, values)
+
+        if ctx.available("objectnet"):
+            out = fetch(Request("objectnet", "standard"))
+            if out is None:
+                res.skips.append(Skip(self.name, model, "objectnet", "objectnet outputs not available"))
+            else:
+                ml = out.multilabels if out.multilabels is not None else np.asarray(out.labels)[:, None]
+                ml = np.asarray(ml, np.int64)
+                union = np.unique(ml[ml >= 0])
+                if union.size == 0:
+                    res.skips.append(Skip(self.name, model, "objectnet",
+                                          "no ObjectNet image maps to an ImageNet class"))
+                else:
+                    correct, has = multilabel_correct(predict(out.logits, union), ml)
+                    if (~has).any():
+                        res.skips.append(Skip(self.name, model, "objectnet",
+                                              f"{int((~has).sum())} images of ObjectNet classes without an ImageNet "
+                                              f"counterpart left out"))
+                    add("objectnet", correct)
+
+        present = [v for v in VARIANTS if v in reps]
+        missing = [v for v in VARIANTS if v not in reps]
+        if present:
+            avg = float(np.mean([values[v] for v in present]))
+            r = np.mean([reps[v] for v in present], axis=0)
+            res.rows.append(Row(model, "variants", self.name, "top1_avg", avg, *_ci(r), len(present)))
+        if values:
+            res.artifacts["robustness/top1"] = {"datasets": list(values), "top1": [values[d] for d in values],
+                                                "variants_present": present}
+        if missing:
+            res.skips.append(Skip(self.name, model, "variants",
+                                  f"top1_avg over {len(present)} of 7 variants; missing: {', '.join(missing)}"))
+        return res
+
+    def _imagenet_c(self, ctx: Context, model: str, fetch: Fetch, res: AnalysisResult,
+                    reps: dict[str, np.ndarray], values: dict[str, float]) -> None:
+        """ImageNet-C rows; the aggregate enters the variant average only when all 75 parts are present."""
+        acc: dict[tuple[str, int], float] = {}
+        acc_reps: dict[tuple[str, int], np.ndarray] = {}
+        sizes: dict[tuple[str, int], int] = {}
+        for part in ctx.parts("imagenet-c"):
+            key = _part_name(part)
+            if key is None:
+                res.skips.append(Skip(self.name, model, f"imagenet-c/{part}", "not a <corruption>/<severity> part"))
+                continue
+            out = fetch(Request(f"imagenet-c/{part}", "standard"))
+            if out is None:
+                continue
+            correct = top1_correct(out.logits, out.labels)
+            if correct.size == 0:
+                continue
+            ds = f"imagenet-c/{key[0]}/{key[1]}"
+            acc[key] = float(correct.mean())
+            acc_reps[key] = accuracy_replicates(correct, ctx.n_boot, ctx.seed, ds)
+            sizes[key] = int(correct.size)
+            res.rows.append(Row(model, ds, self.name, "top1", acc[key], *_ci(acc_reps[key]), sizes[key]))
+        want = {(c, s) for c in CORRUPTIONS for s in SEVERITIES}
+        lacking = sorted(want - set(acc))
+        if not acc:
+            res.skips.append(Skip(self.name, model, "imagenet-c", "imagenet-c not available (no corruption parts)"))
+            return
+        if lacking:
+            by_c: dict[str, list[int]] = {}
+            for c, s in lacking:
+                by_c.setdefault(c, []).append(s)
+            text = "; ".join(f"{c} (all)" if len(v) == 5 else f"{c} severities {','.join(map(str, v))}"
+                             for c, v in sorted(by_c.items()))
+            res.skips.append(Skip(self.name, model, "imagenet-c",
+                                  f"missing parts: {text}; top1 covers the present ones, mCE needs all 15 x 5"))
+        point = imagenet_c_summary(acc)
+        rep = imagenet_c_summary(acc_reps)
+        for key, v in point.items():
+            if key in ("top1", "mce"):
+                ds, metric = "imagenet-c", key
+                n = sum(sizes[k] for k in sizes if k[0] in ALEXNET_ERR)
+            else:
+                metric, c = key.split("/")
+                ds = f"imagenet-c/{c}"
+                n = sum(sizes[k] for k in sizes if k[0] == c)
+            res.rows.append(Row(model, ds, self.name, metric, float(v), *_ci(np.asarray(rep[key])), n))
+        if "top1" in point:
+            res.artifacts["robustness/imagenet-c"] = {
+                "parts": {f"{c}/{s}": a for (c, s), a in sorted(acc.items())},
+                "top1": float(point["top1"]), "mce": float(point["mce"]) if "mce" in point else None}
+        if not lacking:
+            reps["imagenet-c"], values["imagenet-c"] = np.asarray(rep["top1"]), float(point["top1"])
+
+    def summarize(self, ctx: Context, rows: list[Row]) -> AnalysisResult:
+        """Effective robustness per variant from every model's top-1 rows (>= 3 models needed)."""
+        res = AnalysisResult()
+        top1: dict[str, dict[str, float]] = {}
+        for r in rows:
+            if r.analysis != self.name or not math.isfinite(r.value):
+                continue
+            if r.metric == "top1" or (r.metric == "top1_avg" and r.dataset == "variants"):
+                top1.setdefault(r.dataset, {})[r.model] = r.value
+        val = top1.get(VAL, {})
+        for ds in ER_DATASETS:
+            models = sorted(m for m in top1.get(ds, {}) if m in val)
+            if not models:
+                continue
+            if len(models) < 3:
+                res.skips.append(Skip(self.name, "all", ds, f"effective robustness needs >= 3 models with "
+                                                          f"imagenet-val and {ds} top-1; have {len(models)}"))
+                continue
+            x = np.array([val[m] for m in models])
+            y = np.array([top1[ds][m] for m in models])
+            er, a, b = effective_robustness(x, y)
+            for m, v in zip(models, er):
+                res.rows.append(Row(m, ds, self.name, "effective_robustness", float(v), math.nan, math.nan,
+                                    len(models)))
+            res.artifacts[f"effective_robustness/{ds}"] = {"slope": a, "intercept": b, "models": models,
+                                                           "val_top1": x.tolist(), "top1": y.tolist()}
+        return res

@@ -1,0 +1,211 @@
+"""Robustness scoring rules on hand-worked cases; masks against the published wnid lists; mCE; ER."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beyond_inet.analyses import robustness as R
+from beyond_inet.analyses.base import Context, Request, Row
+from beyond_inet.data import labelspaces
+from beyond_inet.engine.outputs import Outputs
+
+CLASS_INFO = Path("/work/shared/data/imagenet-class-info")
+
+
+def _logits_for(pred: list[int] | np.ndarray, k: int = 1000) -> np.ndarray:
+    z = np.zeros((len(pred), k), np.float32)
+    z[np.arange(len(pred)), pred] = 5.0
+    return z
+
+
+def _outputs(pred, labels, ids=None, multilabels=None) -> Outputs:
+    n = len(pred)
+    return Outputs(ids=ids or [f"img{i}.JPEG" for i in range(n)], labels=np.asarray(labels, np.int64),
+                   logits=_logits_for(pred), features=np.zeros((n, 1), np.float32),
+                   multilabels=None if multilabels is None else np.asarray(multilabels, np.int64))
+
+
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_subset_masks_select_the_published_wnids(name):
+    path = CLASS_INFO / f"{name.replace('-', '_')}_200_wnids.txt"
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    want = path.read_text().split()
+    wnids = labelspaces.imagenet_wnids()
+    assert [wnids[i] for i in labelspaces.subset_indices(name)] == want
+
+
+def test_restricted_argmax_ignores_other_classes():
+    sub = labelspaces.subset_indices("imagenet-r")
+    outside = int(np.setdiff1d(np.arange(1000), sub)[0])
+    z = np.zeros((2, 1000), np.float32)
+    z[:, outside] = 10.0  # best overall, but not an R class
+    z[0, sub[3]] = 2.0
+    z[1, sub[7]] = 3.0
+    assert R.predict(z).tolist() == [outside, outside]
+    assert R.predict(z, sub).tolist() == [sub[3], sub[7]]
+    # label sub[3] right for image 0, image 1 wrong; label -1 left out
+    assert R.top1_correct(z, np.array([sub[3], sub[3]]), sub).tolist() == [1.0, 0.0]
+    assert R.top1_correct(z, np.array([sub[3], -1]), sub).tolist() == [1.0]
+
+
+def test_multilabel_rule_hand_worked():
+    pred = np.array([5, 7, 9, 1])
+    ml = np.array([[5, -1, -1], [1, 7, -1], [3, 4, -1], [-1, -1, -1]])
+    correct, has = R.multilabel_correct(pred, ml)
+    assert has.tolist() == [True, True, True, False]
+    assert correct.tolist() == [1.0, 1.0, 0.0]
+    # a -1 prediction never matches the padding
+    assert R.multilabel_correct(np.array([-1]), np.array([[3, -1]]))[0].tolist() == [0.0]
+
+
+def test_real_scoring_hand_worked():
+    real = labelspaces.real_labels()
+    # val 1: empty set (skipped); val 2: {970, 795}; val 3: {230, 231}; val 4: {809}
+    assert real[0] == () and set(real[1]) == {970, 795} and set(real[2]) == {230, 231} and real[3] == (809,)
+    ids = ["ILSVRC2012_val_00000001.JPEG", "val/n1/ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000003.JPEG",
+           "ILSVRC2012_val_00000004.JPEG", "not_a_val_image.png"]
+    pred = np.array([0, 795, 229, 809, 1])
+    correct, not_val, empty = R.real_correct(pred, ids)
+    # hand: val2 795 in set -> 1; val3 229 not in {230, 231} -> 0; val4 809 -> 1
+    assert correct.tolist() == [1.0, 0.0, 1.0]
+    assert (not_val, empty) == (1, 1)
+
+
+def test_imagenet_c_summary_and_mce_hand_worked():
+    # accuracy 1 - AlexNet error at every severity -> every CE = 1 -> mCE = 1
+    acc = {(c, s): 1.0 - e for c, e in R.ALEXNET_ERR.items() for s in R.SEVERITIES}
+    out = R.imagenet_c_summary(acc)
+    assert out["mce"] == pytest.approx(1.0)
+    assert out["top1"] == pytest.approx(np.mean([1 - e for e in R.ALEXNET_ERR.values()]))
+    # fog severities with errors .2 .3 .4 .5 .6 -> mean .4 -> CE = .4 / .819324
+    acc[("fog", 1)], acc[("fog", 2)], acc[("fog", 3)], acc[("fog", 4)], acc[("fog", 5)] = .8, .7, .6, .5, .4
+    out = R.imagenet_c_summary(acc)
+    assert out["ce/fog"] == pytest.approx(0.4 / 0.819324)
+    assert out["mce"] == pytest.approx((14 + 0.4 / 0.819324) / 15)
+    # a missing part: no CE for that corruption, no mCE, top1 over the present parts
+    del acc[("snow", 2)]
+    out = R.imagenet_c_summary(acc)
+    assert "mce" not in out and "ce/snow" not in out and "ce/fog" in out
+    assert out["top1"] == pytest.approx(np.mean(list(acc.values())))
+    # extra corruptions get rows but do not enter the 15-corruption top1
+    out = R.imagenet_c_summary({("fog", 1): 0.5, ("speckle_noise", 1): 0.1})
+    assert out["top1"] == pytest.approx(0.5) and out["top1/speckle_noise"] == pytest.approx(0.1)
+
+
+def test_effective_robustness_against_polyfit():
+    val = np.array([0.60, 0.70, 0.80, 0.85])
+    var = np.array([0.30, 0.45, 0.55, 0.70])
+    er, a, b = R.effective_robustness(val, var)
+    lx = np.log(val / (1 - val))
+    ly = np.log(var / (1 - var))
+    ra, rb = np.polyfit(lx, ly, 1)
+    assert (a, b) == pytest.approx((ra, rb))
+    expected = var - 1 / (1 + np.exp(-(ra * lx + rb)))
+    assert er == pytest.approx(expected, abs=1e-12)
+    # points exactly on a logit-linear line have zero effective robustness
+    on_line = 1 / (1 + np.exp(-(0.5 * lx - 0.2)))
+    assert R.effective_robustness(val, on_line)[0] == pytest.approx(np.zeros(4), abs=1e-12)
+
+
+def test_summarize_needs_three_models():
+    rows = []
+    for m, (v, a) in {"m1": (0.6, 0.3), "m2": (0.7, 0.45), "m3": (0.8, 0.5)}.items():
+        rows += [Row(m, "imagenet-val", "robustness", "top1", v), Row(m, "imagenet-a", "robustness", "top1", a),
+                 Row(m, "imagenet-r", "robustness", "top1", a if m != "m3" else math.nan)]
+    res = R.Robustness().summarize(Context(data_root=None), rows)
+    er = {r.model: r.value for r in res.rows if r.dataset == "imagenet-a"}
+    ref = R.effective_robustness(np.array([0.6, 0.7, 0.8]), np.array([0.3, 0.45, 0.5]))[0]
+    assert [er[m] for m in ("m1", "m2", "m3")] == pytest.approx(ref)
+    assert all(r.metric == "effective_robustness" and r.n == 3 for r in res.rows)
+    assert any(s.dataset == "imagenet-r" and "3 models" in s.reason for s in res.skips)
+
+
+def test_accuracy_replicates_are_binomial_bootstrap():
+    c = np.array([1.0] * 30 + [0.0] * 70)
+    r = R.accuracy_replicates(c, 4000, 0, "x")
+    assert r.mean() == pytest.approx(0.3, abs=0.005)
+    assert r.std() == pytest.approx(math.sqrt(0.3 * 0.7 / 100), rel=0.05)  # the bootstrap SE of a mean
+    assert np.all(R.accuracy_replicates(np.ones(10), 50, 0, "x") == 1.0)
+
+
+def test_compute_end_to_end_with_partial_imagenet_c():
+    sub_a = labelspaces.subset_indices("imagenet-a")
+    sub_r = labelspaces.subset_indices("imagenet-r")
+    val_ids = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in (2, 3, 4, 5)]
+    data = {
+        # 3 of 4 right
+        "imagenet-val": _outputs([970, 230, 1, 0], [970, 230, 809, 0], ids=val_ids),
+        # 1 of 2 right
+        "imagenet-v2": _outputs([1, 2], [1, 3]),
+        # A: logits put the max outside the A classes; restricted argmax must still find sub_a[0]
+        "imagenet-a": Outputs(ids=["a0", "a1"], labels=np.array([sub_a[0], sub_a[1]]),
+                              logits=_a_logits(sub_a), features=np.zeros((2, 1), np.float32)),
+        "imagenet-r": _outputs([sub_r[0], sub_r[1]], [sub_r[0], sub_r[0]]),
+        "imagenet-hard": _outputs([4, 6], [4, 5], multilabels=[[4, -1], [5, 7]]),
+        "imagenet-c/fog/1": _outputs([1, 2], [1, 2]),
+        "imagenet-c/fog/2": _outputs([1, 2], [1, 0]),
+    }
+    parts = ["fog/1", "fog/2"]
+    ctx = Context(data_root=None, n_boot=100, seed=0, parts=lambda n: parts if n == "imagenet-c" else [],
+                  available=lambda n: False)
+    an = R.Robustness()
+    reqs = an.requests(ctx)
+    assert Request("imagenet-c/fog/1") in reqs and Request("imagenet-sketch") in reqs
+    assert Request("objectnet") not in reqs
+    res = an.compute(ctx, "m", lambda r: data.get(r.dataset))
+    rows = {(r.dataset, r.metric): r for r in res.rows}
+    assert rows[("imagenet-val", "top1")].value == pytest.approx(0.75)
+    # ReaL: val2 970 in {970,795} yes; val3 230 in {230,231} yes; val4 1 in {809} no; val5 0 in {516,850} no
+    assert set(labelspaces.real_labels()[4]) == {516, 850}
+    hand = 0.5
+    assert rows[("imagenet-real", "top1")].value == pytest.approx(hand)
+    assert rows[("imagenet-v2", "top1")].value == 0.5
+    assert rows[("imagenet-a", "top1")].value == 0.5
+    assert rows[("imagenet-r", "top1")].value == 0.5
+    assert rows[("imagenet-hard", "top1")].value == 0.5
+    assert rows[("imagenet-c/fog/2", "top1")].value == 0.5
+    assert rows[("imagenet-c", "top1")].value == pytest.approx(0.75)
+    assert rows[("imagenet-c/fog", "top1")].value == pytest.approx(0.75)
+    assert ("imagenet-c", "mce") not in rows
+    # variants: V2, A, Hard, R, ReaL present; C incomplete and Sketch absent
+    avg = rows[("variants", "top1_avg")]
+    assert avg.n == 5
+    assert avg.value == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.5, hand]))
+    skip = [s for s in res.skips if s.dataset == "variants"][0]
+    assert "imagenet-c" in skip.reason and "imagenet-sketch" in skip.reason
+    c_skip = [s for s in res.skips if s.dataset == "imagenet-c"][0]
+    assert "fog severities 3,4,5" in c_skip.reason and "snow (all)" in c_skip.reason
+    for r in res.rows:
+        assert r.ci_low <= r.value + 1e-12 and r.value <= r.ci_high + 1e-12, (r.dataset, r.metric)
+    json.dumps(res.artifacts, allow_nan=False)
+
+
+def _a_logits(sub_a: np.ndarray) -> np.ndarray:
+    outside = int(np.setdiff1d(np.arange(1000), sub_a)[0])
+    z = np.zeros((2, 1000), np.float32)
+    z[:, outside] = 9.0
+    z[0, sub_a[0]] = 1.0  # right among the A classes
+    z[1, sub_a[2]] = 1.0  # wrong (label sub_a[1])
+    return z
+
+
+def test_objectnet_restricted_to_mapped_union():
+    # mapped classes in this set: {10, 11, 20}; image 2 has no ImageNet counterpart
+    z = np.zeros((3, 1000), np.float32)
+    z[:, 500] = 9.0  # not mapped: ignored
+    z[0, 11] = 1.0
+    z[1, 10] = 1.0
+    out = Outputs(ids=["o0", "o1", "o2"], labels=np.array([10, 20, -1]), logits=z,
+                  features=np.zeros((3, 1), np.float32), multilabels=np.array([[10, 11], [20, -1], [-1, -1]]))
+    ctx = Context(data_root=None, n_boot=20, available=lambda n: n == "objectnet")
+    an = R.Robustness()
+    assert Request("objectnet") in an.requests(ctx)
+    res = an.compute(ctx, "m", lambda r: out if r.dataset == "objectnet" else None)
+    row = [r for r in res.rows if r.dataset == "objectnet"][0]
+    assert row.value == 0.5 and row.n == 2
+    assert any(s.dataset == "objectnet" and "1 images" in s.reason for s in res.skips)

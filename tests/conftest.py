@@ -1,0 +1,71 @@
+"""Shared fixtures: the repository's shared data (skipped when absent) and tiny on-disk datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_path() -> Path | None:
+    env = os.environ.get("BEYOND_INET_SHARED_DATA")
+    p = Path(env) if env else REPO.parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    p = shared_data_path()
+    if p is None:
+        pytest.skip("shared data folder absent (set BEYOND_INET_SHARED_DATA or run via .ci/run)")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("BEYOND_INET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def skimage_photo(name: str) -> Image.Image:
+    from skimage import data
+
+    arr = getattr(data, name)()
+    if isinstance(arr, tuple):
+        arr = arr[0]
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, -1)
+    return Image.fromarray(arr[..., :3].astype(np.uint8))
+
+
+PHOTOS = {  # photo -> ImageNet wnid of its class
+    "chelsea": "n02123045",  # tabby
+    "coffee": "n07920052",   # espresso
+    "rocket": "n03773504",   # missile
+    "astronaut": "n04591713",  # wine bottle (deliberately wrong: a mistake for the metrics)
+}
+
+
+def make_imagenet_folder(root: Path, n_per_photo: int = 3, name: str = "imagenet-val", size: int = 96) -> Path:
+    """root/<name>/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG from real photos (crops differ per copy)."""
+    k = 1
+    for photo, wnid in PHOTOS.items():
+        img = skimage_photo(photo)
+        d = root / name / wnid
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(n_per_photo):
+            w, h = img.size
+            crop = img.crop((j * 7, j * 5, w - j * 3, h - j * 4)).resize((size + 16 * j, size), Image.BILINEAR)
+            crop.save(d / f"ILSVRC2012_val_{k:08d}.JPEG", quality=90)
+            k += 1
+    return root
+
+
+@pytest.fixture
+def tiny_imagenet(tmp_path) -> Path:
+    """A data root holding a 12-image imagenet-val in the class-folder layout."""
+    return make_imagenet_folder(tmp_path / "data")
