@@ -18,6 +18,8 @@ def demo_config(data_root: str | None) -> tuple[list[str], list[str], dict, int 
     options = {"accuracy_datasets": ["imagenet-val", "imagenet-sample", "skimage-photos"],
                "calibration_datasets": ["imagenet-val", "imagenet-r", "imagenet-sample"],
                "invariance_dataset": "imagenet-sample" if catalog.available("imagenet-sample", data_root)
-               else "skimage-photos"}
+               else "skimage-photos",
+               # 2 CPU cores: the resolution sweep stops at 336 px (512/640 cost 5-8x a 224 pass each).
+               "invariance_resolutions": [112, 224, 336]}
     # 2 CPU cores, < 5 minutes: a 250-image evenly spaced subset of each dataset.
     return DEMO_MODELS, analyses, options, 250

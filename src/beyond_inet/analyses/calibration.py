@@ -27,7 +27,6 @@ convex in 1/T, so one step from the full-sample optimum is accurate to second or
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import numpy as np
 
@@ -41,7 +40,14 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.stats import ALPHA, replicate_indices
+from beyond_inet.analyses.stats import (  # noqa: F401 - re-exported for callers of this module
+    ALPHA,
+    jsonable,
+    percentile_ci,
+    replicate_indices,
+    resample_counts,
+    resampled_sums,
+)
 from beyond_inet.data import labelspaces
 
 N_BINS = 15
@@ -52,58 +58,11 @@ _ROW_CHUNK = 4096  # rows of logits processed at once (bounds memory for 50k x 1
 # ----------------------------------------------------------------------------------------------
 # Bootstrap plumbing shared by the analyses of this family
 # ----------------------------------------------------------------------------------------------
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """How often each of the n samples occurs in each resample: [b, n] int64 from a [b, n] index matrix."""
-    b = idx.shape[0]
-    flat = idx.astype(np.intp)  # bincount wants intp; one cast, then an in-place row offset
-    flat += (np.arange(b, dtype=np.intp) * n)[:, None]
-    return np.bincount(flat.ravel(), minlength=b * n).reshape(b, n)
-
-
-def resampled_sums(values: np.ndarray, n_boot: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (counts [b, n], sums [b, k]) per chunk of resamples, sums = counts @ values.
-
-    Every sum-type bootstrap statistic (means, per-group totals, per-bin sums) is a column of
-    `values`; one float32 matrix product per chunk replaces a Python loop over replicates.
-    """
-    v = np.asarray(values)
-    n = v.shape[0]
-    v32 = v.astype(np.float32)
-    for idx in replicate_indices(n, n_boot, seed):
-        c = resample_counts(idx, n)
-        yield c, c.astype(np.float32) @ v32
-
-
-def percentile_ci(reps: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise percentile interval of replicate values [n_boot, k]; non-finite replicates dropped
-    (the convention of ``stats.bootstrap``)."""
-    reps = np.asarray(reps, np.float64)
-    if reps.ndim == 1:
-        reps = reps[:, None]
-    lo = np.full(reps.shape[1], math.nan)
-    hi = np.full(reps.shape[1], math.nan)
-    for j in range(reps.shape[1]):
-        col = reps[:, j][np.isfinite(reps[:, j])]
-        if col.size:
-            lo[j], hi[j] = np.quantile(col, [alpha / 2, 1 - alpha / 2])
-    return lo, hi
-
-
-def jsonable(x):
-    """Lists of floats with NaN -> None, so artifacts are valid JSON."""
-    arr = np.asarray(x, dtype=np.float64).tolist()
-
-    def fix(v):
-        if isinstance(v, list):
-            return [fix(u) for u in v]
-        return None if not math.isfinite(v) else v
-
-    return fix(arr)
-
-
 # ----------------------------------------------------------------------------------------------
 # Per-sample quantities from logits
 # ----------------------------------------------------------------------------------------------
+
+
 def restrict_logits(logits: np.ndarray, labels: np.ndarray, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cut logits to the subset's classes and map ImageNet labels into 0..len(subset)-1.
 
@@ -453,11 +412,11 @@ class Calibration(Analysis):
                    "and temperature-scaled ECE on ImageNet-val and ImageNet-R (logits cut to the 200 R classes).")
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(ds, "standard") for ds in DATASETS]
+        return [Request(ds, "standard") for ds in ctx.options.get("calibration_datasets", DATASETS)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
-        for ds in DATASETS:
+        for ds in ctx.options.get("calibration_datasets", DATASETS):
             out = fetch(Request(ds, "standard"))
             if out is None:
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available (dataset absent)"))

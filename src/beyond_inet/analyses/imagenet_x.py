@@ -43,7 +43,7 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.calibration import jsonable, percentile_ci, resampled_sums
+from beyond_inet.analyses.stats import jsonable, percentile_ci, resampled_sums
 
 # Order as in imagenet_x.utils (tested against the package).
 FACTORS = (

@@ -50,7 +50,10 @@ def sweep(ctx: Context) -> dict[str, list[float]]:
 
 
 def choose_dataset(ctx: Context) -> str:
-    """``imagenet-val`` when present, else ``imagenet-sample`` when present, else ``imagenet-val`` (-> a skip)."""
+    """The `invariance_dataset` option, else ``imagenet-val`` when present, else ``imagenet-sample`` when
+    present, else ``imagenet-val`` (-> a skip)."""
+    if ctx.options.get("invariance_dataset"):
+        return str(ctx.options["invariance_dataset"])
     if ctx.available("imagenet-val"):
         return "imagenet-val"
     if ctx.available("imagenet-sample"):

@@ -47,7 +47,7 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.calibration import percentile_ci
+from beyond_inet.analyses.stats import percentile_ci
 from beyond_inet.data import labelspaces
 
 VAL = "imagenet-val"
