@@ -56,3 +56,10 @@ def test_accuracy_rows_and_ci():
     se = np.sqrt(0.75 * 0.25 / n)  # the bootstrap CI is close to the normal approximation
     assert rows["top1"].ci_high - rows["top1"].ci_low == pytest.approx(2 * 1.96 * se, rel=0.2)
     assert "top1_real" in rows
+
+
+def test_list_options_from_the_command_line():
+    ctx = Context(None, options={"accuracy_datasets": "imagenet-sample, skimage-photos"})
+    assert [r.dataset for r in Accuracy().requests(ctx)] == ["imagenet-sample", "skimage-photos"]
+    ctx = Context(None, options={"invariance_resolutions": 336})
+    assert ctx.option_list("invariance_resolutions", []) == [336]

@@ -45,7 +45,7 @@ class Accuracy(Analysis):
     description = "top-1/top-5 accuracy (ReaL on ImageNet val)"
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d) for d in ctx.options.get("accuracy_datasets", DEFAULT_DATASETS)]
+        return [Request(d) for d in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()

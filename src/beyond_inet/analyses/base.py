@@ -83,6 +83,16 @@ class Context:
     seed: int = 0
     n_boot: int = 1000
 
+    def option_list(self, key: str, default) -> list:
+        """An option that holds a list; a single value or a comma-separated string (from the command
+        line's ``--option key=a,b``) becomes a list too."""
+        v = self.options.get(key, default)
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        if isinstance(v, (int, float)):
+            return [v]
+        return list(v)
+
 
 # fetch(request) -> Outputs, or None when that dataset is absent (the engine records why).
 Fetch = Callable[[Request], "Outputs | None"]

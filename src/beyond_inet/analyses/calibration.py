@@ -412,11 +412,11 @@ class Calibration(Analysis):
                    "and temperature-scaled ECE on ImageNet-val and ImageNet-R (logits cut to the 200 R classes).")
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(ds, "standard") for ds in ctx.options.get("calibration_datasets", DATASETS)]
+        return [Request(ds, "standard") for ds in ctx.option_list("calibration_datasets", DATASETS)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
-        for ds in ctx.options.get("calibration_datasets", DATASETS):
+        for ds in ctx.option_list("calibration_datasets", DATASETS):
             out = fetch(Request(ds, "standard"))
             if out is None:
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available (dataset absent)"))

@@ -41,11 +41,10 @@ def view_name(kind: str, x: float) -> str:
 
 def sweep(ctx: Context) -> dict[str, list[float]]:
     """The sweep values per kind, honouring the option overrides."""
-    o = ctx.options
     return {
-        "scale": [float(v) for v in o.get("invariance_scales", DEFAULT_SCALES)],
-        "shift": [int(v) for v in o.get("invariance_shifts", DEFAULT_SHIFTS)],
-        "res": [int(v) for v in o.get("invariance_resolutions", DEFAULT_RESOLUTIONS)],
+        "scale": [float(v) for v in ctx.option_list("invariance_scales", DEFAULT_SCALES)],
+        "shift": [int(v) for v in ctx.option_list("invariance_shifts", DEFAULT_SHIFTS)],
+        "res": [int(v) for v in ctx.option_list("invariance_resolutions", DEFAULT_RESOLUTIONS)],
     }
 
 
