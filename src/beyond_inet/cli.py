@@ -27,6 +27,9 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--workers", type=int, default=None, help="decoding workers (default: cores - 1)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per dataset (evenly spaced)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
+    p.add_argument("--gpu-decode", action="store_true",
+                   help="decode JPEGs on the GPU (nvJPEG); loader workers only read bytes (--device cuda)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model forward (slow start, faster GPU)")
     p.add_argument("--logit-scale", type=float, default=None, help="CLIP zero-shot logit scale (default 100)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--ray-address", default=None)
@@ -77,12 +80,14 @@ def _run_config(args, models, analyses, options=None):
         raise UserError("--batch-size must be at least 1")
     if args.device == "cuda" and not _cuda():
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.gpu_decode and args.device != "cuda":
+        raise UserError("--gpu-decode needs --device cuda")
     return RunConfig(models=models, analyses=analyses, out=args.out, data_root=args.data_root, device=args.device,
                      batch_size=args.batch_size, num_workers=default_workers() if args.workers is None else args.workers,
                      limit=args.limit, amp=not args.no_amp, logit_scale=args.logit_scale, executor=args.executor,
                      ray_address=args.ray_address, seed=args.seed, n_boot=args.bootstrap,
                      options={**(options or {}), **_parse_options(args.option)}, report=not args.no_report,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, gpu_decode=args.gpu_decode, compile=args.compile)
 
 
 def cmd_run(args) -> int:
@@ -131,12 +136,12 @@ def _print_summary(out: str, summary: dict) -> None:
 
 
 def cmd_report(args) -> int:
+    if not os.path.exists(os.path.join(args.out_dir, "results.sqlite")):
+        raise UserError(f"{args.out_dir!r} holds no results.sqlite; run `beyond-inet run ... --out {args.out_dir}` first")
     try:
         from beyond_inet.report.html import write_report
     except ModuleNotFoundError:
         raise UserError("the HTML report is not available in this version") from None
-    if not os.path.exists(os.path.join(args.out_dir, "results.sqlite")):
-        raise UserError(f"{args.out_dir!r} holds no results.sqlite; run `beyond-inet run ... --out {args.out_dir}` first")
     print(write_report(args.out_dir))
     return 0
 

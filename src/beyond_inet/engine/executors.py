@@ -24,11 +24,15 @@ class ExecConfig:
     num_workers: int = 2
     amp: bool = True
     logit_scale: float | None = None
+    gpu_decode: bool = False  # decode JPEGs on the device (nvJPEG), see engine.gpu_decode
+    compile: bool = False  # torch.compile the forward
 
 
 def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | None = None,
-                progress=None, task=None) -> PassStats:
-    """Run one job's missing shards (builds the model and opens the dataset if not given)."""
+                progress=None, task=None, shards: list[int] | None = None) -> PassStats:
+    """Run one job's missing shards (builds the model and opens the dataset if not given).
+
+    `shards` restricts the run to those shards (a Ray sub-job); `[]` only creates the store entries."""
     from beyond_inet.models import create_model
 
     if model is None:
@@ -43,8 +47,12 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
     store = Store(cfg.store_dir)
     meta = {"model": job.model, "weights": model.weights_id, "dataset": job.dataset, "samples": fp,
             "preprocessing": model.preprocessing.describe(), "info": json.loads(json.dumps(model.info, default=str))}
-    entries = {v: store.entry(k, len(pos), {**meta, "view": v}) for v, k in job.keys.items()}
-    return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task)
+    entries = {}
+    for v, k in job.keys.items():  # views sharing a key (res-<native> and standard) are computed once
+        if k not in {e.root.name for e in entries.values()}:
+            entries[v] = store.entry(k, len(pos), {**meta, "view": v})
+    return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task,
+                    shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile)
 
 
 class LocalExecutor:

@@ -4,6 +4,9 @@ Each image is decoded once in a loader worker and every view is cut from it ther
 cross shard boundaries, so a resumed run feeds the model exactly the same batches as an uninterrupted
 one and writes byte-identical shards. On GPU: bf16 autocast, channels_last, pinned memory with
 non-blocking copies, and the batch is split in halves on out-of-memory instead of crashing.
+Optional: JPEG decoding on the GPU (`gpu_decode`, see ``engine.gpu_decode``; workers then only read
+bytes) and `torch.compile` of the forward (`compile`; falls back to eager if compilation fails).
+`shards` restricts a pass to some shards, so several workers can share one dataset.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ FORWARD_CALLS = {"n": 0}  # counted for tests: a cached rerun makes none
 class _ViewSet(Dataset):
     """Decode sample `positions[j]` once and apply every view; failures are returned, not raised."""
 
-    def __init__(self, ds: ImageDataset, positions: np.ndarray, pre_by_view: dict[str, Preprocessing]):
-        self.ds, self.positions, self.pre_by_view = ds, positions, pre_by_view
+    def __init__(self, ds: ImageDataset, positions: np.ndarray, pre_by_view: dict[str, Preprocessing],
+                 raw: bool = False):
+        self.ds, self.positions, self.pre_by_view, self.raw = ds, positions, pre_by_view, raw
         self._fns = None
 
     def __len__(self) -> int:
@@ -37,6 +41,12 @@ class _ViewSet(Dataset):
         if self._fns is None:
             self._fns = {v: build_view(v, p) for v, p in self.pre_by_view.items()}
         try:
+            if self.raw:  # GPU decoding: hand over the JPEG bytes; anything else is decoded here
+                from beyond_inet.engine.gpu_decode import gpu_decodable, raw_bytes
+
+                data = raw_bytes(self.ds, int(self.positions[j]))
+                if data is not None and gpu_decodable(data):
+                    return j, torch.frombuffer(bytearray(data), dtype=torch.uint8), ""
             img = self.ds.load(int(self.positions[j]))
             return j, {v: fn(img) for v, fn in self._fns.items()}, ""
         except Exception as e:  # noqa: BLE001 - a corrupt image is counted, never fatal
@@ -54,6 +64,13 @@ def _collate(items):
     return js, [j for j, _ in ok], views, errors
 
 
+def _collate_raw(items):
+    """GPU-decoding batches: per sample JPEG bytes or CPU-made views, assembled by `TensorDecoder`."""
+    js = [j for j, _, _ in items]
+    ok = [(j, t) for j, t, _ in items if t is not None]
+    return js, [j for j, _ in ok], [t for _, t in ok], [(j, e) for j, t, e in items if t is None]
+
+
 @dataclass
 class PassStats:
     images: int = 0
@@ -65,9 +82,21 @@ class PassStats:
 class _Forward:
     """Runs the model with AMP/channels_last on GPU and halves the batch on OOM."""
 
-    def __init__(self, model: VisionModel, device: torch.device, batch_size: int, amp: bool):
+    def __init__(self, model: VisionModel, device: torch.device, batch_size: int, amp: bool, compile: bool = False):
         self.model, self.device, self.micro, self.amp = model, device, batch_size, amp
         self.cuda = device.type == "cuda"
+        self.compiled = torch.compile(model.forward) if compile else None
+
+    def _forward(self, x: torch.Tensor):
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as e:  # noqa: BLE001 - compilation is an optimisation, never a failure
+                log.warning("torch.compile failed (%s: %s); running eagerly", type(e).__name__, str(e)[:200])
+                self.compiled = None
+        return self.model.forward(x)
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         outs_l, outs_f = [], []
@@ -96,7 +125,7 @@ class _Forward:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
                                                     enabled=self.cuda and self.amp):
-            lg, ft = self.model.forward(x)
+            lg, ft = self._forward(x)
         return lg.float().cpu().numpy(), ft.float().reshape(ft.shape[0], -1).cpu().numpy()
 
 
@@ -108,25 +137,51 @@ def _batches(entry: Entry, shards: list[int], batch_size: int) -> list[list[int]
     return out
 
 
+def _unique_entries(entries: dict[str, Entry]) -> dict[str, Entry]:
+    """One view per store folder: views planned under one key (res-<native> and standard) run once."""
+    out: dict[str, Entry] = {}
+    roots: set = set()
+    for v, e in entries.items():
+        if e.root not in roots:
+            roots.add(e.root)
+            out[v] = e
+    return out
+
+
 def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: dict[str, Entry],
              device: str = "cpu", batch_size: int = 64, num_workers: int = 2, amp: bool = True,
-             progress=None, task=None) -> PassStats:
-    """Fill the missing shards of `entries` (one per view, same sample positions) in one loader pass."""
+             progress=None, task=None, shards: list[int] | None = None, gpu_decode: bool = False,
+             compile: bool = False) -> PassStats:
+    """Fill the missing shards of `entries` (one per view, same sample positions) in one loader pass.
+
+    `shards`: only these shards (those already stored are still skipped). `gpu_decode`: decode JPEGs on
+    `device` with torchvision (nvJPEG on CUDA). `compile`: run the forward through `torch.compile`.
+    """
     stats = PassStats(batch_size=batch_size)
+    entries = _unique_entries(entries)
     first = next(iter(entries.values()))
     todo = sorted(set().union(*[set(e.missing_shards()) for e in entries.values()]))
+    if shards is not None:
+        wanted = set(shards)
+        todo = [s for s in todo if s in wanted]
     if not todo:
         return stats
     views = {v: model.preprocessing for v in entries}
     dev = torch.device(device)
-    loader = DataLoader(_ViewSet(ds, positions, views), batch_sampler=_batches(first, todo, batch_size),
-                        collate_fn=_collate, num_workers=num_workers, pin_memory=dev.type == "cuda",
-                        prefetch_factor=4 if num_workers else None, persistent_workers=False)
-    fwd = _Forward(model, dev, batch_size, amp)
+    decoder = None
+    if gpu_decode:
+        from beyond_inet.engine.gpu_decode import TensorDecoder
+
+        decoder = TensorDecoder(ds, positions, views, dev)
+    loader = DataLoader(_ViewSet(ds, positions, views, raw=decoder is not None),
+                        batch_sampler=_batches(first, todo, batch_size),
+                        collate_fn=_collate if decoder is None else _collate_raw, num_workers=num_workers,
+                        pin_memory=dev.type == "cuda", prefetch_factor=4 if num_workers else None,
+                        persistent_workers=False)
+    fwd = _Forward(model, dev, batch_size, amp, compile)
     model.module.eval().to(dev)
     if dev.type == "cuda":
         model.module.to(memory_format=torch.channels_last)
-    buf: dict[str, dict] = {}
     cur_shard, seen, failed = None, [], []
     acc: dict[str, list] = {v: [] for v in entries}
 
@@ -152,6 +207,9 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
         stats.skipped.extend(skipped)
 
     for js, ok, batch, errors in loader:
+        if decoder is not None:
+            ok, batch, more = decoder(ok, batch)
+            errors = sorted(errors + more)
         s = js[0] // first.shard_size
         if cur_shard is not None and s != cur_shard:
             flush(cur_shard)
@@ -167,4 +225,6 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
     if cur_shard is not None:
         flush(cur_shard)
     stats.batch_size = fwd.micro
+    if decoder is not None and decoder.fallbacks:
+        log.info("%d JPEGs refused by the GPU decoder were decoded on the CPU", decoder.fallbacks)
     return stats

@@ -47,10 +47,20 @@ def needed_requests(analyses: list[Analysis], ctx: Context) -> dict[str, list[Re
 
 
 def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
-              info: dict) -> str:
-    return make_key({"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
-                     "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"),
-                     "engine": ENGINE_VERSION})
+              info: dict, numerics: str = "fp32") -> str:
+    """`numerics` names what changes the numbers without changing the model: fp32 vs bf16 autocast, and
+    GPU vs CPU JPEG decoding. Outputs computed under different numerics are kept apart."""
+    fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
+              "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION}
+    if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
+        fields["numerics"] = numerics
+    return make_key(fields)
+
+
+def numerics_of(device: str, amp: bool, gpu_decode: bool) -> str:
+    cuda = str(device).startswith("cuda")
+    parts = ["bf16" if cuda and amp else "fp32"] + (["gpu-decode"] if cuda and gpu_decode else [])
+    return "+".join(parts)
 
 
 class DatasetCache:
@@ -89,11 +99,15 @@ def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store) -> list[Job]:
+def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store,
+                    numerics: str = "fp32") -> list[Job]:
     """Jobs for one built model: group views by (dataset, resolution); keep only missing shards."""
     groups: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+    native = model.preprocessing.input_size
     for req in requests:
         r = resolution_of(req.view)
+        if r == native:
+            r = None  # res-<native> is the standard crop on the unchanged model: same pass as the crop views
         if req.view not in groups[(req.dataset, r)]:
             groups[(req.dataset, r)].append(req.view)
     jobs = []
@@ -103,7 +117,9 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
             continue
         ds, pos, fp = got
         pre = model.preprocessing if res is None else model.preprocessing.at_resolution(res)
-        keys = {v: store_key(model.weights_id, pre.describe(), v, dname, fp, datasets.limit, model.info) for v in views}
+        # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
+        keys = {v: store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v, dname,
+                             fp, datasets.limit, model.info, numerics) for v in views}
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos))

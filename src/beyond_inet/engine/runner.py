@@ -18,7 +18,7 @@ from beyond_inet import __version__
 from beyond_inet.analyses import Context, Request, Skip, get_analysis, load_builtin
 from beyond_inet.data import catalog
 from beyond_inet.engine.executors import ExecConfig, get_executor
-from beyond_inet.engine.plan import DatasetCache, plan_model_jobs, validate_spec
+from beyond_inet.engine.plan import DatasetCache, numerics_of, plan_model_jobs, validate_spec
 from beyond_inet.engine.store import Store
 from beyond_inet.report.results import ResultsDB
 
@@ -44,6 +44,8 @@ class RunConfig:
     options: dict = field(default_factory=dict)
     report: bool = True
     progress: bool = True
+    gpu_decode: bool = False
+    compile: bool = False
 
 
 def _now() -> str:
@@ -112,7 +114,7 @@ def run(cfg: RunConfig) -> dict:
     store = Store(out / "store")
     datasets = DatasetCache(cfg.data_root, cfg.limit)
     exec_cfg = ExecConfig(str(store.root), cfg.data_root, cfg.limit, cfg.device, cfg.batch_size, cfg.num_workers,
-                          cfg.amp, cfg.logit_scale)
+                          cfg.amp, cfg.logit_scale, gpu_decode=cfg.gpu_decode, compile=cfg.compile)
     executor = get_executor(cfg.executor, cfg.ray_address)
     summary = {"run_id": run_id, "jobs": 0, "images": 0, "skipped_images": 0, "skips": []}
     all_rows = {a.name: [] for a in analyses}
@@ -122,7 +124,7 @@ def run(cfg: RunConfig) -> dict:
         model = create_model(spec, logit_scale=cfg.logit_scale)
         db.set_model_info(spec, model.describe())
         wanted = [r for reqs in requests.values() for r in reqs]
-        jobs = plan_model_jobs(model, wanted, datasets, store)
+        jobs = plan_model_jobs(model, wanted, datasets, store, numerics_of(cfg.device, cfg.amp, cfg.gpu_decode))
         todo = [j for j in jobs if j.shards]
         log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
         if todo:
@@ -164,6 +166,9 @@ def run(cfg: RunConfig) -> dict:
                 summary["skips"] += skips
                 continue
             res = a.compute(ctx, spec, fetch)
+            # The engine's reason for an absent dataset says how to get it; drop the analysis' echo of it.
+            absent = {s.dataset for s in skips}
+            res.skips = [s for s in res.skips if s.dataset not in absent]
             db.add_rows(res.rows, run_id)
             db.add_skips(skips + res.skips, run_id)
             db.add_artifacts(a.name, spec, res.artifacts, run_id)
