@@ -50,3 +50,11 @@ def test_demo_pipeline_on_shared_data(shared_data, tmp_path):
     ref = ECE(bins=15).measure(p.max(1), (p.argmax(1) == o.labels).astype(float))
     assert rows[("calibration", "imagenet-sample", "ece")].value == pytest.approx(ref, abs=1e-9)
     assert (out / "results.csv").exists() and (out / "run.log").exists()
+
+    # Shape bias of the real model equals an independent per-image model-vs-human implementation.
+    from tests.analyses.test_shape_bias import _loop_reference, _reference_mapping
+
+    key = ResultsDB(out).output_keys()[(MODEL, "cue-conflict", "native")]
+    cue = Store(out / "store").existing(key).load()
+    _, ref_bias, _, _, _ = _loop_reference(cue.ids, cue.logits, _reference_mapping())
+    assert rows[("shape-bias", "cue-conflict", "shape_bias")].value == ref_bias

@@ -24,7 +24,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from beyond_inet.data.readers import FileListDataset, ImageDataset, WdsDataset
-from beyond_inet.data.views import build_view, shift_box
+from beyond_inet.data.views import build_view, normalize_uint8, shift_box
 from beyond_inet.errors import UserError
 from beyond_inet.models.base import Preprocessing
 
@@ -174,6 +174,7 @@ class TensorDecoder:
 
     def __init__(self, ds: ImageDataset, positions, pre_by_view: dict[str, Preprocessing], device: torch.device):
         self.ds, self.positions, self.device = ds, positions, device
+        self.pre_by_view = pre_by_view
         self.fns = {v: tensor_view(v, p) for v, p in pre_by_view.items()}
         self.cpu_fns = {v: build_view(v, p) for v, p in pre_by_view.items()}
         self.fallbacks = 0  # images nvJPEG refused, decoded on the CPU instead
@@ -195,8 +196,9 @@ class TensorDecoder:
                         views = {v: fn(pil).to(self.device, non_blocking=True) for v, fn in self.cpu_fns.items()}
                     else:
                         views = {v: fn(img) for v, fn in self.fns.items()}
-                else:
-                    views = {v: t.to(self.device, non_blocking=True) for v, t in it.items()}
+                else:  # decoded by a loader worker: uint8 crops, normalised here like the CPU path
+                    views = {v: normalize_uint8(t.to(self.device, non_blocking=True)[None], self.pre_by_view[v])[0]
+                             for v, t in it.items()}
             except Exception as e:  # noqa: BLE001 - counted as unreadable, like the CPU path
                 errors.append((j, f"{type(e).__name__}: {str(e)[:160]}"))
                 continue

@@ -18,12 +18,38 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from beyond_inet.data.readers import ImageDataset
-from beyond_inet.data.views import build_view
+from beyond_inet.data.views import build_view, normalize_uint8
 from beyond_inet.engine.store import Entry
 from beyond_inet.models.base import Preprocessing, VisionModel
 
 log = logging.getLogger("beyond_inet")
 FORWARD_CALLS = {"n": 0}  # counted for tests: a cached rerun makes none
+_ALLOCATOR_TUNED = {"done": False}
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep large tensor allocations on glibc's heap instead of fresh mmap()s.
+
+    By default glibc serves every block above a (dynamic) threshold with its own mmap(), and a CPU
+    forward pass allocates and frees many activation blocks of tens of MB per batch: each one then costs
+    page faults and zeroing in the kernel. On our 2-core machines that was more system time than compute
+    (Lite0 at batch 64: 15 -> 56 img/s; see benchmarks/bench_allocator.py). Raising the mmap threshold
+    and the trim threshold makes freed blocks reusable. Off with BEYOND_INET_NO_MALLOC_TUNING=1.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if _ALLOCATOR_TUNED["done"] or os.environ.get("BEYOND_INET_NO_MALLOC_TUNING") or not sys.platform.startswith("linux"):
+        return _ALLOCATOR_TUNED["done"]
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 2**31 - 1) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        ok = False
+    _ALLOCATOR_TUNED["done"] = ok
+    return ok
 
 
 class _ViewSet(Dataset):
@@ -39,7 +65,7 @@ class _ViewSet(Dataset):
 
     def __getitem__(self, j: int):
         if self._fns is None:
-            self._fns = {v: build_view(v, p) for v, p in self.pre_by_view.items()}
+            self._fns = {v: build_view(v, p, uint8=True) for v, p in self.pre_by_view.items()}
         try:
             if self.raw:  # GPU decoding: hand over the JPEG bytes; anything else is decoded here
                 from beyond_inet.engine.gpu_decode import gpu_decodable, raw_bytes
@@ -121,6 +147,8 @@ class _Forward:
     def _run(self, x: torch.Tensor):
         FORWARD_CALLS["n"] += 1
         x = x.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:  # CPU-decoded views arrive unnormalised (see data.views.build_view)
+            x = normalize_uint8(x, self.model.preprocessing)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -168,6 +196,7 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
         return stats
     views = {v: model.preprocessing for v in entries}
     dev = torch.device(device)
+    tune_cpu_allocator()  # before the loader forks its workers, so they inherit it too
     decoder = None
     if gpu_decode:
         from beyond_inet.engine.gpu_decode import TensorDecoder
