@@ -118,3 +118,18 @@ def test_missing_dataset_is_recorded_not_fatal(tiny_imagenet, tmp_path):
     assert any(s.dataset == "imagenet-sketch" and "not found" in s.reason for s in db.skips())
     assert any(r.dataset == "imagenet-val" for r in db.rows())
     assert catalog.available("imagenet-val", tiny_imagenet)
+
+
+def test_a_model_that_fails_to_build_does_not_lose_the_others(tiny_imagenet, tmp_path):
+    from beyond_inet.errors import UserError
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    cfg = _cfg(tiny_imagenet, tmp_path / "out")
+    cfg.models = [f"timm:convnext_atto@{bad}", SPEC]
+    with pytest.raises(UserError, match="could not be read"):
+        run(cfg)
+    csv = (tmp_path / "out" / "results.csv").read_text()
+    assert f"{SPEC},imagenet-val,accuracy,top1," in csv  # the good model's results were exported
+    db = ResultsDB(tmp_path / "out")
+    assert any(s.model.endswith("bad.pth") and "could not be built" in s.reason for s in db.skips())

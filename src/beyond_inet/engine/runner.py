@@ -17,6 +17,7 @@ from pathlib import Path
 from beyond_inet import __version__
 from beyond_inet.analyses import Context, Request, Skip, get_analysis, load_builtin
 from beyond_inet.data import catalog
+from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
 from beyond_inet.engine.plan import DatasetCache, numerics_of, plan_model_jobs, validate_spec
 from beyond_inet.engine.store import Store
@@ -120,8 +121,15 @@ def run(cfg: RunConfig) -> dict:
     all_rows = {a.name: [] for a in analyses}
     from beyond_inet.models import create_model
 
+    failed: list[str] = []
     for spec in cfg.models:
-        model = create_model(spec, logit_scale=cfg.logit_scale)
+        try:
+            model = create_model(spec, logit_scale=cfg.logit_scale)
+        except UserError as e:  # the other models still run; the run ends with exit 2 afterwards
+            log.error("model %s could not be built: %s", spec, e)
+            failed.append(str(e))
+            db.add_skips([Skip(a.name, spec, "*", f"model could not be built: {e}") for a in analyses], run_id)
+            continue
         db.set_model_info(spec, model.describe())
         wanted = [r for reqs in requests.values() for r in reqs]
         jobs = plan_model_jobs(model, wanted, datasets, store, numerics_of(cfg.device, cfg.amp, cfg.gpu_decode))
@@ -193,6 +201,9 @@ def run(cfg: RunConfig) -> dict:
             write_report(out)
     log.info("run %s finished: %d jobs, %d images, %d unreadable", run_id, summary["jobs"], summary["images"],
              summary["skipped_images"])
+    if failed:
+        more = f" (and {len(failed) - 1} more model(s); see run.log)" if len(failed) > 1 else ""
+        raise UserError(f"{failed[0]}{more}; results of the other models are in {out}")
     return summary
 
 

@@ -39,11 +39,13 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "documentation of torch.load" not in ln]
+        msg = lines[-1] if lines else type(e).__name__
+        if "Unsupported global" in str(e) or "GLOBAL " in str(e) or "REDUCE" in str(e):
             raise UserError(f"checkpoint {path!r} contains pickled code or objects and was refused "
                             f"(only tensors are loaded); re-save it as a plain state dict or safetensors") from None
-        raise UserError(f"checkpoint {path!r} could not be read: {msg}") from None
+        raise UserError(f"checkpoint {path!r} could not be read (not a torch state dict or safetensors file): "
+                        f"{msg[:160]}") from None
     for key in ("state_dict", "model", "model_ema", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
