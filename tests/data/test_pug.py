@@ -144,3 +144,16 @@ def test_parquet_wrong_schema(tmp_path):
 
 def test_factor_list():
     assert len(FACTORS) == 10 and FACTORS[0] == "Worlds" and FACTORS[-1] == "Scene_Light"
+
+
+def test_catalog_reads_the_parquet_release(tmp_path):
+    from beyond_inet.data import catalog
+
+    root = tmp_path / "pug-imagenet"
+    (root / "data").mkdir(parents=True)
+    _parquet(root / "data" / "train-00000-of-00001.parquet", ROWS)
+    (root / "class_to_imagenet_idx.json").write_text(json.dumps(MAPPING))
+    assert catalog.parts("pug-imagenet", tmp_path) == list(FACTORS)
+    ds = catalog.open_dataset("pug-imagenet/Camera_Yaw", tmp_path)
+    assert [ds.label(i) for i in range(len(ds))] == [2, 0, 3]
+    assert ds.load(1).getpixel((0, 0))[0] == 4 and ds.fingerprint()

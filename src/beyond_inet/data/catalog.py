@@ -175,7 +175,10 @@ def parts(name: str, data_root: str | Path | None) -> list[str]:
     if entry.kind == "imagenet-c" and root:
         return [f"{c}/{s}" for c in IMAGENET_C_CORRUPTIONS for s in range(1, 6) if (root / c / str(s)).is_dir()]
     if entry.kind == "pug" and root:
-        return [f for f in PUG_FACTORS if (root / f).is_dir()]
+        folders = [f for f in PUG_FACTORS if (root / f).is_dir()]
+        if not folders and any(root.rglob("*.parquet")):  # the HF parquet release: factors from its columns
+            return list(PUG_FACTORS)
+        return folders
     if entry.kind == "vtab" and data_root:
         out = []
         for task in VTAB_TASKS:
@@ -268,6 +271,10 @@ def _open_pug(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDa
     classes = sorted(json.loads(mapping.read_text()))
     index = {c: i for i, c in enumerate(classes)}
     sub = root / part
+    if part and not sub.is_dir() and part in PUG_FACTORS and any(root.rglob("*.parquet")):
+        from beyond_inet.data.pug import PugParquet
+
+        return readers.ReaderAdapter(name, PugParquet(root, mapping, factor=part))
     if not part or not sub.is_dir():
         raise DatasetMissing(name, f"PUG factor folder {part!r} not found at {sub}", entry.how_to_get())
     return readers.class_folder_dataset(name, sub, index.get)

@@ -64,6 +64,18 @@ class ImageDataset:
         return h.hexdigest()[:16]
 
 
+class ReaderAdapter(ImageDataset):
+    """Any reader with `__len__`, `sample_id(i)`, `label(i)` and `load(i)` as an ImageDataset."""
+
+    def __init__(self, name: str, reader):
+        self.name, self._reader = name, reader
+        self._ids = [reader.sample_id(i) for i in range(len(reader))]
+        self._labels = [int(reader.label(i)) for i in range(len(reader))]
+
+    def _open(self, i: int) -> Image.Image:
+        return self._reader.load(i)
+
+
 class FileListDataset(ImageDataset):
     """Images at known paths with known labels (what every folder layout reduces to)."""
 
