@@ -24,7 +24,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--out", default="beyond-inet-demo" if demo else None, required=not demo, help="output folder")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="decoding workers (default: cores - 1)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: 0 on CPUs with <= 4 cores, most cores on GPU)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per dataset (evenly spaced)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
     p.add_argument("--gpu-decode", action="store_true",
@@ -83,7 +83,7 @@ def _run_config(args, models, analyses, options=None):
     if args.gpu_decode and args.device != "cuda":
         raise UserError("--gpu-decode needs --device cuda")
     return RunConfig(models=models, analyses=analyses, out=args.out, data_root=args.data_root, device=args.device,
-                     batch_size=args.batch_size, num_workers=default_workers() if args.workers is None else args.workers,
+                     batch_size=args.batch_size, num_workers=default_workers(args.device) if args.workers is None else args.workers,
                      limit=args.limit, amp=not args.no_amp, logit_scale=args.logit_scale, executor=args.executor,
                      ray_address=args.ray_address, seed=args.seed, n_boot=args.bootstrap,
                      options={**(options or {}), **_parse_options(args.option)}, report=not args.no_report,

@@ -21,5 +21,6 @@ def demo_config(data_root: str | None) -> tuple[list[str], list[str], dict, int 
                else "skimage-photos",
                # 2 CPU cores: the resolution sweep stops at 336 px (512/640 cost 5-8x a 224 pass each).
                "invariance_resolutions": [112, 224, 336]}
-    # 2 CPU cores, < 5 minutes: a 160-image evenly spaced subset of each dataset (--limit overrides).
+    # 2 CPU cores, < 5 minutes with margin on a noisy machine: a 160-image evenly spaced subset of each
+    # dataset (--limit overrides).
     return DEMO_MODELS, analyses, options, 160
