@@ -47,10 +47,8 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
     store = Store(cfg.store_dir)
     meta = {"model": job.model, "weights": model.weights_id, "dataset": job.dataset, "samples": fp,
             "preprocessing": model.preprocessing.describe(), "info": json.loads(json.dumps(model.info, default=str))}
-    entries = {}
-    for v, k in job.keys.items():  # views sharing a key (res-<native> and standard) are computed once
-        if k not in {e.root.name for e in entries.values()}:
-            entries[v] = store.entry(k, len(pos), {**meta, "view": v})
+    # Views sharing a key (res-<native> and standard) share one entry; run_pass computes each entry once.
+    entries = {v: store.entry(k, len(pos), {**meta, "view": v}) for v, k in job.keys.items()}
     return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task,
                     shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile)
 
