@@ -29,12 +29,12 @@ import json
 import os
 import re
 from collections import Counter
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
+from beyond_inet.data.readers import image_cell_bytes, parquet_row_group_column
 from beyond_inet.errors import UserError
 
 FACTORS: tuple[str, ...] = ("Worlds", "Camera_Pitch", "Camera_Yaw", "Camera_Roll", "Object_Pitch", "Object_Yaw",
@@ -218,28 +218,11 @@ class PugParquet:
 
     def image_bytes(self, i: int) -> bytes:
         fi, g, r = self._loc[i]
-        cell = _row_group_images(str(self.files[fi]), g)[r]
-        if isinstance(cell, dict):
-            data = cell.get("bytes")
-            if data is None and cell.get("path"):
-                data = Path(cell["path"]).read_bytes()
-        else:
-            data = cell
-        if not data:
-            raise OSError(f"{self.sample_id(i)}: no image bytes")
-        return data
+        return image_cell_bytes(parquet_row_group_column(str(self.files[fi]), g, "image")[r], self.sample_id(i))
 
     def load(self, i: int) -> Image.Image:
         with Image.open(io.BytesIO(self.image_bytes(i))) as im:
             return im.convert("RGB")
-
-
-@lru_cache(maxsize=2)
-def _row_group_images(file: str, group: int) -> list[Any]:
-    """The ``image`` cells of one row group (cached: loaders read rows in order)."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(file).read_row_group(group, columns=["image"]).column("image").to_pylist()
 
 
 def open_pug(data_root: str | os.PathLike, factor: str) -> PugFolder:

@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -83,6 +84,10 @@ class FileListDataset(ImageDataset):
                  multi: list[list[int]] | None = None, classnames: list[str] | None = None):
         self.name, self._paths, self._ids, self._labels, self._multi = name, paths, ids, labels, multi
         self.classnames = classnames
+
+    def load_bytes(self, i: int) -> bytes:
+        """The encoded file, unchanged (for decoders that take bytes, e.g. nvJPEG)."""
+        return Path(self._paths[i]).read_bytes()
 
     def _open(self, i: int) -> Image.Image:
         return open_rgb(self._paths[i])
@@ -200,16 +205,41 @@ class WdsDataset(ImageDataset):
             self._labels.append(self.label_map(lab) if self.label_map else lab)
             self._members.append(g["img"])
 
-    def _open(self, i: int) -> Image.Image:
+    def load_bytes(self, i: int) -> bytes:
+        """The encoded tar member, read by seeking to its indexed offset."""
         m = self._members[i]
         with open(m.tar, "rb") as f:
             f.seek(m.offset)
-            return open_rgb(io.BytesIO(f.read(m.size)))
+            return f.read(m.size)
+
+    def _open(self, i: int) -> Image.Image:
+        return open_rgb(io.BytesIO(self.load_bytes(i)))
+
+
+def image_cell_bytes(cell, what: str = "image") -> bytes:
+    """Encoded bytes of a Hugging Face ``Image`` cell: ``{"bytes": ..., "path": ...}`` or raw bytes."""
+    data = cell
+    if isinstance(cell, dict):
+        data = cell.get("bytes")
+        if data is None and cell.get("path"):
+            data = Path(cell["path"]).read_bytes()
+    if not data:
+        raise OSError(f"{what}: no image bytes")
+    return data
+
+
+@lru_cache(maxsize=2)
+def parquet_row_group_column(file: str, group: int, column: str = "image") -> list:
+    """One column of one row group (cached: loaders read rows in order, so a group is read once)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(file).read_row_group(group, columns=[column]).column(column).to_pylist()
 
 
 class ParquetDataset(ImageDataset):
     """Parquet files with an image column (``{"bytes": ...}`` structs or raw bytes) and a label column
-    holding an int or a list of ints (multi-label, e.g. ImageNet-Hard). Row groups are read lazily."""
+    holding an int or a list of ints (multi-label, e.g. ImageNet-Hard). Images are read one row group at
+    a time, when first needed."""
 
     def __init__(self, name: str, files: list[Path], image_col: str = "image", label_col: str = "label",
                  id_col: str | None = None, label_map: Callable[[object], int | list[int]] | None = None):
@@ -221,27 +251,21 @@ class ParquetDataset(ImageDataset):
         self._ids, self._labels, self._rows = [], [], []
         multi: list[list[int]] = []
         for fi, f in enumerate(self._files):
-            table = pq.read_table(f, columns=[c for c in (label_col, id_col) if c])
+            pf = pq.ParquetFile(f)
+            table = pf.read(columns=[c for c in (label_col, id_col) if c])
             labs = table.column(label_col).to_pylist()
             ids = table.column(id_col).to_pylist() if id_col else None
+            where = [(g, r) for g in range(pf.metadata.num_row_groups) for r in range(pf.metadata.row_group(g).num_rows)]
             for r, lab in enumerate(labs):
                 lab = label_map(lab) if label_map else lab
                 labs_list = [int(x) for x in lab if int(x) >= 0] if isinstance(lab, (list, tuple)) else [int(lab)]
                 self._ids.append(str(ids[r]) if ids else f"{Path(f).stem}/{r:06d}")
                 self._labels.append(labs_list[0] if labs_list else -1)
                 multi.append(labs_list)
-                self._rows.append((fi, r))
+                self._rows.append((fi, *where[r]))
         self._multi = multi if any(len(m) > 1 for m in multi) else None
-        self._cache: dict[int, object] = {}
 
     def _open(self, i: int) -> Image.Image:
-        import pyarrow.parquet as pq
-
-        fi, r = self._rows[i]
-        if fi not in self._cache:
-            self._cache = {fi: pq.read_table(self._files[fi], columns=[self._image_col]).column(0)}
-        cell = self._cache[fi][r].as_py()
-        data = cell.get("bytes") if isinstance(cell, dict) else cell
-        if data is None and isinstance(cell, dict) and cell.get("path"):
-            return open_rgb(cell["path"])
-        return open_rgb(io.BytesIO(data))
+        fi, g, r = self._rows[i]
+        cell = parquet_row_group_column(self._files[fi], g, self._image_col)[r]
+        return open_rgb(io.BytesIO(image_cell_bytes(cell, self._ids[i])))

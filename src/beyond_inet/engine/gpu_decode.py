@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
-from beyond_inet.data.readers import FileListDataset, ImageDataset, WdsDataset
+from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import build_view, normalize_uint8, shift_box
 from beyond_inet.errors import UserError
 from beyond_inet.models.base import Preprocessing
@@ -37,20 +36,10 @@ _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.
 def raw_bytes(ds: ImageDataset, i: int) -> bytes | None:
     """The encoded bytes of sample `i` when the reader decodes them unchanged from a file or tar member;
     None for readers that build or transform images themselves (then the CPU path is used)."""
-    fn = getattr(ds, "load_bytes", None)
-    if callable(fn):
-        return fn(i)
-    if type(ds).load is not ImageDataset.load:
-        return None
-    opener = type(ds)._open
-    if opener is FileListDataset._open:
-        return Path(ds._paths[i]).read_bytes()  # type: ignore[attr-defined]
-    if opener is WdsDataset._open:
-        m = ds._members[i]  # type: ignore[attr-defined]
-        with open(m.tar, "rb") as f:
-            f.seek(m.offset)
-            return f.read(m.size)
-    return None
+    if isinstance(ds, ImageDataset) and type(ds).load is not ImageDataset.load:
+        return None  # a reader whose `load` changes what the file holds
+    fn = getattr(ds, "load_bytes", None)  # FileListDataset, WdsDataset, or any reader that offers it
+    return fn(i) if callable(fn) else None
 
 
 def gpu_decodable(data: bytes) -> bool:
