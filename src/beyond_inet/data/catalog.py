@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from beyond_inet.data import readers
+from beyond_inet.data.pug import FACTORS
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES, wnid_to_index
 from beyond_inet.errors import DatasetMissing, UserError
 
@@ -19,8 +20,7 @@ IMAGENET_C_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )
-PUG_FACTORS = ("Worlds", "Camera_Pitch", "Camera_Yaw", "Camera_Roll", "Object_Pitch", "Object_Yaw", "Object_Roll",
-               "Object_Scale", "Object_Texture", "Scene_Light")
+PUG_FACTORS = FACTORS  # the 10 factor folders of the paper's PUG layout
 # The paper's 19 VTAB tasks as CLIP_benchmark names them (hosted as clip-benchmark/wds_<name with / -> ->).
 VTAB_TASKS = {
     "caltech101": "vtab/caltech101", "cifar100": "vtab/cifar100", "dtd": "vtab/dtd", "flowers": "vtab/flowers",

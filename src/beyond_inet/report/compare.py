@@ -37,6 +37,7 @@ from scipy import sparse
 
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import Row
+from beyond_inet.data.catalog import IMAGENET_C_CORRUPTIONS
 from beyond_inet.engine.outputs import Outputs
 
 ALPHA = stats.ALPHA
@@ -48,10 +49,7 @@ _CHUNK = 8192  # logits rows handled at once
 VARIANTS = ("imagenet-v2", "imagenet-a", "imagenet-c", "imagenet-hard", "imagenet-r", "imagenet-sketch",
             "imagenet-real")
 # The 15 ImageNet-C benchmark corruptions (the robustness analysis's ImageNet-C average covers these).
-C_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+C_CORRUPTIONS = IMAGENET_C_CORRUPTIONS
 INVARIANCE_KINDS = ("scale", "shift", "res")
 _INV_RE = re.compile(r"^top1_(scale|shift|res)_(.+)$")
 
