@@ -277,34 +277,21 @@ def ex_objectnet(out: Outputs, dataset: str, env: Env) -> Sample:
 
 def ex_calib(out: Outputs, dataset: str, env: Env) -> Sample:
     """Max-softmax confidence, correctness, Brier term and NLL; 200-class softmax on ImageNet-R (as the
-    calibration analysis: only R is restricted)."""
+    calibration analysis: only R is restricted). Uses the analysis' own functions."""
+    from beyond_inet.analyses.calibration import restrict_logits, softmax_stats
+
     z_all = np.asarray(out.logits)
     labels = np.asarray(out.labels, np.int64)
     base = dataset.split("/")[0]
     if base == "imagenet-r":
         from beyond_inet.data.labelspaces import subset_indices
 
-        classes = subset_indices(base)
-        pos = np.clip(np.searchsorted(classes, labels), 0, classes.size - 1)
-        labels = np.where((labels >= 0) & (classes[pos] == labels), pos, -1)
-        z_all = z_all[:, classes]
+        z_all, labels = restrict_logits(z_all, labels, subset_indices(base))
     keep = np.flatnonzero(labels >= 0)
-    n = keep.size
-    conf, correct, brier, nll = (np.empty(n) for _ in range(4))
-    for s in range(0, n, _CHUNK):
-        rows = keep[s:s + _CHUNK]
-        z = z_all[rows].astype(np.float64)
-        y = labels[rows]
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        tot = e.sum(1)
-        p = e / tot[:, None]
-        r = np.arange(len(rows))
-        conf[s:s + len(rows)] = p.max(1)
-        correct[s:s + len(rows)] = p.argmax(1) == y
-        brier[s:s + len(rows)] = (p * p).sum(1) - 2 * p[r, y] + 1  # sum_k (p_k - onehot_k)^2
-        nll[s:s + len(rows)] = np.log(tot) - z[r, y]
-    return Sample([out.ids[i] for i in keep], {"conf": conf, "correct": correct, "brier": brier, "nll": nll})
+    if keep.size < labels.size:  # copy only when some rows drop out
+        z_all, labels = z_all[keep], labels[keep]
+    st = softmax_stats(z_all, labels)
+    return Sample([out.ids[i] for i in keep], {k: st[k] for k in ("conf", "correct", "brier", "nll")})
 
 
 def ex_imagenet_x(out: Outputs, dataset: str, env: Env) -> Sample:
