@@ -15,13 +15,21 @@ from beyond_inet.data.labelspaces import real_labels, val_number
 DEFAULT_DATASETS = ("imagenet-val", "imagenet-sample")
 
 
+_ROW_CHUNK = 8192  # rows per block: bounds the [rows, k, labels] comparison on 50k x 1000 logits
+
+
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int, multilabels: np.ndarray | None = None) -> np.ndarray:
-    """Per-sample 0/1: is a true class among the k highest logits? (multi-labels: any listed class)."""
-    topk = np.argpartition(-logits, kth=min(k, logits.shape[1]) - 1, axis=1)[:, :k] if k > 1 else \
-        logits.argmax(1)[:, None]
-    truth = multilabels if multilabels is not None else labels[:, None]
-    hit = (topk[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
-    return hit.any(axis=(1, 2)).astype(np.float64)
+    """Per-sample 0/1: is a true class among the k highest logits? (multi-labels: any listed class,
+    -1 = padding)."""
+    z = np.asarray(logits)
+    truth = np.asarray(multilabels if multilabels is not None else np.asarray(labels)[:, None], np.int64)
+    k = min(k, z.shape[1])
+    out = np.empty(z.shape[0], bool)
+    for s in range(0, z.shape[0], _ROW_CHUNK):
+        block, t = z[s:s + _ROW_CHUNK], truth[s:s + _ROW_CHUNK]
+        top = block.argmax(1)[:, None] if k == 1 else np.argpartition(-block, k - 1, axis=1)[:, :k]
+        out[s:s + _ROW_CHUNK] = ((top[:, :, None] == t[:, None, :]) & (t[:, None, :] >= 0)).any(axis=(1, 2))
+    return out.astype(np.float64)
 
 
 def real_correct(logits: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:

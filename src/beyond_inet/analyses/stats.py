@@ -28,16 +28,31 @@ def replicate_indices(n: int, n_boot: int, seed: int):
         done += b
 
 
+def percentile_interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
+    """The (alpha/2, 1 - alpha/2) quantiles of replicate values, non-finite replicates dropped."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_p(diffs: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a zero difference from replicate differences."""
+    d = np.asarray(diffs, np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    return float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+
+
 def bootstrap(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
     """Percentile bootstrap CI of `stat` over `n` samples."""
     if n == 0:
         return math.nan, math.nan
     vals = np.concatenate([np.asarray(stat(idx), dtype=np.float64) for idx in replicate_indices(n, n_boot, seed)])
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    return percentile_interval(vals, alpha)
 
 
 def bootstrap_replicates(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -80,12 +95,10 @@ def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, see
     for idx in replicate_indices(n, n_boot, seed):
         diffs.append(np.asarray(stat_a(idx), np.float64) - np.asarray(stat_b(idx), np.float64))
     d = np.concatenate(diffs)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
+    if not np.isfinite(d).any():
         return math.nan, math.nan, math.nan
-    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))
-    return float(lo), float(hi), float(p)
+    lo, hi = percentile_interval(d, alpha)
+    return lo, hi, bootstrap_p(d)
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:

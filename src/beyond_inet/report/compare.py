@@ -36,7 +36,11 @@ import numpy as np
 from scipy import sparse
 
 from beyond_inet.analyses import stats
+from beyond_inet.analyses.accuracy import topk_correct
 from beyond_inet.analyses.base import Row
+from beyond_inet.analyses.calibration import bin_index
+from beyond_inet.analyses.stats import bootstrap_p, resample_counts
+from beyond_inet.analyses.stats import percentile_interval as percentile
 from beyond_inet.data.catalog import IMAGENET_C_CORRUPTIONS
 from beyond_inet.engine.outputs import Outputs
 
@@ -91,13 +95,6 @@ def discordant(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int]:
     return int((a & ~b).sum()), int((~a & b).sum())
 
 
-def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
-    """Multiplicity of each of n samples in each resample: [b, n] float64 from a [b, n] index matrix."""
-    b = idx.shape[0]
-    flat = idx.astype(np.int64) + (np.arange(b, dtype=np.int64) * n)[:, None]
-    return np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
-
-
 def replicate_sums(V: np.ndarray | sparse.spmatrix, n_boot: int, seed: int) -> np.ndarray:
     """Column sums of V over `n_boot` bootstrap resamples of its rows: [n_boot, k].
 
@@ -106,7 +103,8 @@ def replicate_sums(V: np.ndarray | sparse.spmatrix, n_boot: int, seed: int) -> n
     """
     n = V.shape[0]
     Vt = sparse.csr_matrix(V).T.tocsr()  # [k, n]: nnz-proportional products for one-hot bins
-    out = [np.asarray(Vt @ resample_counts(idx, n).T).T for idx in stats.replicate_indices(n, n_boot, seed)]
+    out = [np.asarray(Vt @ resample_counts(idx, n).astype(np.float64).T).T
+           for idx in stats.replicate_indices(n, n_boot, seed)]
     return np.vstack(out) if out else np.zeros((0, V.shape[1]))
 
 
@@ -132,24 +130,6 @@ def compressed_replicate_sums(V: np.ndarray, n_boot: int, seed: int) -> np.ndarr
 def column_sums(V: np.ndarray | sparse.spmatrix) -> np.ndarray:
     """Column sums as a [1, k] float array (the point estimate's 'replicate')."""
     return np.asarray(V.sum(axis=0), dtype=np.float64).reshape(1, -1)
-
-
-def bootstrap_p(diffs: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a zero difference (``stats.paired_bootstrap``'s convention)."""
-    d = np.asarray(diffs, np.float64)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return math.nan
-    return float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
-
-
-def percentile(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan
-    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,16 +167,8 @@ def _argmax(logits: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray
 
 def topk_hits(logits: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
     """0/1 per row: is one of the row's true classes (truth [n, K], -1 = padding) among the k top logits?"""
-    z = np.asarray(logits)
     t = np.asarray(truth, np.int64)
-    k = min(k, z.shape[1])
-    out = np.empty(z.shape[0], bool)
-    for s in range(0, z.shape[0], _CHUNK):
-        block = z[s:s + _CHUNK]
-        top = block.argmax(1)[:, None] if k == 1 else np.argpartition(-block, k - 1, axis=1)[:, :k]
-        tb = t[s:s + _CHUNK]
-        out[s:s + _CHUNK] = ((top[:, :, None] == tb[:, None, :]) & (tb[:, None, :] >= 0)).any(axis=(1, 2))
-    return out.astype(np.float64)
+    return topk_correct(logits, t[:, 0], k, t)
 
 
 def _subset_ids(out: Outputs, keep: np.ndarray) -> list[str]:
@@ -486,18 +458,12 @@ def calibration_bins() -> int:
         return N_BINS
 
 
-def bin_of(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-width bin with (lower, upper] semantics; a confidence of 0 goes to bin 0."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-
-
 def ece_make(n_bins: int) -> Callable[[list[Sample]], sparse.csr_matrix]:
     """V = [one-hot bin, conf in bin, correct in bin] (sparse [n, 3B])."""
     def make(samples: list[Sample]) -> sparse.csr_matrix:
         conf = np.asarray(samples[0].data["conf"], np.float64)
         corr = np.asarray(samples[0].data["correct"], np.float64)
-        b = bin_of(conf, n_bins)
+        b = bin_index(conf, n_bins)
         n = conf.size
         r = np.arange(n)
         rows = np.concatenate([r, r, r])
