@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from beyond_inet.analyses import robustness as R
 from beyond_inet.analyses.base import Context, Request, Row
 from beyond_inet.data import labelspaces
 from beyond_inet.engine.outputs import Outputs
+from beyond_inet.references import timm_results
 
 CLASS_INFO = Path("/work/shared/data/imagenet-class-info")
 
@@ -97,32 +99,72 @@ def test_imagenet_c_summary_and_mce_hand_worked():
     assert out["top1"] == pytest.approx(0.5) and out["top1/speckle_noise"] == pytest.approx(0.1)
 
 
-def test_effective_robustness_against_polyfit():
-    val = np.array([0.60, 0.70, 0.80, 0.85])
-    var = np.array([0.30, 0.45, 0.55, 0.70])
-    er, a, b = R.effective_robustness(val, var)
-    lx = np.log(val / (1 - val))
-    ly = np.log(var / (1 - var))
-    ra, rb = np.polyfit(lx, ly, 1)
-    assert (a, b) == pytest.approx((ra, rb))
-    expected = var - 1 / (1 + np.exp(-(ra * lx + rb)))
-    assert er == pytest.approx(expected, abs=1e-12)
-    # points exactly on a logit-linear line have zero effective robustness
-    on_line = 1 / (1 + np.exp(-(0.5 * lx - 0.2)))
-    assert R.effective_robustness(val, on_line)[0] == pytest.approx(np.zeros(4), abs=1e-12)
+def _published_points(ds: str) -> tuple[np.ndarray, np.ndarray]:
+    """(val, variant) top-1 of the baseline's own models, read from the package table by name."""
+    base = timm_results.baseline(ds)
+    col = timm_results.DATASET_COLUMN[ds]
+    table = {f"{r.model}@{r.img_size}": r for r in timm_results.load()}
+    pts = [table[m] for m in base.models]
+    return np.array([p.top1["val"] for p in pts]), np.array([p.top1[col] for p in pts])
 
 
-def test_summarize_needs_three_models():
-    rows = []
-    for m, (v, a) in {"m1": (0.6, 0.3), "m2": (0.7, 0.45), "m3": (0.8, 0.5)}.items():
-        rows += [Row(m, "imagenet-val", "robustness", "top1", v), Row(m, "imagenet-a", "robustness", "top1", a),
-                 Row(m, "imagenet-r", "robustness", "top1", a if m != "m3" else math.nan)]
+@pytest.mark.parametrize("ds", timm_results.ER_VARIANTS)
+def test_baseline_line_is_the_logit_least_squares_fit(ds):
+    val, var = _published_points(ds)
+    fit = stats.linregress(np.log(val / (1 - val)), np.log(var / (1 - var)))
+    base = timm_results.baseline(ds)
+    assert (base.slope, base.intercept) == pytest.approx((fit.slope, fit.intercept), rel=1e-9)
+    assert len(base.models) > 500  # hundreds of standard ImageNet-1k models
+
+
+@pytest.mark.parametrize("ds", timm_results.ER_VARIANTS)
+def test_baseline_models_land_near_zero_on_average(ds):
+    val, var = _published_points(ds)
+    er = R.effective_robustness(val, var, timm_results.baseline(ds))
+    assert abs(er.mean()) < 0.01  # least squares in logit space: residuals balance out
+    assert er.std() > 0.002  # ... but they are real points, not the line itself
+
+
+def test_effective_robustness_is_distance_to_the_published_line():
+    base = timm_results.baseline("imagenet-r")
+    val = np.array([0.6, 0.8])
+    on_line = base.predict(val)
+    assert R.effective_robustness(val, on_line, base) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert R.effective_robustness(val, on_line + 0.1, base) == pytest.approx([0.1, 0.1], abs=1e-12)
+    # The paper's numbers: ViT-clip (val 67.0, R 77.8) sits far above the supervised line; ViT-sup
+    # (85.5 / 61.6) near it. Fitting the line through the evaluated models hid exactly this.
+    assert R.effective_robustness(0.670, 0.778, base) > 0.25
+    assert abs(R.effective_robustness(0.855, 0.616, base)) < 0.1
+
+
+def test_compute_gives_each_model_its_own_effective_robustness():
+    sub_r = labelspaces.subset_indices("imagenet-r")
+    data = {  # val: 1 of 2 right; R: 3 of 4 right
+        "imagenet-val": _outputs([1, 2], [1, 3]),
+        "imagenet-r": _outputs([sub_r[0]] * 4, [sub_r[0]] * 3 + [sub_r[1]]),
+    }
+    ctx = Context(data_root=None, n_boot=200, seed=0)
+    res = R.Robustness().compute(ctx, "m", lambda r: data.get(r.dataset))
+    er = [r for r in res.rows if r.metric == "effective_robustness"]
+    assert [(r.model, r.dataset) for r in er] == [("m", "imagenet-r")]  # one model is enough now
+    base = timm_results.baseline("imagenet-r")
+    hand = 0.75 - 1 / (1 + math.exp(-(base.slope * math.log(0.5 / 0.5) + base.intercept)))
+    assert er[0].value == pytest.approx(hand, abs=1e-12)
+    assert er[0].n == 6 and er[0].ci_low < er[0].value < er[0].ci_high
+    fit = res.artifacts["robustness/effective_robustness"]["baselines"]["imagenet-r"]
+    assert fit["slope"] == base.slope and fit["n_models"] == len(base.models) and "standard" in fit["rule"]
+    # without val there is nothing to predict from: said, not hidden
+    res = R.Robustness().compute(ctx, "m", lambda r: data.get(r.dataset) if r.dataset != "imagenet-val" else None)
+    assert not [r for r in res.rows if r.metric == "effective_robustness"]
+    assert any(s.dataset == "imagenet-r" and "imagenet-val" in s.reason for s in res.skips)
+
+
+def test_summarize_records_the_baseline_models():
+    rows = [Row("m", "imagenet-a", "robustness", "effective_robustness", 0.1)]
     res = R.Robustness().summarize(Context(data_root=None), rows)
-    er = {r.model: r.value for r in res.rows if r.dataset == "imagenet-a"}
-    ref = R.effective_robustness(np.array([0.6, 0.7, 0.8]), np.array([0.3, 0.45, 0.5]))[0]
-    assert [er[m] for m in ("m1", "m2", "m3")] == pytest.approx(ref)
-    assert all(r.metric == "effective_robustness" and r.n == 3 for r in res.rows)
-    assert any(s.dataset == "imagenet-r" and "3 models" in s.reason for s in res.skips)
+    art = res.artifacts["effective_robustness/baseline/imagenet-a"]
+    assert art["models"] == list(timm_results.baseline("imagenet-a").models)
+    assert not res.rows
 
 
 def test_accuracy_replicates_are_binomial_bootstrap():

@@ -19,9 +19,13 @@ Beyond the paper:
   objectnet                    argmax over the union of ImageNet classes that ObjectNet classes map to
                                (the union of ``multilabels`` over the set) is one of the image's classes;
                                images of unmapped ObjectNet classes are left out.
-  effective_robustness         (``summarize``) with >= 3 models: per variant, a line fitted over models
-                               in logit space, logit(acc_variant) ~ logit(acc_val); a model's value is its
-                               variant accuracy minus the line's prediction (Taori et al. 2020).
+  effective_robustness         per model, on V2, Sketch, A and R: the variant top-1 minus what a fixed
+                               baseline predicts from the model's val top-1 (Taori et al. 2020). The
+                               baseline is logit(top1_variant) = a * logit(top1_val) + b, fitted through
+                               timm's published results of standard ImageNet-1k models (not through the
+                               evaluated models, so CLIP models cannot drag the line to themselves;
+                               ``references.timm_results.baseline``). CI: val and variant replicates
+                               pushed through the same formula; n = val images + variant images.
 Accuracies are fractions in [0, 1].
 
 CIs: percentile bootstrap over images. Resampling n 0/1 outcomes with k ones has exactly a
@@ -31,7 +35,6 @@ Averages over sets (C, variants) combine independent per-set replicates (a strat
 """
 from __future__ import annotations
 
-import math
 import zlib
 from functools import lru_cache
 
@@ -49,6 +52,7 @@ from beyond_inet.analyses.base import (
 )
 from beyond_inet.analyses.stats import percentile_ci
 from beyond_inet.data import labelspaces
+from beyond_inet.references import timm_results
 
 VAL = "imagenet-val"
 PLAIN = ("imagenet-val", "imagenet-v2", "imagenet-sketch")
@@ -67,10 +71,8 @@ ALEXNET_ERR = {
     "contrast": 0.853204, "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
 }
 CORRUPTIONS = tuple(ALEXNET_ERR)
-# Datasets given an effective-robustness row in summarize (ReaL is val relabelled; C parts are too fine).
-ER_DATASETS = ("imagenet-v2", "imagenet-a", "imagenet-c", "imagenet-hard", "imagenet-r", "imagenet-sketch",
-               "objectnet", "variants")
-_EPS = 1e-6
+# Datasets given an effective-robustness row: those with a published baseline (ReaL relabels val itself).
+ER_DATASETS = timm_results.ER_VARIANTS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,21 +174,37 @@ def imagenet_c_summary(acc: dict[tuple[str, int], float]) -> dict[str, float]:
     return out
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
+def effective_robustness(val_acc, var_acc, baseline: timm_results.Baseline) -> np.ndarray:
+    """Effective robustness var_acc - sigmoid(a * logit(val_acc) + b), with (a, b) the baseline's line.
 
-
-def effective_robustness(val_acc: np.ndarray, var_acc: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Per-model effective robustness: var_acc - sigmoid(a * logit(val_acc) + b).
-
-    (a, b) is the least-squares line through (logit(val_acc), logit(var_acc)) over the models.
-    Returns (values, a, b).
+    Elementwise: takes point accuracies or bootstrap replicates of both (fractions).
     """
-    x, y = logit(val_acc), logit(var_acc)
-    a, b = np.polyfit(x, y, 1)
-    pred = 1.0 / (1.0 + np.exp(-(a * x + b)))
-    return np.asarray(var_acc, np.float64) - pred, float(a), float(b)
+    return np.asarray(var_acc, np.float64) - baseline.predict(val_acc)
+
+
+def effective_robustness_rows(model: str, values: dict[str, float], reps: dict[str, np.ndarray],
+                              sizes: dict[str, int]) -> tuple[list[Row], list[Skip], dict]:
+    """Per-variant effective-robustness rows of one model from its top-1 values and replicates.
+
+    Returns (rows, skips, artifact): the artifact records each baseline's line and its selection rule.
+    """
+    rows: list[Row] = []
+    skips: list[Skip] = []
+    fits: dict[str, dict] = {}
+    for ds in ER_DATASETS:
+        if ds not in values:
+            continue
+        if VAL not in values:
+            skips.append(Skip(Robustness.name, model, ds, "effective robustness needs the imagenet-val top-1"))
+            continue
+        base = timm_results.baseline(ds)
+        v = float(effective_robustness(values[VAL], values[ds], base))
+        r = effective_robustness(reps[VAL], reps[ds], base)
+        rows.append(Row(model, ds, Robustness.name, "effective_robustness", v, *_ci(r), sizes[VAL] + sizes[ds]))
+        fit = base.as_dict()
+        fit.pop("models")
+        fits[ds] = {**fit, "expected_top1": float(base.predict(values[VAL]))}
+    return rows, skips, ({"baselines": fits} if fits else {})
 
 
 def _part_name(part: str) -> tuple[str, int] | None:
@@ -204,7 +222,8 @@ class Robustness(Analysis):
     name = "robustness"
     description = ("Top-1 on ImageNet-val, -V2, -A and -R (200-class argmax), -Sketch, -C (mean over 15x5, "
                    "AlexNet-normalised mCE), -Hard (any label), ReaL; the average over the 7 variants; "
-                   "ObjectNet when present; effective robustness across models.")
+                   "ObjectNet when present; effective robustness against a published baseline of standard "
+                   "ImageNet models.")
 
     def requests(self, ctx: Context) -> list[Request]:
         reqs = [Request(ds, "standard") for ds in SINGLE]
@@ -285,6 +304,12 @@ class Robustness(Analysis):
         if missing:
             res.skips.append(Skip(self.name, model, "variants",
                                   f"top1_avg over {len(present)} of 7 variants; missing: {', '.join(missing)}"))
+        er_rows, er_skips, er_art = effective_robustness_rows(
+            model, values, reps, {r.dataset: r.n for r in res.rows if r.metric == "top1"})
+        res.rows += er_rows
+        res.skips += er_skips
+        if er_art:
+            res.artifacts["robustness/effective_robustness"] = er_art
         return res
 
     def _imagenet_c(self, ctx: Context, model: str, fetch: Fetch, res: AnalysisResult,
@@ -341,29 +366,9 @@ class Robustness(Analysis):
             reps["imagenet-c"], values["imagenet-c"] = np.asarray(rep["top1"]), float(point["top1"])
 
     def summarize(self, ctx: Context, rows: list[Row]) -> AnalysisResult:
-        """Effective robustness per variant from every model's top-1 rows (>= 3 models needed)."""
+        """Records, once per run, which published models each effective-robustness baseline went through."""
         res = AnalysisResult()
-        top1: dict[str, dict[str, float]] = {}
-        for r in rows:
-            if r.analysis != self.name or not math.isfinite(r.value):
-                continue
-            if r.metric == "top1" or (r.metric == "top1_avg" and r.dataset == "variants"):
-                top1.setdefault(r.dataset, {})[r.model] = r.value
-        val = top1.get(VAL, {})
-        for ds in ER_DATASETS:
-            models = sorted(m for m in top1.get(ds, {}) if m in val)
-            if not models:
-                continue
-            if len(models) < 3:
-                res.skips.append(Skip(self.name, "all", ds, f"effective robustness needs >= 3 models with "
-                                                          f"imagenet-val and {ds} top-1; have {len(models)}"))
-                continue
-            x = np.array([val[m] for m in models])
-            y = np.array([top1[ds][m] for m in models])
-            er, a, b = effective_robustness(x, y)
-            for m, v in zip(models, er):
-                res.rows.append(Row(m, ds, self.name, "effective_robustness", float(v), math.nan, math.nan,
-                                    len(models)))
-            res.artifacts[f"effective_robustness/{ds}"] = {"slope": a, "intercept": b, "models": models,
-                                                           "val_top1": x.tolist(), "top1": y.tolist()}
+        used = sorted({r.dataset for r in rows if r.analysis == self.name and r.metric == "effective_robustness"})
+        for ds in used:
+            res.artifacts[f"effective_robustness/baseline/{ds}"] = timm_results.baseline(ds).as_dict()
         return res
