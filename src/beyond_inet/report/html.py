@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.report import compare as cmp
+from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
 
@@ -373,6 +374,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
                          "n_rows": len(rs)})
 
     repro = _reproducibility(runs, infos, models, rows, skips, output_keys, artifacts)
+    reproduction = reproduction_check.section(rows, infos, models, artifacts)
     ctx = {
         "title": "beyond-inet report", "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "out_name": out_dir.resolve().name, "models": models,
@@ -381,7 +383,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         "alpha": alpha, "n_boot": n_boot, "seed": seed,
         "tests_head": tests_head, "tests_other": sorted(tests_other.items()), "untested": untested,
         "compare_error": compare_error,
-        "sections": sections, "repro": repro,
+        "sections": sections, "repro": repro, "reproduction": reproduction,
         "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason} for s in skips],
         "n_rows": len(rows),
     }
@@ -411,6 +413,29 @@ def _md_table(header: Sequence[str], lines: Sequence[Sequence[Any]]) -> str:
     out = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(md_escape(c) for c in line) + " |" for line in lines]
     return "\n".join(out)
+
+
+def _reproduction_markdown(rep: dict) -> list[str]:
+    """The reproduction-check section of report.md (same content as the HTML one)."""
+    parts = ["## Reproduction check", ""]
+    if rep["lines"]:
+        parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ** (published value inside our 95% CI "
+                  "widened by its tolerance; accuracies in %). Also in `reproduction.csv`.", "",
+                  _md_table(["model", "row", "measured [95% CI]", "published", "difference", "verdict", "source",
+                             "likely causes / notes"],
+                            [[c["model"], c["row"], c["measured"], c["published"], c["difference"],
+                              c["verdict"].upper() if c["verdict"] == "differs" else c["verdict"], c["source"],
+                              "; ".join(x for x in (c["causes"], c["note"]) if x)] for c in rep["lines"]]), ""]
+    else:
+        parts += ["No measured row has a published counterpart in this run.", ""]
+    if rep["no_verdict"]:
+        parts += ["No verdict: " + md_escape("; ".join(f"{m} ({why})" for m, why in rep["no_verdict"])) + ".", ""]
+    for b in rep["baselines"]:
+        parts.append(f"- Effective-robustness baseline {md_escape(b['dataset'])}: slope {b['slope']:.4f}, "
+                     f"intercept {b['intercept']:.4f}, {b['n_models']} standard ImageNet-1k timm models")
+    if rep["baselines"]:
+        parts += ["", md_escape(rep["baselines"][0]["rule"]), ""]
+    return parts
 
 
 def render_markdown(ctx: dict) -> str:
@@ -480,6 +505,7 @@ def render_markdown(ctx: dict) -> str:
             parts += [_md_table(["dataset", "metric"] + t["models"],
                                 [[ln["dataset"], ln["metric"]] + [c["text"] for c in ln["cells"]]
                                  for ln in t["lines"]]), ""]
+    parts += _reproduction_markdown(ctx["reproduction"])
     r = ctx["repro"]
     parts += ["## Reproducibility", "", "### Package versions", "",
               _md_table(["package", "version"],
@@ -525,6 +551,7 @@ def render_html(ctx: dict) -> str:
 def write_files(out_dir: str | Path, ctx: dict) -> Path:
     """Render a built context to OUT_DIR/report.md and OUT_DIR/report.html; return the HTML path."""
     out = Path(out_dir)
+    reproduction_check.write_csv(out / "reproduction.csv", ctx["reproduction"]["checks"])
     (out / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
     path = out / "report.html"
     path.write_text(render_html(ctx), encoding="utf-8")

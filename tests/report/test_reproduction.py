@@ -1,0 +1,126 @@
+"""Reproduction check: measured rows vs published numbers, on rows whose values are known."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from beyond_inet.analyses.base import Row
+from beyond_inet.report import reproduction as P
+from beyond_inet.report.html import build_context, write_files
+from beyond_inet.report.results import ResultsDB
+from beyond_inet.references import timm_results
+
+PAPER_PRE = {"weights": "hub:deit3_base_patch16_224.fb_in22k_ft_in1k:0123",
+             "preprocessing": "Resize(256, bilinear) CenterCrop(224) Normalize(mean=(0.485, 0.456, 0.406), ...)"}
+
+
+def test_verdict_uses_the_ci_widened_by_the_tolerance():
+    assert P.verdict(0.850, 0.845, 0.855, 0.855, 0.0) == "matches"  # on the CI edge
+    assert P.verdict(0.850, 0.845, 0.855, 0.8559, 0.001) == "matches"  # outside the CI, inside the read-off
+    assert P.verdict(0.850, 0.845, 0.855, 0.8561, 0.001) == "differs"
+    assert P.verdict(0.850, 0.845, 0.855, 0.839, 0.001) == "differs"
+    # no CI (e.g. a hyper-parameter row): the difference against the tolerance alone
+    assert P.verdict(1.20, math.nan, math.nan, 1.21, 0.02) == "matches"
+    assert P.verdict(1.20, math.nan, math.nan, 1.23, 0.02) == "differs"
+
+
+def test_paper_alias_rows_get_both_verdicts_in_our_units():
+    refs, no_verdict = P.reference_table(["vit-sup"], {"vit-sup": PAPER_PRE})
+    assert not no_verdict
+    rows = [Row("vit-sup", "imagenet-val", "robustness", "top1", 0.8546, 0.8530, 0.8562, 50000),  # paper 85.5
+            Row("vit-sup", "imagenet-r", "calibration", "ece", 0.060, 0.058, 0.062, 30000),  # paper 0.043
+            Row("vit-sup", "imagenet-a", "robustness", "top1", 0.600, 0.589, 0.611, 7500),  # paper 60.0
+            Row("vit-sup", "cue-conflict", "shape-bias", "shape_bias", 0.30, 0.27, 0.33, 1200)]  # paper 0.399
+    got = {(c.source[:5], c.dataset, c.metric): c for c in P.compare(rows, refs, {"vit-sup": P.used_settings(PAPER_PRE)})}
+    val = got[("paper", "imagenet-val", "top1")]
+    assert val.published == pytest.approx(0.855) and val.verdict == "matches" and not val.likely_causes
+    assert val.difference == pytest.approx(0.8546 - 0.855)
+    ece = got[("paper", "imagenet-r", "ece")]
+    assert ece.published == pytest.approx(0.043) and ece.verdict == "differs" and "logit scale" in ece.likely_causes
+    assert got[("paper", "imagenet-a", "top1")].verdict == "matches"
+    sb = got[("paper", "cue-conflict", "shape_bias")]
+    assert sb.verdict == "differs" and "0.447" in sb.note
+    # the supervised alias also meets timm's number for its weights, measured with the paper's preprocessing
+    timm_val = got[("timm ", "imagenet-val", "top1")]
+    assert timm_val.published == pytest.approx(0.85728) and timm_val.verdict == "differs"
+    assert "crop_pct 0.875 used vs 1.0 published" in timm_val.likely_causes
+    assert "interpolation bilinear used vs bicubic published" in timm_val.likely_causes
+
+
+def test_timm_model_matched_by_tag_and_image_size():
+    info = {"weights": "hub:resnet50.a1_in1k:ab12", "preprocessing": "Resize(235, bicubic) CenterCrop(224)"}
+    refs, _ = P.reference_table(["timm:resnet50"], {"timm:resnet50": info})
+    val = next(r for r in refs if (r.analysis, r.dataset, r.metric) == ("robustness", "imagenet-val", "top1"))
+    assert val.value == pytest.approx(0.80382) and val.settings["img_size"] == 224  # not the 288-px row (81.24)
+    real = next(r for r in refs if (r.analysis, r.dataset, r.metric) == ("accuracy", "imagenet-val", "top1_real"))
+    assert real.value == pytest.approx(0.85712)
+    rows = [Row("timm:resnet50", "imagenet-val", "robustness", "top1", 0.8037, 0.8002, 0.8072, 50000),
+            Row("timm:resnet50", "imagenet-r", "robustness", "top1", 0.35, 0.345, 0.355, 30000)]  # timm 40.417
+    checks = {c.dataset: c for c in P.compare(rows, refs, {"timm:resnet50": P.used_settings(info)})}
+    assert checks["imagenet-val"].verdict == "matches"
+    assert "published at 224 px, crop_pct 0.950, bicubic, measured at 224 px, crop_pct 0.953" in checks["imagenet-val"].note
+    assert checks["imagenet-r"].verdict == "differs" and checks["imagenet-r"].published == pytest.approx(0.40417)
+
+
+def test_bare_timm_name_resolves_to_timms_default_tag():
+    pytest.importorskip("timm")
+    assert P.timm_name("timm:resnet50", None) == "resnet50.a1_in1k"
+    assert P.timm_name("timm:resnet50.tv_in1k", None) == "resnet50.tv_in1k"
+    assert P.timm_name("convnext-sup", None) == "convnext_base.fb_in22k_ft_in1k"
+    assert P.timm_name("open_clip:ViT-B-16@laion400m_e31", None) is None
+
+
+def test_random_and_local_weights_get_no_verdict():
+    models = ["vit-sup@random", "timm:resnet50@random", "timm:resnet50@/tmp/w.safetensors", "packaged:efficientnet_lite0"]
+    refs, no_verdict = P.reference_table(models, {})
+    assert not refs
+    assert set(no_verdict) == set(models[:3]) and "random" in no_verdict["vit-sup@random"]
+    rows = [Row(m, "imagenet-val", "robustness", "top1", 0.001, 0.0, 0.002, 100) for m in models]
+    assert P.compare(rows, refs) == []
+
+
+def test_open_clip_target_of_an_alias_gets_the_papers_numbers():
+    refs, _ = P.reference_table(["open_clip:convnext_base@laion400m_s13b_b51k"], {})
+    got = {(r.analysis, r.dataset, r.metric): r.value for r in refs}
+    assert got[("robustness", "imagenet-r", "top1")] == pytest.approx(0.758)
+    assert got[("imagenet-x", "imagenet-val", "error_ratio_multiple_objects")] == pytest.approx(1.56)
+
+
+def _run_folder(out: Path) -> Path:
+    db = ResultsDB(out)
+    db.start_run("r1", "2024-01-01T00:00:00+00:00", {"models": ["vit-sup", "vit-sup@random"], "seed": 0,
+                                                    "n_boot": 100, "options": {}})
+    for m in ("vit-sup", "vit-sup@random"):
+        db.set_model_info(m, {"spec": m, **PAPER_PRE})
+    db.add_rows([Row("vit-sup", "imagenet-val", "robustness", "top1", 0.8546, 0.8515, 0.8577, 50000),
+                 Row("vit-sup", "imagenet-r", "calibration", "ece", 0.060, 0.058, 0.062, 30000),
+                 Row("vit-sup", "imagenet-r", "robustness", "effective_robustness", 0.01, 0.0, 0.02, 80000),
+                 Row("vit-sup@random", "imagenet-val", "robustness", "top1", 0.001, 0.0, 0.002, 50000)], "r1")
+    db.add_artifacts("robustness", "*", {"effective_robustness/baseline/imagenet-r":
+                                         timm_results.baseline("imagenet-r").as_dict()}, "r1")
+    db.finish_run("r1", "2024-01-01T00:01:00+00:00")
+    db.close()
+    return out
+
+
+def test_report_section_and_reproduction_csv(tmp_path):
+    out = _run_folder(tmp_path)
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    html = write_files(out, ctx).read_text()
+    sec = html[html.index('id="reproduction"'):html.index('id="reproducibility"')]
+    assert '<td class="differs">differs</td>' in sec and '<td class="matches">matches</td>' in sec
+    assert "logit scale" in sec and "vit-sup@random (random weights" in sec
+    assert f">{len(timm_results.baseline('imagenet-r').models)}<" in sec
+    assert f"{timm_results.baseline('imagenet-r').slope:.4f}" in sec
+    with open(out / "reproduction.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == list(P.Check.columns())
+    verdicts = {(r["source"][:5], r["dataset"], r["metric"]): r["verdict"] for r in got}
+    assert verdicts[("paper", "imagenet-val", "top1")] == "matches"
+    assert verdicts[("paper", "imagenet-r", "ece")] == "differs"
+    assert not [r for r in got if r["model"].endswith("@random")]
+    md = (out / "report.md").read_text()
+    assert "## Reproduction check" in md and "| DIFFERS |" in md
