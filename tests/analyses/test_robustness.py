@@ -131,10 +131,10 @@ def test_effective_robustness_is_distance_to_the_published_line():
     on_line = base.predict(val)
     assert R.effective_robustness(val, on_line, base) == pytest.approx([0.0, 0.0], abs=1e-12)
     assert R.effective_robustness(val, on_line + 0.1, base) == pytest.approx([0.1, 0.1], abs=1e-12)
-    # The paper's numbers: ViT-clip (val 67.0, R 77.8) sits far above the supervised line; ViT-sup
-    # (85.5 / 61.6) near it. Fitting the line through the evaluated models hid exactly this.
-    assert R.effective_robustness(0.670, 0.778, base) > 0.25
-    assert abs(R.effective_robustness(0.855, 0.616, base)) < 0.1
+    # The paper's numbers: ViT-clip (val 67.0, R 77.8) sits far above the standard line, ViT-sup (85.5 / 61.6,
+    # ImageNet-21k pre-trained) only a little. Fitting the line through the evaluated models hid exactly this.
+    clip, sup = R.effective_robustness(0.670, 0.778, base), R.effective_robustness(0.855, 0.616, base)
+    assert clip > 0.4 and 0 < sup < 0.15 and clip - sup > 0.3
 
 
 def test_compute_gives_each_model_its_own_effective_robustness():
