@@ -124,3 +124,31 @@ def test_report_section_and_reproduction_csv(tmp_path):
     assert not [r for r in got if r["model"].endswith("@random")]
     md = (out / "report.md").read_text()
     assert "## Reproduction check" in md and "| DIFFERS |" in md
+
+
+def test_effective_robustness_figure_in_the_robustness_section(tmp_path):
+    out = _run_folder(tmp_path)
+    db = ResultsDB(out)
+    db.add_rows([Row("vit-sup", "imagenet-r", "robustness", "top1", 0.616, 0.61, 0.62, 30000)], "r1")
+    db.close()
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    rob = next(s for s in ctx["sections"] if s["name"] == "robustness")
+    assert "effective-robustness" in [f.name for f in rob["figures"]]
+    assert (out / "figures" / "effective-robustness.png").exists()
+    from beyond_inet.report import effective_robustness_figure as F
+
+    assert F.points(_rows_of(out), ["vit-sup", "vit-sup@random"]) == {"imagenet-r": {"vit-sup": (0.8546, 0.616)}}
+    db = ResultsDB(out)  # no effective-robustness rows any more: the old figure goes
+    db.con.execute("DELETE FROM results WHERE metric = 'effective_robustness'")
+    db.con.commit()
+    db.close()
+    build_context(out, 0.05, 100, 0)
+    assert not (out / "figures" / "effective-robustness.png").exists()
+
+
+def _rows_of(out: Path) -> list[Row]:
+    db = ResultsDB(out)
+    try:
+        return db.rows()
+    finally:
+        db.close()

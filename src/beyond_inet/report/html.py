@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.report import compare as cmp
+from beyond_inet.report import effective_robustness_figure as er_figure
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
@@ -307,6 +308,11 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     index = cmp.RowIndex.build(rows)
     colors = palette(models)
     figures, figure_notes = build_figures(rows, artifacts, models, out_dir / "figures", colors)
+    try:  # effective robustness against the published baseline, in the robustness section
+        if (er := er_figure.build(rows, models, out_dir / "figures", colors)) is not None:
+            figures.setdefault("robustness", []).append(er)
+    except Exception as e:  # a figure must not take the report down
+        figure_notes.setdefault("robustness", []).append(f"effective-robustness figure could not be drawn: {e}")
 
     # Summary table and model selection
     columns, missing, selection = [], [], []
