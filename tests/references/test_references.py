@@ -49,7 +49,8 @@ def test_timm_table_equals_the_published_csvs(shared_data):
     ("vit_base_patch16_clip_224.openai_ft_in1k", False), ("convnext_base.clip_laion2b_augreg_ft_in1k", False),
     ("eva02_large_patch14_448.mim_m38m_ft_in22k_in1k", False), ("tf_efficientnet_b7.ns_jft_in1k", False),
     ("resnet50.fb_swsl_ig1b_ft_in1k", False), ("resnet50.fb_ssl_yfcc100m_ft_in1k", False),
-    ("tf_efficientnet_b0.ap_in1k", False), ("resnet50.am_in1k", False), ("deit_base_distilled_patch16_224.fb_in1k", False),
+    ("tf_efficientnet_b0.ap_in1k", False), ("resnet50.am_in1k", False),
+    ("deit_base_distilled_patch16_224.fb_in1k", False),
     ("beitv2_base_patch16_224.in1k_ft_in1k", False), ("convnextv2_base.fcmae_ft_in1k", False),
     ("vit_so400m_patch14_siglip_378.webli_ft_in1k", False), ("regnety_160.swag_ft_in1k", False),
     ("test_vit.r160_in1k", False), ("hrnet_w18_ssld.paddle_in1k", False),
@@ -107,12 +108,14 @@ def test_paper_keys_are_rows_our_analyses_write():
                                                     ("res", DEFAULT_RESOLUTIONS)) for x in xs}
     allowed = {
         "calibration": {(d, m) for d in ("imagenet-val", "imagenet-r") for m in ("ece", "top1")},
-        "robustness": {(d, "top1") for d in ("imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-c", "imagenet-hard",
-                                             "imagenet-r", "imagenet-sketch", "imagenet-real")} | {("variants", "top1_avg")},
+        "robustness": {(d, "top1") for d in ("imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-c",
+                                             "imagenet-hard", "imagenet-r", "imagenet-sketch", "imagenet-real")}
+                      | {("variants", "top1_avg")},
         "accuracy": {("imagenet-val", "top1")},
         "transfer": {(f"vtab/{t}", "top1") for t in VTAB_TASKS} | {("vtab", "top1_avg")},
         "shape-bias": {("cue-conflict", "shape_bias")},
-        "imagenet-x": {("imagenet-val", f"error_ratio_{f}") for f in IMX_FACTORS} | {("imagenet-val", "error_ratio_mean")},
+        "imagenet-x": {("imagenet-val", f"error_ratio_{f}") for f in IMX_FACTORS}
+                      | {("imagenet-val", "error_ratio_mean")},
         "synthetic": {(f"pug-imagenet/{f}", f"top1_{r}") for f in PUG_FACTORS for r in ("any", "paper")}
                      | {("pug-imagenet", f"top1_avg_{r}") for r in ("any", "paper")},
         "invariance": {("imagenet-val", m) for m in inv},
@@ -133,7 +136,8 @@ def _spec_table(header_start: str) -> list[list[str]]:
 def test_paper_numbers_against_paper_spec():
     if not SPEC.exists():
         pytest.skip("paper-spec.md not available")
-    order = {"ConvNeXt-sup": "convnext-sup", "ViT-sup": "vit-sup", "ConvNeXt-clip": "convnext-clip", "ViT-clip": "vit-clip"}
+    order = {"ConvNeXt-sup": "convnext-sup", "ViT-sup": "vit-sup", "ConvNeXt-clip": "convnext-clip",
+             "ViT-clip": "vit-clip"}
     cols = [("robustness", "imagenet-val", "top1"), ("robustness", "imagenet-v2", "top1"),
             ("robustness", "imagenet-a", "top1"), ("robustness", "imagenet-c", "top1"),
             ("robustness", "imagenet-hard", "top1"), ("robustness", "imagenet-r", "top1"),
@@ -158,8 +162,12 @@ def test_paper_numbers_against_paper_spec():
         got = _paper("transfer", f"vtab/{names[name]}", "top1")
         assert [got[m] for m in ("convnext-sup", "vit-sup", "convnext-clip", "vit-clip")] == pytest.approx(vals), name
     text = SPEC.read_text()
-    for line in re.findall(r"\| (\w+) \| ([\d.]+ / [\d.]+ / [\d.]+ / ≈?[\d.]+) \| (\w+) \| ([\d.]+ / [\d.]+ / [\d.]+ / [\d.]+) \|", text):
+    four = r"([\d.]+ / [\d.]+ / [\d.]+ / ≈?[\d.]+)"
+    imx_lines = re.findall(rf"\| (\w+) \| {four} \| (\w+) \| {four} \|", text)
+    assert len(imx_lines) == 8
+    for line in imx_lines:
         for fac, cell in ((line[0], line[1]), (line[2], line[3])):
             vals = [float(x.strip().lstrip("≈")) for x in cell.split("/")]
             got = _paper("imagenet-x", "imagenet-val", f"error_ratio_{fac}")
-            assert [got[m] for m in ("vit-sup", "convnext-sup", "vit-clip", "convnext-clip")] == pytest.approx(vals), fac
+            order_x = ("vit-sup", "convnext-sup", "vit-clip", "convnext-clip")
+            assert [got[m] for m in order_x] == pytest.approx(vals), fac

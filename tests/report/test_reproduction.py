@@ -34,7 +34,8 @@ def test_paper_alias_rows_get_both_verdicts_in_our_units():
             Row("vit-sup", "imagenet-r", "calibration", "ece", 0.060, 0.058, 0.062, 30000),  # paper 0.043
             Row("vit-sup", "imagenet-a", "robustness", "top1", 0.600, 0.589, 0.611, 7500),  # paper 60.0
             Row("vit-sup", "cue-conflict", "shape-bias", "shape_bias", 0.30, 0.27, 0.33, 1200)]  # paper 0.399
-    got = {(c.source[:5], c.dataset, c.metric): c for c in P.compare(rows, refs, {"vit-sup": P.used_settings(PAPER_PRE)})}
+    checks = P.compare(rows, refs, {"vit-sup": P.used_settings(PAPER_PRE)})
+    got = {(c.source[:5], c.dataset, c.metric): c for c in checks}
     val = got[("paper", "imagenet-val", "top1")]
     assert val.published == pytest.approx(0.855) and val.verdict == "matches" and not val.likely_causes
     assert val.difference == pytest.approx(0.8546 - 0.855)
@@ -46,7 +47,7 @@ def test_paper_alias_rows_get_both_verdicts_in_our_units():
     # the supervised alias also meets timm's number for its weights, measured with the paper's preprocessing
     timm_val = got[("timm ", "imagenet-val", "top1")]
     assert timm_val.published == pytest.approx(0.85728) and timm_val.verdict == "differs"
-    assert "crop_pct 0.875 used vs 1.0 published" in timm_val.likely_causes
+    assert "crop_pct 0.875 used vs 1.000 published (resize 256 vs 224)" in timm_val.likely_causes
     assert "interpolation bilinear used vs bicubic published" in timm_val.likely_causes
 
 
@@ -61,8 +62,16 @@ def test_timm_model_matched_by_tag_and_image_size():
             Row("timm:resnet50", "imagenet-r", "robustness", "top1", 0.35, 0.345, 0.355, 30000)]  # timm 40.417
     checks = {c.dataset: c for c in P.compare(rows, refs, {"timm:resnet50": P.used_settings(info)})}
     assert checks["imagenet-val"].verdict == "matches"
-    assert "published at 224 px, crop_pct 0.950, bicubic, measured at 224 px, crop_pct 0.953" in checks["imagenet-val"].note
-    assert checks["imagenet-r"].verdict == "differs" and checks["imagenet-r"].published == pytest.approx(0.40417)
+    note = checks["imagenet-val"].note
+    assert "published at 224 px, crop_pct 0.950, bicubic, measured at 224 px, crop_pct 0.953" in note
+    r = checks["imagenet-r"]
+    assert r.verdict == "differs" and r.published == pytest.approx(0.40417)
+    # timm's own transform (Resize(235) = floor(224 / 0.95)) is not named as a cause; the fallback text is
+    assert "crop_pct" not in r.likely_causes and "weights tag" in r.likely_causes
+    bilinear = {**info, "preprocessing": "Resize(256, bilinear) CenterCrop(224)"}
+    r = P.compare(rows, refs, {"timm:resnet50": P.used_settings(bilinear)})[-1]
+    assert r.likely_causes == ("crop_pct 0.875 used vs 0.950 published (resize 256 vs 235); "
+                               "interpolation bilinear used vs bicubic published")
 
 
 def test_bare_timm_name_resolves_to_timms_default_tag():
@@ -74,7 +83,8 @@ def test_bare_timm_name_resolves_to_timms_default_tag():
 
 
 def test_random_and_local_weights_get_no_verdict():
-    models = ["vit-sup@random", "timm:resnet50@random", "timm:resnet50@/tmp/w.safetensors", "packaged:efficientnet_lite0"]
+    models = ["vit-sup@random", "timm:resnet50@random", "timm:resnet50@/tmp/w.safetensors",
+              "packaged:efficientnet_lite0"]
     refs, no_verdict = P.reference_table(models, {})
     assert not refs
     assert set(no_verdict) == set(models[:3]) and "random" in no_verdict["vit-sup@random"]

@@ -98,7 +98,12 @@ def used_settings(info: dict | None) -> dict:
     if not m:
         return {}
     resize, interp, size = int(m.group(1)), m.group(2), int(m.group(3))
-    return {"img_size": size, "crop_pct": round(size / resize, 3), "interpolation": interp}
+    return {"img_size": size, "crop_pct": size / resize, "interpolation": interp, "resize": resize}
+
+
+def published_resize(img_size: int, crop_pct: float) -> int:
+    """The resize of timm's eval transform for (img_size, crop_pct): floor(img_size / crop_pct)."""
+    return math.floor(img_size / crop_pct)
 
 
 def timm_name(spec: str, info: dict | None) -> str | None:
@@ -171,10 +176,16 @@ def reference_table(models: Sequence[str], infos: dict[str, dict]) -> tuple[list
 def likely_causes(ref: Reference, used: dict) -> str:
     """Why a measured value may differ from `ref`: settings that differ from the published ones first."""
     causes = []
-    for key in ("img_size", "crop_pct", "interpolation"):
-        if key in ref.settings and key in used and str(ref.settings[key]) != str(used[key]) and not (
-                key == "crop_pct" and abs(float(ref.settings[key]) - float(used[key])) < 0.002):
-            causes.append(f"{key} {used[key]} used vs {ref.settings[key]} published")
+    pub = ref.settings
+    if "img_size" in pub and "img_size" in used and int(pub["img_size"]) != int(used["img_size"]):
+        causes.append(f"img_size {used['img_size']} used vs {pub['img_size']} published")
+    if "crop_pct" in pub and "resize" in used:
+        want = published_resize(int(pub["img_size"]), float(pub["crop_pct"]))
+        if want != used["resize"]:  # same resize = same crop, whatever rounding the fraction shows
+            causes.append(f"crop_pct {used['crop_pct']:.3f} used vs {float(pub['crop_pct']):.3f} published "
+                          f"(resize {used['resize']} vs {want})")
+    if "interpolation" in pub and "interpolation" in used and pub["interpolation"] != used["interpolation"]:
+        causes.append(f"interpolation {used['interpolation']} used vs {pub['interpolation']} published")
     if ref.source.startswith("paper"):
         causes.append(PAPER_CAUSES.get(ref.analysis, "preprocessing, weights or protocol"))
     elif not causes:
@@ -228,41 +239,11 @@ def write_csv(path: str | Path, checks: Sequence[Check]) -> Path:
     return path
 
 
-def _fmt(v: float, metric: str) -> str:
-    from beyond_inet.report.html import fmt
 
-    return fmt(v, metric)
-
-
-def _fmt_tol(tol: float, metric: str) -> str:
-    from beyond_inet.report.html import is_percent
-
-    return f"±{100 * tol:.3g}" if is_percent(metric) else f"±{tol:.3g}"
-
-
-def section(rows: Sequence[Row], infos: dict[str, dict], models: Sequence[str], artifacts: dict) -> dict:
-    """The report section's data: checks (also for reproduction.csv), display lines, models without a
-    verdict, and the effective-robustness baselines recorded by the robustness analysis."""
-    from beyond_inet.report.html import fmt_ci, fmt_diff, is_percent
-
-    refs, no_verdict = reference_table(models, infos)
-    checks = compare(rows, refs, {m: used_settings(infos.get(m)) for m in models})
-    lines = [{"model": c.model, "row": f"{c.analysis} · {c.dataset} · {c.metric}",
-              "measured": fmt_ci(c.measured, c.ci_low, c.ci_high, c.metric),
-              "published": _fmt(c.published, c.metric) + " " + _fmt_tol(c.tolerance, c.metric),
-              "difference": fmt_diff(c.difference, c.metric), "verdict": c.verdict,
-              "source": "paper" if c.source.startswith("paper") else "timm", "source_full": c.source,
-              "causes": c.likely_causes, "note": c.note, "n": c.n, "percent": is_percent(c.metric)}
-             for c in checks]
-    with_refs = {r.model for r in refs}
-    unmatched = sorted(m for m in with_refs if not any(c.model == m for c in checks))
-    baselines = []
+def recorded_baselines(artifacts: dict) -> list[dict]:
+    """The effective-robustness baselines the robustness analysis recorded (model '*'), without model lists."""
+    out = []
     for (analysis, _, name), art in sorted(artifacts.items()):
         if analysis == "robustness" and name.startswith("effective_robustness/baseline/") and isinstance(art, dict):
-            baselines.append({"dataset": art.get("dataset"), "slope": art.get("slope"),
-                              "intercept": art.get("intercept"), "n_models": art.get("n_models"),
-                              "rule": art.get("rule"), "source": art.get("source"), "fit": art.get("fit")})
-    no_refs = [m for m in models if m not in with_refs and m not in no_verdict]
-    return {"checks": checks, "lines": lines, "n_matches": sum(c.verdict == MATCHES for c in checks),
-            "n_differs": sum(c.verdict == DIFFERS for c in checks), "no_verdict": sorted(no_verdict.items()),
-            "no_references": no_refs, "unmatched": unmatched, "baselines": baselines}
+            out.append({k: art.get(k) for k in ("dataset", "slope", "intercept", "n_models", "rule", "source", "fit")})
+    return out
