@@ -296,7 +296,7 @@ def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str
     for c in checks:
         tol = f"±{100 * c.tolerance:.3g}" if is_percent(c.metric) else f"±{c.tolerance:.3g}"
         lines.append({"model": c.model, "row": f"{c.analysis} · {c.dataset} · {c.metric}",
-                      "measured": fmt_ci(c.measured, c.ci_low, c.ci_high, c.metric),
+                      "measured": fmt_ci(c.measured, c.ci_low, c.ci_high, c.metric), "n": c.n,
                       "published": f"{fmt(c.published, c.metric)} {tol}",
                       "difference": fmt_diff(c.difference, c.metric),
                       "verdict": c.verdict, "source": "paper" if c.source.startswith("paper") else "timm",
@@ -452,9 +452,9 @@ def _reproduction_markdown(rep: dict) -> list[str]:
     if rep["lines"]:
         parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ** (published value inside our 95% CI "
                   "widened by its tolerance; accuracies in %). Also in `reproduction.csv`.", "",
-                  _md_table(["model", "row", "measured [95% CI]", "published", "difference", "verdict", "source",
+                  _md_table(["model", "row", "measured [95% CI]", "n", "published", "difference", "verdict", "source",
                              "likely causes / notes"],
-                            [[c["model"], c["row"], c["measured"], c["published"], c["difference"],
+                            [[c["model"], c["row"], c["measured"], c["n"], c["published"], c["difference"],
                               c["verdict"].upper() if c["verdict"] == "differs" else c["verdict"], c["source"],
                               "; ".join(x for x in (c["causes"], c["note"]) if x)] for c in rep["lines"]]), ""]
     else:
