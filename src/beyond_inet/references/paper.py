@@ -41,7 +41,7 @@ def load() -> tuple[Reference, ...]:
         for e in sec["entries"]:
             scale, tol = float(e["scale"]), float(e["tolerance"])
             for model, v in e["values"].items():
-                value = float(v) / scale
+                value = round(float(v) / scale, 10)
                 out.append(Reference(model, sec["analysis"], e["dataset"], e["metric"], value, tol, source,
                                      e.get("note", "")))
                 if e["metric"] in ALTERNATES:

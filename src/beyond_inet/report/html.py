@@ -293,12 +293,17 @@ def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str
     used = {m: reproduction_check.used_settings(infos.get(m)) for m in models}
     checks = reproduction_check.compare(rows, refs, used)
     lines = []
-    for c in checks:
-        tol = f"±{100 * c.tolerance:.3g}" if is_percent(c.metric) else f"±{c.tolerance:.3g}"
+    for c in checks:  # two decimals of a percent / three of a ratio: the published numbers' own precision
+        pct = is_percent(c.metric)
+
+        def f(v: float, sign: str = "", pct: bool = pct) -> str:
+            return "—" if not math.isfinite(v) else f"{100 * v:{sign}.2f}" if pct else f"{v:{sign}.3f}"
+
+        ci = f" [{f(c.ci_low)}, {f(c.ci_high)}]" if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else ""
+        tol = f"±{100 * c.tolerance:.3g}" if pct else f"±{c.tolerance:.3g}"
         lines.append({"model": c.model, "row": f"{c.analysis} · {c.dataset} · {c.metric}",
-                      "measured": fmt_ci(c.measured, c.ci_low, c.ci_high, c.metric), "n": c.n,
-                      "published": f"{fmt(c.published, c.metric)} {tol}",
-                      "difference": fmt_diff(c.difference, c.metric),
+                      "measured": f(c.measured) + ci, "n": c.n, "published": f"{f(c.published)} {tol}",
+                      "difference": f(c.difference, "+"),
                       "verdict": c.verdict, "source": "paper" if c.source.startswith("paper") else "timm",
                       "source_full": c.source, "causes": c.likely_causes, "note": c.note})
     with_refs = {r.model for r in refs}

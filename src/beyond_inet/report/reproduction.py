@@ -33,7 +33,8 @@ MATCHES, DIFFERS = "matches", "differs"
 PAPER_SPECS = {alias: target for alias, (target, _) in ALIASES.items()}
 # Where a paper number can come apart from ours, per analysis (shown when the verdict is "differs").
 PAPER_CAUSES = {
-    "calibration": "CLIP logit scale (the paper fixes 100); preprocessing; ImageNet-R copy (30k images, 200 classes)",
+    "calibration": "preprocessing; ImageNet-R copy (30k images, 200 classes); for CLIP models the logit scale "
+                   "(the paper fixes 100)",
     "robustness": "dataset copy (V2 folder order, ImageNet-C generation, Hard revision); preprocessing "
                   "(paper: bilinear Resize(256)+CenterCrop(224) for the supervised pair)",
     "accuracy": "preprocessing (paper: bilinear Resize(256)+CenterCrop(224) for the supervised pair)",
@@ -223,7 +224,7 @@ def compare(rows: Iterable[Row], refs: Iterable[Reference], used: dict[str, dict
             note = "; ".join(x for x in (f"published at {describe_settings(ref.settings)}, measured at "
                                          f"{describe_settings(used.get(ref.model, {}))}", note) if x)
         out.append(Check(ref.model, ref.analysis, ref.dataset, ref.metric, row.value, row.ci_low, row.ci_high,
-                         int(row.n), ref.value, ref.tolerance, row.value - ref.value, v, ref.source,
+                         int(row.n), ref.value, ref.tolerance, round(row.value - ref.value, 10), v, ref.source,
                          likely_causes(ref, used.get(ref.model, {})) if v == DIFFERS else "", note))
     return out
 
