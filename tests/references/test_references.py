@@ -111,7 +111,7 @@ def test_paper_keys_are_rows_our_analyses_write():
         "robustness": {(d, "top1") for d in ("imagenet-val", "imagenet-v2", "imagenet-a", "imagenet-c",
                                              "imagenet-hard", "imagenet-r", "imagenet-sketch", "imagenet-real")}
                       | {("variants", "top1_avg")},
-        "accuracy": {("imagenet-val", "top1")},
+        "accuracy": {("imagenet-val", "top1"), ("imagenet-val", "top1_real")},
         "transfer": {(f"vtab/{t}", "top1") for t in VTAB_TASKS} | {("vtab", "top1_avg")},
         "shape-bias": {("cue-conflict", "shape_bias")},
         "imagenet-x": {("imagenet-val", f"error_ratio_{f}") for f in IMX_FACTORS}
