@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from beyond_inet.data import catalog
-from beyond_inet.data.labelspaces import imagenet_wnids, subset_indices, wnid_to_index
+from beyond_inet.data.labelspaces import imagenet_classnames, imagenet_wnids, subset_indices, wnid_to_index
 from beyond_inet.errors import DatasetMissing, UserError
 from tests.conftest import skimage_photo
 
@@ -94,7 +94,7 @@ def test_wds_layout_for_vtab_and_imagenet(tmp_path):
     with pytest.raises(DatasetMissing, match="no 'val' split"):
         catalog.open_dataset("vtab/cifar100/val", tmp_path)
     val = tmp_path / "imagenet-val"
-    _write_wds(val, "test", [("ILSVRC2012_val_00000007", _jpeg("coffee"), 967)], [])
+    _write_wds(val, "test", [("ILSVRC2012_val_00000007", _jpeg("coffee"), 967)], list(imagenet_classnames()))
     ds = catalog.open_dataset("imagenet-val", tmp_path)
     assert ds.sample_id(0) == "ILSVRC2012_val_00000007.JPEG" and ds.label(0) == 967
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from beyond_inet.data import readers
 from beyond_inet.data.pug import FACTORS
-from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES, wnid_to_index
+from beyond_inet.data.labelspaces import (
+    CUE_CONFLICT_CATEGORIES,
+    detect_label_space,
+    imagenet_wnids,
+    subset_indices,
+    wnid_to_index,
+)
 from beyond_inet.errors import DatasetMissing, UserError
 
 IMAGENET_C_CORRUPTIONS = (
@@ -100,10 +106,10 @@ _add(Entry("imagenet-v2", "ImageNet-V2 matched-frequency", "imagenet", ("imagene
            "hf:clip-benchmark/wds_imagenetv2@main", "MIT (ImageNetV2)", paper="§2.4", extras={"split": "test"}))
 _add(Entry("imagenet-a", "ImageNet-A (7.5k, 200 classes)", "imagenet", ("imagenet-a", "wds_imagenet-a"),
            _IN_LAYOUT.format(d="imagenet-a"), "imagenet1k (200-class mask)", "hf:clip-benchmark/wds_imagenet-a@main",
-           "MIT", paper="§2.4", extras={"split": "test"}))
+           "MIT", paper="§2.4", extras={"split": "test", "space": "imagenet-a"}))
 _add(Entry("imagenet-r", "ImageNet-R (30k, 200 classes)", "imagenet", ("imagenet-r", "wds_imagenet-r"),
            _IN_LAYOUT.format(d="imagenet-r"), "imagenet1k (200-class mask)", "hf:clip-benchmark/wds_imagenet-r@main",
-           "MIT", paper="§2.3, §2.4", extras={"split": "test"}))
+           "MIT", paper="§2.3, §2.4", extras={"split": "test", "space": "imagenet-r"}))
 _add(Entry("imagenet-sketch", "ImageNet-Sketch (50k)", "imagenet", ("imagenet-sketch", "sketch", "wds_imagenet_sketch"),
            _IN_LAYOUT.format(d="imagenet-sketch"), "imagenet1k", "hf:clip-benchmark/wds_imagenet_sketch@main",
            "MIT", paper="§2.4", extras={"split": "test"}))
@@ -202,8 +208,13 @@ def available(name: str, data_root: str | Path | None) -> bool:
     return entry.find(data_root) is not None
 
 
-def open_dataset(name: str, data_root: str | Path | None) -> readers.ImageDataset:
-    """A reader for `name`, or `DatasetMissing` saying how to get it."""
+def open_dataset(name: str, data_root: str | Path | None, exif_transpose: bool = False) -> readers.ImageDataset:
+    """A reader for `name`, or `DatasetMissing` saying how to get it. `exif_transpose`: apply EXIF
+    orientation when decoding (off by default, as torchvision's ImageFolder; see `data.decode`)."""
+    return _open_dataset(name, data_root).set_decoding(exif_transpose)
+
+
+def _open_dataset(name: str, data_root: str | Path | None) -> readers.ImageDataset:
     entry, part = split_name(name)
     root = entry.find(data_root)
     if entry.kind == "skimage":
@@ -233,9 +244,14 @@ def open_dataset(name: str, data_root: str | Path | None) -> readers.ImageDatase
 def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDataset:
     if entry.kind == "imagenet":
         split = entry.extras.get("split", "test")
+        space = entry.extras.get("space", "imagenet1k")
         if (root / split).is_dir() and list((root / split).glob("*.tar")):
-            return readers.WdsDataset(name, root, split)
-        return readers.class_folder_dataset(name, root, _imagenet_label, entry.extras.get("id_style", "relpath"))
+            return _imagenet_wds(name, root, split, space)
+        ds = readers.class_folder_dataset(name, _class_tree(root), _imagenet_label,
+                                          entry.extras.get("id_style", "relpath"))
+        if space != "imagenet1k":
+            _check_subset(ds, name, space)
+        return ds
     if entry.kind == "imagenet-c":
         corruption, _, severity = part.partition("/")
         sub = root / corruption / severity
@@ -262,6 +278,47 @@ def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.Image
             ds._labels = [m.get(lab, [-1])[0] for lab in ds._labels]
         return ds
     raise UserError(f"dataset {name!r} cannot be opened as images")
+
+
+def _imagenet_wds(name: str, root: Path, split: str, space: str) -> readers.WdsDataset:
+    """A clip-benchmark webdataset release of an ImageNet(-subset) set, its labels as ImageNet-1k indices.
+
+    The release stores each label as the index into its own ``classnames.txt`` (0..199 for A and R), so the
+    class list decides the label space; a list naming no known ImageNet label space, or another set's
+    classes, is refused."""
+    cn = root / "classnames.txt"
+    if not cn.is_file():
+        raise UserError(f"dataset {name!r}: {cn} is missing; a webdataset release's class list is needed to know "
+                        f"what its labels mean")
+    classes = [ln.strip() for ln in cn.read_text().splitlines() if ln.strip()]
+    found = detect_label_space(classes)
+    if found is None:
+        want = "the 1000 ImageNet classes" if space == "imagenet1k" else f"the 200 classes of {space}"
+        raise UserError(f"dataset {name!r}: the {len(classes)} class names in {cn} match no ImageNet label space "
+                        f"(expected {want} in ImageNet index order, as wnids or OpenAI's class names)")
+    if found.name != space:
+        raise UserError(f"dataset {name!r}: {cn} lists the classes of {found.name} ({len(found.indices)} classes), "
+                        f"not of {space}; is this the right release?")
+    return readers.WdsDataset(name, root, split, label_map=found.to_imagenet)
+
+
+def _class_tree(root: Path) -> Path:
+    """`root`, or the one folder inside it when an archive was unpacked with its own top folder
+    (e.g. ImageNet-V2's ``imagenetv2-matched-frequency-format-val/0..999``)."""
+    subs = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    if len(subs) == 1 and _imagenet_label(subs[0].name) is None and any(d.is_dir() for d in subs[0].iterdir()):
+        return subs[0]
+    return root
+
+
+def _check_subset(ds: readers.ImageDataset, name: str, space: str) -> None:
+    """Refuse class folders outside a 200-class subset: the subset's restricted argmax could never hit them."""
+    allowed = set(int(i) for i in subset_indices(space))
+    bad = sorted({lab for lab in ds._labels if lab not in allowed})
+    if bad:
+        wnids = ", ".join(imagenet_wnids()[i] for i in bad[:3])
+        raise UserError(f"dataset {name!r}: {len(bad)} class folder(s) ({wnids}{' ...' if len(bad) > 3 else ''}) "
+                        f"are not among the 200 classes of {space}")
 
 
 def _open_pug(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDataset:

@@ -8,6 +8,7 @@ ImageNet indices. Model adapters never see any of this.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -58,6 +59,75 @@ def subset_mask(name: str) -> np.ndarray:
     m = np.zeros(1000, dtype=bool)
     m[subset_indices(name)] = True
     return m
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The classes of a release as ImageNet-1k indices: class k of the release is ImageNet class `indices[k]`."""
+
+    name: str  # "imagenet1k", "imagenet-a", "imagenet-r" or "imagenet1k-subset"
+    indices: tuple[int, ...]
+
+    def to_imagenet(self, label: int) -> int | None:
+        """The ImageNet index of release label `label`; None when out of range."""
+        return self.indices[label] if 0 <= label < len(self.indices) else None
+
+
+def _known_label_spaces() -> list[LabelSpace]:
+    spaces = [LabelSpace("imagenet1k", tuple(range(1000)))]
+    spaces += [LabelSpace(n, tuple(int(i) for i in subset_indices(n))) for n in ("imagenet-a", "imagenet-r")]
+    return spaces
+
+
+def detect_label_space(classnames: list[str]) -> LabelSpace | None:
+    """The label space a release's class list (``classnames.txt``, line k = class k) stands for, or None.
+
+    A class-folder tree over wnid folders, turned into integer labels the way torchvision's ImageFolder
+    (and CLIP_benchmark's webdataset converter) does it, numbers the classes in sorted-wnid order, i.e. in
+    ascending ImageNet index. So a release's list must be, in order, the 1000 ImageNet classes or the
+    ascending subset of them it holds, given either as wnids or as OpenAI's curated class names (the names
+    CLIP_benchmark writes). A-200 and R-200 are recognised by exact equality with their published lists;
+    any other subset is accepted when exactly one ascending choice of classes fits the names (OpenAI's
+    list names two classes each "missile" and "sunglasses"; the order usually tells them apart).
+    """
+    names = [c.strip() for c in classnames]
+    if not names:
+        return None
+    forms = (list(imagenet_wnids()), list(imagenet_classnames()))
+    for space in _known_label_spaces():
+        for form in forms:
+            if names == [form[i] for i in space.indices]:
+                return space
+    for form in forms:
+        found = _ascending_match(names, form)
+        if found is not None:
+            return LabelSpace("imagenet1k-subset", found)
+    return None
+
+
+def _ascending_match(names: list[str], form: list[str]) -> tuple[int, ...] | None:
+    """The one strictly ascending list of indices into `form` naming `names`, or None (none or several).
+
+    The leftmost choice (smallest fitting index at each step) and the rightmost one bound every ascending
+    choice, so they are equal exactly when the choice is unique."""
+    where: dict[str, list[int]] = {}
+    for i, n in enumerate(form):
+        where.setdefault(n, []).append(i)
+    if any(n not in where for n in names):
+        return None
+    left, prev = [], -1
+    for n in names:
+        fit = [i for i in where[n] if i > prev]
+        if not fit:
+            return None
+        prev = fit[0]
+        left.append(prev)
+    right, nxt = [], len(form)
+    for n in reversed(names):
+        fit = [i for i in where[n] if i < nxt]
+        nxt = fit[-1]
+        right.append(nxt)
+    return tuple(left) if left == right[::-1] else None
 
 
 @lru_cache(maxsize=None)

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from PIL import Image
 
+from beyond_inet.data.decode import decode_rgb
 from beyond_inet.data.readers import image_cell_bytes, parquet_row_group_column
 from beyond_inet.errors import UserError
 
@@ -87,6 +88,8 @@ def _resolve(lookup: Mapping[str, int], name: str) -> int:
 class PugFolder:
     """One factor folder ``<root>/<factor>/<class>/<image>`` labelled through ``<root>/class_to_imagenet_idx.json``."""
 
+    exif_transpose: bool = False  # see data.decode
+
     def __init__(self, root: str | os.PathLike, factor: str, mapping: Mapping[str, Sequence[int]] | None = None):
         self.root, self.factor = Path(root), factor
         self.mapping = dict(mapping) if mapping is not None else load_class_mapping(self.root / MAPPING_FILE)
@@ -119,8 +122,7 @@ class PugFolder:
         return self._items[i][1]
 
     def load(self, i: int) -> Image.Image:
-        with Image.open(self._items[i][1]) as im:
-            return im.convert("RGB")
+        return decode_rgb(self._items[i][1], self.exif_transpose)
 
     def label(self, i: int) -> int:
         return self._items[i][2]
@@ -167,6 +169,8 @@ class PugParquet:
     """PUG: ImageNet from the HF parquet release, optionally restricted to one factor's rows."""
 
     META_COLUMNS = ("character_label", "character_name", "filename", "factor", *FACTOR_COLUMNS.values())
+
+    exif_transpose: bool = False  # see data.decode
 
     def __init__(self, path: str | os.PathLike, mapping: Mapping[str, Sequence[int]] | str | os.PathLike,
                  factor: str | None = None, defaults: Mapping[str, Any] | None = None):
@@ -221,8 +225,7 @@ class PugParquet:
         return image_cell_bytes(parquet_row_group_column(str(self.files[fi]), g, "image")[r], self.sample_id(i))
 
     def load(self, i: int) -> Image.Image:
-        with Image.open(io.BytesIO(self.image_bytes(i))) as im:
-            return im.convert("RGB")
+        return decode_rgb(io.BytesIO(self.image_bytes(i)), self.exif_transpose)
 
 
 def open_pug(data_root: str | os.PathLike, factor: str) -> PugFolder:

@@ -19,15 +19,15 @@ from typing import Callable
 
 from PIL import Image
 
+from beyond_inet.data.decode import decode_rgb
 from beyond_inet.errors import UserError
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 
 
-def open_rgb(fp) -> Image.Image:
-    img = Image.open(fp)
-    img.load()
-    return img.convert("RGB")
+def open_rgb(fp, exif_transpose: bool = False) -> Image.Image:
+    """Decode a file (path or binary file object) to 8-bit RGB by the rules of `data.decode`."""
+    return decode_rgb(fp, exif_transpose)
 
 
 class ImageDataset:
@@ -38,6 +38,7 @@ class ImageDataset:
     _labels: list[int]
     _multi: list[list[int]] | None = None
     classnames: list[str] | None = None
+    exif_transpose: bool = False  # apply EXIF orientation when decoding (off: as torchvision's ImageFolder)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -56,6 +57,11 @@ class ImageDataset:
 
     def _open(self, i: int) -> Image.Image:
         raise NotImplementedError
+
+    def set_decoding(self, exif_transpose: bool = False) -> "ImageDataset":
+        """Choose how images are decoded (see `data.decode`); returns self."""
+        self.exif_transpose = bool(exif_transpose)
+        return self
 
     def fingerprint(self) -> str:
         """Identity of the sample list (ids + labels): part of the store key."""
@@ -76,6 +82,12 @@ class ReaderAdapter(ImageDataset):
     def _open(self, i: int) -> Image.Image:
         return self._reader.load(i)
 
+    def set_decoding(self, exif_transpose: bool = False) -> "ImageDataset":
+        super().set_decoding(exif_transpose)
+        if hasattr(self._reader, "exif_transpose"):  # readers that decode files themselves (PUG)
+            self._reader.exif_transpose = self.exif_transpose
+        return self
+
 
 class FileListDataset(ImageDataset):
     """Images at known paths with known labels (what every folder layout reduces to)."""
@@ -90,7 +102,7 @@ class FileListDataset(ImageDataset):
         return Path(self._paths[i]).read_bytes()
 
     def _open(self, i: int) -> Image.Image:
-        return open_rgb(self._paths[i])
+        return open_rgb(self._paths[i], self.exif_transpose)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -146,9 +158,10 @@ class WdsDataset(ImageDataset):
 
     Tars are indexed once (member offsets), then images are read by seeking: random access without
     unpacking. Sample ids are ``<key>`` unless a ``.json``/``.txt`` member gives a file name.
+    `label_map` turns a stored label into the dataset's label space (None: out of range, an error).
     """
 
-    def __init__(self, name: str, root: Path, split: str, label_map: Callable[[int], int] | None = None):
+    def __init__(self, name: str, root: Path, split: str, label_map: Callable[[int], int | None] | None = None):
         self.name, self.root, self.split, self.label_map = name, Path(root), split, label_map
         split_dir = self.root / self.split
         if not split_dir.is_dir():
@@ -201,8 +214,12 @@ class WdsDataset(ImageDataset):
                     pass
             elif sid.startswith("ILSVRC2012_val_"):
                 sid += ".JPEG"
+            mapped = self.label_map(lab) if self.label_map else lab
+            if mapped is None:
+                raise UserError(f"dataset {self.name!r}: {tar} holds label {lab} for {key!r}, outside the "
+                                f"{len(self.classnames or [])} classes of {self.root / 'classnames.txt'}")
             self._ids.append(sid)
-            self._labels.append(self.label_map(lab) if self.label_map else lab)
+            self._labels.append(mapped)
             self._members.append(g["img"])
 
     def load_bytes(self, i: int) -> bytes:
@@ -213,7 +230,7 @@ class WdsDataset(ImageDataset):
             return f.read(m.size)
 
     def _open(self, i: int) -> Image.Image:
-        return open_rgb(io.BytesIO(self.load_bytes(i)))
+        return open_rgb(io.BytesIO(self.load_bytes(i)), self.exif_transpose)
 
 
 def image_cell_bytes(cell, what: str = "image") -> bytes:
@@ -268,4 +285,4 @@ class ParquetDataset(ImageDataset):
     def _open(self, i: int) -> Image.Image:
         fi, g, r = self._rows[i]
         cell = parquet_row_group_column(self._files[fi], g, self._image_col)[r]
-        return open_rgb(io.BytesIO(image_cell_bytes(cell, self._ids[i])))
+        return open_rgb(io.BytesIO(image_cell_bytes(cell, self._ids[i])), self.exif_transpose)

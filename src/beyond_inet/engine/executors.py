@@ -26,6 +26,7 @@ class ExecConfig:
     logit_scale: float | None = None
     gpu_decode: bool = False  # decode JPEGs on the device (nvJPEG), see engine.gpu_decode
     compile: bool = False  # torch.compile the forward
+    exif_transpose: bool = False  # apply EXIF orientation when decoding (see data.decode)
 
 
 def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | None = None,
@@ -39,7 +40,7 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         model = create_model(job.model, logit_scale=cfg.logit_scale)
     if job.resolution:
         model = model.rebuild(job.resolution)
-    datasets = datasets or DatasetCache(cfg.data_root, cfg.limit)
+    datasets = datasets or DatasetCache(cfg.data_root, cfg.limit, cfg.exif_transpose)
     got = datasets.get(job.dataset)
     if got is None:
         raise RuntimeError(f"dataset {job.dataset} vanished: {datasets.missing.get(job.dataset)}")

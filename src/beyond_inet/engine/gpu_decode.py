@@ -38,6 +38,8 @@ def raw_bytes(ds: ImageDataset, i: int) -> bytes | None:
     None for readers that build or transform images themselves (then the CPU path is used)."""
     if isinstance(ds, ImageDataset) and type(ds).load is not ImageDataset.load:
         return None  # a reader whose `load` changes what the file holds
+    if getattr(ds, "exif_transpose", False):
+        return None  # nvJPEG ignores EXIF orientation: decode on the CPU, which applies it
     fn = getattr(ds, "load_bytes", None)  # FileListDataset, WdsDataset, or any reader that offers it
     return fn(i) if callable(fn) else None
 

@@ -47,14 +47,28 @@ def needed_requests(analyses: list[Analysis], ctx: Context) -> dict[str, list[Re
 
 
 def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
-              info: dict, numerics: str = "fp32") -> str:
+              info: dict, numerics: str = "fp32", decoding: str = "") -> str:
     """`numerics` names what changes the numbers without changing the model: fp32 vs bf16 autocast, and
-    GPU vs CPU JPEG decoding. Outputs computed under different numerics are kept apart."""
+    GPU vs CPU JPEG decoding. Outputs computed under different numerics are kept apart. `decoding` names a
+    non-default image decoding (``exif_transpose``); default-decoded keys stay as they were."""
     fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
               "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION}
     if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
         fields["numerics"] = numerics
+    if decoding:
+        fields["decoding"] = decoding
     return make_key(fields)
+
+
+def exif_transpose_option(options: dict) -> bool:
+    """The ``exif_transpose`` run option (``--option exif_transpose=1``) as a bool; bad values are a UserError."""
+    v = options.get("exif_transpose", 0)
+    text = str(v).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UserError(f"--option exif_transpose={v!r}: use 1 (apply EXIF orientation) or 0 (ignore it, the default)")
 
 
 def numerics_of(device: str, amp: bool, gpu_decode: bool) -> str:
@@ -66,10 +80,15 @@ def numerics_of(device: str, amp: bool, gpu_decode: bool) -> str:
 class DatasetCache:
     """Opens each dataset once per run; remembers why a dataset could not be opened."""
 
-    def __init__(self, data_root: str | None, limit: int | None):
-        self.data_root, self.limit = data_root, limit
+    def __init__(self, data_root: str | None, limit: int | None, exif_transpose: bool = False):
+        self.data_root, self.limit, self.exif_transpose = data_root, limit, exif_transpose
         self._open: dict[str, tuple[ImageDataset, np.ndarray, str]] = {}
         self.missing: dict[str, str] = {}
+
+    @property
+    def decoding(self) -> str:
+        """The store key's name for how images are decoded ("" for the default)."""
+        return "exif_transpose" if self.exif_transpose else ""
 
     def get(self, name: str) -> tuple[ImageDataset, np.ndarray, str] | None:
         if name in self._open:
@@ -77,7 +96,7 @@ class DatasetCache:
         if name in self.missing:
             return None
         try:
-            ds = catalog.open_dataset(name, self.data_root)
+            ds = catalog.open_dataset(name, self.data_root, exif_transpose=self.exif_transpose)
         except DatasetMissing as e:
             self.missing[name] = str(e)
             return None
@@ -119,7 +138,7 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         pre = model.preprocessing if res is None else model.preprocessing.at_resolution(res)
         # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
         keys = {v: store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v, dname,
-                             fp, datasets.limit, model.info, numerics) for v in views}
+                             fp, datasets.limit, model.info, numerics, datasets.decoding) for v in views}
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos))

@@ -81,10 +81,10 @@ def _worker_model(spec: str, logit_scale: float | None, resolution: int | None =
     return _WORKER_MODEL[key]
 
 
-def _worker_datasets(data_root: str | None, limit: int | None) -> DatasetCache:
-    key = (data_root, limit)
+def _worker_datasets(data_root: str | None, limit: int | None, exif_transpose: bool = False) -> DatasetCache:
+    key = (data_root, limit, exif_transpose)
     if key not in _WORKER_DATASETS:
-        _WORKER_DATASETS[key] = DatasetCache(data_root, limit)
+        _WORKER_DATASETS[key] = DatasetCache(data_root, limit, exif_transpose)
     return _WORKER_DATASETS[key]
 
 
@@ -95,7 +95,7 @@ def run_subjob(job: Job, cfg: ExecConfig, shards: list[int], weights_id: str | N
     if weights_id is not None and model.weights_id != weights_id:
         raise WorkerMismatch(f"worker built {job.model} with weights {model.weights_id}, the driver planned with "
                              f"{weights_id}; install the same versions on every node")
-    datasets = _worker_datasets(cfg.data_root, cfg.limit)
+    datasets = _worker_datasets(cfg.data_root, cfg.limit, cfg.exif_transpose)
     got = datasets.get(job.dataset)
     if got is None:
         raise WorkerMismatch(f"worker cannot open {job.dataset} under {cfg.data_root}: "

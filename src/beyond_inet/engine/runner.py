@@ -19,7 +19,7 @@ from beyond_inet.analyses import Context, Request, Skip, get_analysis, load_buil
 from beyond_inet.data import catalog
 from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
-from beyond_inet.engine.plan import DatasetCache, numerics_of, plan_model_jobs, validate_spec
+from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, numerics_of, plan_model_jobs, validate_spec
 from beyond_inet.engine.store import Store
 from beyond_inet.report.results import ResultsDB
 
@@ -108,6 +108,7 @@ def run(cfg: RunConfig) -> dict:
     setup_logging(out)
     for spec in cfg.models:
         validate_spec(spec)
+    exif = exif_transpose_option(cfg.options)  # a bad value fails before any work
     analyses = [get_analysis(a) for a in cfg.analyses]
     run_id = uuid.uuid4().hex[:12]
     db = ResultsDB(out)
@@ -118,9 +119,10 @@ def run(cfg: RunConfig) -> dict:
                   parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
     requests = {a.name: a.requests(ctx) for a in analyses}
     store = Store(out / "store")
-    datasets = DatasetCache(cfg.data_root, cfg.limit)
+    datasets = DatasetCache(cfg.data_root, cfg.limit, exif)
     exec_cfg = ExecConfig(str(store.root), cfg.data_root, cfg.limit, cfg.device, cfg.batch_size, cfg.num_workers,
-                          cfg.amp, cfg.logit_scale, gpu_decode=cfg.gpu_decode, compile=cfg.compile)
+                          cfg.amp, cfg.logit_scale, gpu_decode=cfg.gpu_decode, compile=cfg.compile,
+                          exif_transpose=exif)
     executor = get_executor(cfg.executor, cfg.ray_address)
     summary = {"run_id": run_id, "jobs": 0, "images": 0, "skipped_images": 0, "skips": []}
     all_rows = {a.name: [] for a in analyses}
