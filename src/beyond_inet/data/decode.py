@@ -51,8 +51,6 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     if img.mode in SIXTEEN_BIT_GREY or img.mode in ("I", "F"):
         grey = Image.fromarray(_grey_to_8bit(np.asarray(img), img.mode), "L")
         return grey.convert("RGB")
-    if img.mode == "PA":  # Pillow has no PA -> RGB conversion; the palette lookup is the same via RGBA
-        img = img.convert("RGBA")
     return img.convert("RGB")
 
 
