@@ -95,7 +95,7 @@ def _add(e: Entry) -> None:
     ENTRIES[e.name] = e
 
 
-_IN_LAYOUT = "{d}/<wnid>/<image> (ImageFolder) or {d}/<split>/*.tar (clip-benchmark wds)"
+_IN_LAYOUT = "{d}/<wnid>/<image> (ImageFolder) or {d}/<split>/*.tar + {d}/classnames.txt (clip-benchmark wds)"
 _add(Entry("imagenet-val", "ImageNet-1k validation (50k)", "imagenet", ("imagenet-val", "imagenet/val", "wds_imagenet1k"),
            _IN_LAYOUT.format(d="imagenet-val") + "; files named ILSVRC2012_val_XXXXXXXX.JPEG",
            "imagenet1k", "hf:clip-benchmark/wds_imagenet1k@main (gated original: ILSVRC/imagenet-1k)",
