@@ -288,3 +288,43 @@ def test_imagenet_c_cue_and_pug_folders_label_by_their_label_space(tmp_path):
                                              "chair", "clock", "dog", "elephant", "keyboard", "knife", "oven",
                                              "truck")[i])
     assert _labels_by_key(catalog.open_dataset("edge", tmp_path)) == {"k0": 0, "k1": 15}
+
+
+# ------------------------------------------------------------------ refusal at the command line
+def test_run_with_an_unusable_release_exits_2_after_the_rest(tiny_imagenet, tmp_path, capsys):
+    """The other datasets are scored and kept; the run then ends with one line and exit 2."""
+    from beyond_inet.cli import main
+    from beyond_inet.report.results import ResultsDB
+
+    _small_wds(tiny_imagenet / "imagenet-r", ["cat", "dog"])
+    out = tmp_path / "out"
+    code = main(["run", "--models", "timm:convnext_atto@random", "--analyses", "accuracy", "--data-root",
+                 str(tiny_imagenet), "--out", str(out), "--workers", "0", "--bootstrap", "20", "--no-progress",
+                 "--no-report", "--option", "accuracy_datasets=imagenet-val,imagenet-r"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'imagenet-r'" in err[0] and "match no ImageNet label space" in err[0]
+    rows = {(r.dataset, r.metric) for r in ResultsDB(out).rows()}
+    assert ("imagenet-val", "top1") in rows and not any(d == "imagenet-r" for d, _ in rows)
+    assert "dataset imagenet-r could not be used" in (out / "run.log").read_text()
+
+
+def test_download_refuses_a_release_it_could_not_label(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from beyond_inet.data import download as dl
+
+    names = list(imagenet_classnames())
+    lists = {"imagenet-r": [names[i] for i in subset_indices("imagenet-a")], "imagenet-a": None}
+
+    def fake_snapshot(repo_id, repo_type, revision, local_dir):
+        name = repo_id.removeprefix("clip-benchmark/wds_")
+        _small_wds(Path(local_dir), lists.get(name, [names[i] for i in subset_indices(name)]))
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    with pytest.raises(UserError, match="classes of imagenet-a .*not of imagenet-r.*unusable as imagenet-r"):
+        dl.download("imagenet-r", tmp_path / "r")
+    with pytest.raises(UserError, match="classnames.txt is missing"):
+        dl.download("imagenet-a", tmp_path / "a")
+    lists["imagenet-a"] = [names[i] for i in subset_indices("imagenet-a")]
+    assert dl.download("imagenet-a", tmp_path / "a2") == tmp_path / "a2" / "imagenet-a"

@@ -15,6 +15,7 @@ from beyond_inet.data import readers
 from beyond_inet.data.pug import FACTORS
 from beyond_inet.data.labelspaces import (
     CUE_CONFLICT_CATEGORIES,
+    LabelSpace,
     detect_label_space,
     imagenet_wnids,
     subset_indices,
@@ -284,9 +285,16 @@ def _imagenet_wds(name: str, root: Path, split: str, space: str) -> readers.WdsD
     """A clip-benchmark webdataset release of an ImageNet(-subset) set, its labels as ImageNet-1k indices.
 
     The release stores each label as the index into its own ``classnames.txt`` (0..199 for A and R), so the
-    class list decides the label space; a list naming no known ImageNet label space, or another set's
-    classes, is refused."""
-    cn = root / "classnames.txt"
+    class list decides the label space."""
+    found = release_label_space(name, root, space)
+    return readers.WdsDataset(name, root, split, label_map=found.to_imagenet)
+
+
+def release_label_space(name: str, root: Path, space: str | None = None) -> LabelSpace:
+    """The label space `root/classnames.txt` stands for; a UserError when the list is missing, names no
+    ImageNet label space, or names another one than `space` (default: the catalog entry's)."""
+    space = space or split_name(name)[0].extras.get("space", "imagenet1k")
+    cn = Path(root) / "classnames.txt"
     if not cn.is_file():
         raise UserError(f"dataset {name!r}: {cn} is missing; a webdataset release's class list is needed to know "
                         f"what its labels mean")
@@ -299,7 +307,7 @@ def _imagenet_wds(name: str, root: Path, split: str, space: str) -> readers.WdsD
     if found.name != space:
         raise UserError(f"dataset {name!r}: {cn} lists the classes of {found.name} ({len(found.indices)} classes), "
                         f"not of {space}; is this the right release?")
-    return readers.WdsDataset(name, root, split, label_map=found.to_imagenet)
+    return found
 
 
 def _class_tree(root: Path) -> Path:

@@ -15,7 +15,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from beyond_inet.data.catalog import ENTRIES, VTAB_TASKS, wds_repo
+from beyond_inet.data.catalog import ENTRIES, VTAB_TASKS, release_label_space, wds_repo
 from beyond_inet.errors import UserError
 
 
@@ -91,7 +91,13 @@ def download(name: str, data_root: str | Path, url_override: str | None = None) 
     dest = root / entry.dirs[0] if entry.dirs else root / head
     if src.startswith("hf:"):
         repo, _, rev = src[3:].split(" ")[0].partition("@")
-        return hf_snapshot(repo, rev or "main", dest)
+        got = hf_snapshot(repo, rev or "main", dest)
+        if entry.kind == "imagenet" and repo.startswith("clip-benchmark/"):
+            try:  # its labels index its classnames.txt: refuse now a release the reader could not label
+                release_label_space(head, got)
+            except UserError as e:
+                raise UserError(f"{e} (downloaded to {got}, but unusable as {head})") from None
+        return got
     if src.startswith("url:") or "://" in src:
         url = src.removeprefix("url:")
         urls = _expand_braces(url)

@@ -83,7 +83,8 @@ class DatasetCache:
     def __init__(self, data_root: str | None, limit: int | None, exif_transpose: bool = False):
         self.data_root, self.limit, self.exif_transpose = data_root, limit, exif_transpose
         self._open: dict[str, tuple[ImageDataset, np.ndarray, str]] = {}
-        self.missing: dict[str, str] = {}
+        self.missing: dict[str, str] = {}  # every dataset that could not be opened, and why
+        self.refused: dict[str, str] = {}  # those of them that are present but unusable (bad layout or labels)
 
     @property
     def decoding(self) -> str:
@@ -101,7 +102,7 @@ class DatasetCache:
             self.missing[name] = str(e)
             return None
         except UserError as e:
-            self.missing[name] = str(e)
+            self.missing[name] = self.refused[name] = str(e)
             return None
         pos = select_positions(len(ds), self.limit)
         fp = ds.fingerprint() if len(pos) == len(ds) else _fingerprint_subset(ds, pos)

@@ -211,6 +211,11 @@ def run(cfg: RunConfig) -> dict:
     if failed:
         more = f" (and {len(failed) - 1} more model(s); see run.log)" if len(failed) > 1 else ""
         raise UserError(f"{failed[0]}{more}; results of the other models are in {out}")
+    if datasets.refused:  # present but unusable (e.g. a webdataset whose class list names no label space)
+        for name, why in datasets.refused.items():
+            log.error("dataset %s could not be used: %s", name, why)
+        more = f" (and {len(datasets.refused) - 1} more dataset(s); see run.log)" if len(datasets.refused) > 1 else ""
+        raise UserError(f"{next(iter(datasets.refused.values()))}{more}; results of everything else are in {out}")
     return summary
 
 
