@@ -328,3 +328,26 @@ def test_download_refuses_a_release_it_could_not_label(tmp_path, monkeypatch):
         dl.download("imagenet-a", tmp_path / "a")
     lists["imagenet-a"] = [names[i] for i in subset_indices("imagenet-a")]
     assert dl.download("imagenet-a", tmp_path / "a2") == tmp_path / "a2" / "imagenet-a"
+
+
+def test_pug_folder_and_parquet_releases_give_the_same_labels(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mapping = {"Goldfish": [1], "Shirt": [841], "Bridge": [821, 839]}  # PUG class index: sorted keys
+    files = [("Shirt", "a.png"), ("Bridge", "b.png"), ("Goldfish", "c.png"), ("Bridge", "d.png")]
+    folder, parquet = tmp_path / "f" / "pug-imagenet", tmp_path / "p" / "pug-imagenet"
+    for cls, name in files:
+        (folder / "Worlds" / cls).mkdir(parents=True, exist_ok=True)
+        (folder / "Worlds" / cls / name).write_bytes(_image(7, "PNG"))
+    (parquet / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [{"bytes": _image(7, "PNG"), "path": None} for _ in files],
+                             "character_label": [c for c, _ in files], "filename": [n for _, n in files],
+                             "factor": ["Worlds"] * len(files)}), parquet / "data" / "train-00000-of-00001.parquet")
+    for root in (folder, parquet):
+        (root / "class_to_imagenet_idx.json").write_text(json.dumps(mapping))
+    f = catalog.open_dataset("pug-imagenet/Worlds", tmp_path / "f")
+    p = catalog.open_dataset("pug-imagenet/Worlds", tmp_path / "p")
+    assert _labels_by_key(f) == _labels_by_key(p) == {"a": 2, "b": 0, "c": 1, "d": 0}
