@@ -194,6 +194,14 @@ def test_exif_option_reaches_the_readers_and_changes_only_its_store_key(tmp_path
                     "limit": None, "logit_scale": None, "engine": ENGINE_VERSION})
     assert store_key(*args, decoding=plain.decoding) == old  # default keys unchanged: stored outputs stay valid
     assert store_key(*args, decoding=turned.decoding) != old
+    from beyond_inet.analyses import Request
+    from beyond_inet.engine.plan import plan_model_jobs
+    from beyond_inet.engine.store import Store
+    from tests.data.test_label_layouts import _oracle
+
+    keys = [plan_model_jobs(_oracle(), [Request("imagenet-val")], c, Store(tmp_path / "store"))[0].keys["standard"]
+            for c in (plain, turned, DatasetCache(str(tmp_path), None))]
+    assert keys[0] != keys[1] and keys[0] == keys[2]  # the planner keys the option; the default is stable
     assert [exif_transpose_option(o) for o in ({}, {"exif_transpose": 0}, {"exif_transpose": "true"})] == [
         False, False, True]
     with pytest.raises(UserError, match="exif_transpose"):
