@@ -1,4 +1,4 @@
-"""Command line: run | demo | report | models | datasets | download.
+"""Command line: run | demo | report | verify | models | datasets | download.
 
 Every user mistake ends in one line on stderr and exit code 2 (no traceback); whatever was already
 stored stays stored, so rerunning the same command resumes.
@@ -6,10 +6,14 @@ stored stays stored, so rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+from pathlib import Path
 
 from beyond_inet.errors import UserError
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 ANALYSIS_NAMES = ("accuracy", "calibration", "imagenet-x", "robustness", "shape-bias", "invariance", "synthetic",
                   "transfer")
@@ -129,8 +133,11 @@ def _print_summary(out: str, summary: dict) -> None:
                   str(r.n))
     con = Console(width=max(140, Console().width))
     con.print(t)
-    con.print(f"{summary['jobs']} inference jobs ({summary['images']} images, {summary['skipped_images']} unreadable "
-              f"skipped); {len(summary['skips'])} skipped analysis parts (see report / run.log)")
+    from beyond_inet.engine.runner import unreadable_text
+
+    con.print(f"{summary['jobs']} inference jobs ({summary['images']} images); unreadable images skipped: "
+              f"{unreadable_text(summary.get('unreadable', {}))}; {len(summary['skips'])} skipped analysis parts "
+              f"(see report / run.log)")
     if os.path.exists(os.path.join(out, "report.html")):
         con.print(f"report: {os.path.join(out, 'report.html')}")
 
@@ -143,6 +150,30 @@ def cmd_report(args) -> int:
     except ModuleNotFoundError:
         raise UserError("the HTML report is not available in this version") from None
     print(write_report(args.out_dir))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Check a whole output folder's store (CRC and positions of every shard, meta.json) and results database
+    without building any model; moves nothing. Exit 2 with one line when anything is damaged."""
+    from beyond_inet.engine.store import Damage, verify_store
+    from beyond_inet.report.results import check_database
+
+    store = os.path.join(args.out_dir, "store")
+    db = os.path.join(args.out_dir, "results.sqlite")
+    if not os.path.isdir(store) and not os.path.exists(db):
+        raise UserError(f"{args.out_dir!r} holds neither a store/ folder nor results.sqlite: nothing to verify")
+    rep = verify_store(store)
+    damaged = list(rep.damaged)
+    if os.path.exists(db) and (why := check_database(db)) is not None:
+        damaged.append(Damage(db, why))
+    print(f"{rep.entries} store entries, {rep.shards} shards ({rep.bytes / 2**20:.1f} MB) verified in "
+          f"{rep.seconds:.1f} s; {len(rep.incomplete)} entries still incomplete (a rerun fills them); "
+          f"{len(rep.strays)} stray temp files (the next run removes them)")
+    if damaged:
+        raise UserError(f"{len(damaged)} damaged file(s) in {args.out_dir}: "
+                        + "; ".join(f"{d.path} ({d.reason})" for d in damaged)
+                        + " -- the next `run` moves damaged shards aside and recomputes them")
     return 0
 
 
@@ -193,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write OUT_DIR/report.html from stored results")
     rep.add_argument("out_dir")
     rep.set_defaults(fn=cmd_report)
+    ver = sub.add_parser("verify", help="check OUT_DIR's stored outputs and results database for damage")
+    ver.add_argument("out_dir")
+    ver.set_defaults(fn=cmd_verify)
     m = sub.add_parser("models", help="list aliases and packaged models")
     m.set_defaults(fn=cmd_models)
     ds = sub.add_parser("datasets", help="which datasets are present, and how to get the rest")
@@ -212,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except UserError as e:
         print(f"beyond-inet: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing the output folder failed (read-only, no permission, full disk)
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        from beyond_inet.engine.store import write_error
+
+        print(f"beyond-inet: error: {write_error(Path(e.filename or '.'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("beyond-inet: interrupted; stored shards are kept, rerun the same command to resume", file=sys.stderr)

@@ -11,6 +11,7 @@ bytes) and `torch.compile` of the forward (`compile`; falls back to eager if com
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import build_view, normalize_uint8
-from beyond_inet.engine.store import Entry
+from beyond_inet.engine.store import Entry, claim, refresh_claims, release
 from beyond_inet.models.base import Preprocessing, VisionModel
 
 log = logging.getLogger("beyond_inet")
@@ -179,21 +180,58 @@ def _unique_entries(entries: dict[str, Entry]) -> dict[str, Entry]:
 def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: dict[str, Entry],
              device: str = "cpu", batch_size: int = 64, num_workers: int = 2, amp: bool = True,
              progress=None, task=None, shards: list[int] | None = None, gpu_decode: bool = False,
-             compile: bool = False) -> PassStats:
+             compile: bool = False, poll_s: float = 0.5) -> PassStats:
     """Fill the missing shards of `entries` (one per view, same sample positions) in one loader pass.
 
     `shards`: only these shards (those already stored are still skipped). `gpu_decode`: decode JPEGs on
     `device` with torchvision (nvJPEG on CUDA). `compile`: run the forward through `torch.compile`.
+    Each shard is claimed before it is computed (see ``engine.store.claim``): shards another live process
+    is computing are waited for (every `poll_s` seconds), not computed twice.
     """
     stats = PassStats(batch_size=batch_size)
     entries = _unique_entries(entries)
-    first = next(iter(entries.values()))
-    todo = sorted(set().union(*[set(e.missing_shards()) for e in entries.values()]))
+    todo = _still_missing(entries, sorted(set().union(*[set(e.missing_shards()) for e in entries.values()])))
     if shards is not None:
         wanted = set(shards)
         todo = [s for s in todo if s in wanted]
-    if not todo:
-        return stats
+    state: dict = {}
+    try:
+        while todo:
+            mine = _claim_shards(entries, todo)
+            if mine:
+                _fill(model, ds, positions, entries, mine, stats, state, device, batch_size, num_workers, amp,
+                      progress, task, gpu_decode, compile)
+            todo = _still_missing(entries, [s for s in todo if s not in mine])
+            if todo and not mine:
+                time.sleep(poll_s)  # another process holds these shards: wait for its files
+    finally:
+        for s, es in list(state.get("held", {}).items()):
+            for e in es:
+                release(e.shard_path(s))
+    return stats
+
+
+def _still_missing(entries: dict[str, Entry], shards: list[int]) -> list[int]:
+    return [s for s in shards if any(not e.shard_path(s).exists() for e in entries.values())]
+
+
+def _claim_shards(entries: dict[str, Entry], shards: list[int]) -> dict[int, list[Entry]]:
+    """shard -> the entries whose copy of it this process now holds the claim for (and must write)."""
+    mine: dict[int, list[Entry]] = {}
+    for s in shards:
+        got = [e for e in entries.values() if claim(e.shard_path(s))]
+        if got:
+            mine[s] = got
+    return mine
+
+
+def _fill(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: dict[str, Entry],
+          mine: dict[int, list[Entry]], stats: PassStats, state: dict, device: str, batch_size: int,
+          num_workers: int, amp: bool, progress, task, gpu_decode: bool, compile: bool) -> None:
+    """One loader pass over the claimed shards `mine`, writing each entry whose claim is held."""
+    state["held"] = mine
+    first = next(iter(entries.values()))
+    todo = sorted(mine)
     views = {v: model.preprocessing for v in entries}
     dev = torch.device(device)
     tune_cpu_allocator()  # before the loader forks its workers, so they inherit it too
@@ -228,10 +266,12 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
                 multi[r, : len(m or [])] = m or []
         skipped = [(ds.sample_id(int(positions[j])), err) for j, err in failed]
         for v, e in entries.items():
-            if not e.shard_path(s).exists():
+            if e in mine[s] and not e.shard_path(s).exists():
                 lg = np.concatenate([a for a, _ in acc[v]]) if acc[v] else np.zeros((0, 1000), np.float32)
                 ft = np.concatenate([b for _, b in acc[v]]) if acc[v] else np.zeros((0, 0), np.float32)
-                e.write_shard(s, js, ids, labels, lg, ft, multi, skipped)
+                e.write_shard(s, js, ids, labels, lg, ft, multi, skipped, [j for j, _ in failed])
+        for e in mine.pop(s):
+            release(e.shard_path(s))
         stats.shards_written += 1
         stats.skipped.extend(skipped)
 
@@ -249,6 +289,7 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
         for v, x in batch.items():
             acc[v].append(fwd(x))
         stats.images += len(js)
+        refresh_claims()
         if progress is not None:
             progress.advance(task, len(js))
     if cur_shard is not None:
@@ -256,4 +297,3 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
     stats.batch_size = fwd.micro
     if decoder is not None and decoder.fallbacks:
         log.info("%d JPEGs refused by the GPU decoder were decoded on the CPU", decoder.fallbacks)
-    return stats

@@ -143,6 +143,7 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos))
+            store.verify_entry(entry)  # damaged shards are moved aside here, so they count as missing
             missing |= set(entry.missing_shards())
         jobs.append(Job(model.spec, dname, views, res, keys, len(pos), sorted(missing)))
     return jobs

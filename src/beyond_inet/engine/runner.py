@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import sys
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,12 +120,15 @@ def run(cfg: RunConfig) -> dict:
                   parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
     requests = {a.name: a.requests(ctx) for a in analyses}
     store = Store(out / "store")
+    store.remove_strays()
     datasets = DatasetCache(cfg.data_root, cfg.limit, exif)
     exec_cfg = ExecConfig(str(store.root), cfg.data_root, cfg.limit, cfg.device, cfg.batch_size, cfg.num_workers,
                           cfg.amp, cfg.logit_scale, gpu_decode=cfg.gpu_decode, compile=cfg.compile,
                           exif_transpose=exif)
     executor = get_executor(cfg.executor, cfg.ray_address)
-    summary = {"run_id": run_id, "jobs": 0, "images": 0, "skipped_images": 0, "skips": []}
+    summary = {"run_id": run_id, "jobs": 0, "images": 0, "skipped_images": 0, "skips": [], "unreadable": {},
+               "damaged": []}
+    unreadable: dict[str, dict[str, str]] = {}
     all_rows = {a.name: [] for a in analyses}
     from beyond_inet.models import create_model
 
@@ -140,6 +144,7 @@ def run(cfg: RunConfig) -> dict:
         db.set_model_info(spec, model.describe())
         wanted = [r for reqs in requests.values() for r in reqs]
         jobs = plan_model_jobs(model, wanted, datasets, store, numerics_of(cfg.device, cfg.amp, cfg.gpu_decode))
+        report_damage(store, db, run_id, summary)
         todo = [j for j in jobs if j.shards]
         log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
         if todo:
@@ -154,11 +159,11 @@ def run(cfg: RunConfig) -> dict:
             for job, st in zip(todo, stats):
                 summary["jobs"] += 1
                 summary["images"] += st.images
-                summary["skipped_images"] += len(st.skipped)
                 for sid, err in st.skipped:
                     log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
                 log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
+        record_unreadable(store, jobs, db, run_id, unreadable, summary)
         db.set_outputs(spec, {dv: k for dv, (k, _) in keys.items()})
         loaded: dict = {}
 
@@ -206,8 +211,8 @@ def run(cfg: RunConfig) -> dict:
             write_report = None
         if write_report is not None:
             write_report(out)
-    log.info("run %s finished: %d jobs, %d images, %d unreadable", run_id, summary["jobs"], summary["images"],
-             summary["skipped_images"])
+    log.info("run %s finished: %d jobs, %d images, %d unreadable (%s)", run_id, summary["jobs"], summary["images"],
+             summary["skipped_images"], unreadable_text(summary["unreadable"]))
     if failed:
         more = f" (and {len(failed) - 1} more model(s); see run.log)" if len(failed) > 1 else ""
         raise UserError(f"{failed[0]}{more}; results of the other models are in {out}")
@@ -217,6 +222,40 @@ def run(cfg: RunConfig) -> dict:
         more = f" (and {len(datasets.refused) - 1} more dataset(s); see run.log)" if len(datasets.refused) > 1 else ""
         raise UserError(f"{next(iter(datasets.refused.values()))}{more}; results of everything else are in {out}")
     return summary
+
+
+def report_damage(store: Store, db: ResultsDB, run_id: str, summary: dict) -> None:
+    """Damaged store files found since the last call: one warning line on stderr, run.log and the database."""
+    new = store.damaged[len(summary["damaged"]):]
+    if not new:
+        return
+    summary["damaged"] += new
+    db.add_damage(new, run_id, _now())
+    names = ", ".join(f"{Path(d.path).parent.name}/{Path(d.path).name} ({d.reason})" for d in new[:3])
+    more = f" and {len(new) - 3} more" if len(new) > 3 else ""
+    line = (f"{len(new)} damaged store file(s) moved aside and recomputed: {names}{more} "
+            f"(listed in report.html; `beyond-inet verify {store.root.parent}` checks a whole store)")
+    log.warning(line)
+    print(f"beyond-inet: warning: {line}", file=sys.stderr)
+
+
+def record_unreadable(store: Store, jobs, db: ResultsDB, run_id: str, seen: dict[str, dict[str, str]],
+                      summary: dict) -> None:
+    """Unreadable images as the stored shards record them (so cached reruns know them too), per dataset."""
+    for job in jobs:
+        for key in dict.fromkeys(job.keys.values()):
+            entry = store.existing(key)
+            if entry is not None:
+                seen.setdefault(job.dataset, {}).update(dict(entry.skipped()))
+    for dname, files in seen.items():
+        db.set_unreadable(dname, sorted(files.items()), run_id)
+    summary["unreadable"] = {d: len(f) for d, f in sorted(seen.items()) if f}
+    summary["skipped_images"] = sum(summary["unreadable"].values())
+
+
+def unreadable_text(counts: dict[str, int]) -> str:
+    """`imagenet-val 2, imagenet-r 1` or `none`: the summary line's per-dataset count."""
+    return ", ".join(f"{d} {n}" for d, n in counts.items()) if counts else "none"
 
 
 def default_workers(device: str = "cpu") -> int:

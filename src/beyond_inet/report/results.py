@@ -2,7 +2,10 @@
 
 Rows are keyed by (model, dataset, analysis, metric): a rerun replaces a metric's row rather than
 duplicating it. Skips (what could not be computed, and why), figure data (artifacts) and run records
-(versions, configuration) live in the same database so the report needs nothing else.
+(versions, configuration) live in the same database so the report needs nothing else, as do the
+store's integrity findings (`store_damage`: damaged files moved aside) and the unreadable images of
+every dataset used (`unreadable`, taken from the stored shards, so a cached rerun knows them too).
+A damaged database, or one that cannot be written, is a UserError naming the file (exit 2).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from beyond_inet.analyses.base import Row, Skip
+from beyond_inet.errors import UserError
 
 COLUMNS = Row.COLUMNS
 
@@ -29,7 +33,35 @@ CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT, finished
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, info TEXT);
 CREATE TABLE IF NOT EXISTS outputs (model TEXT, dataset TEXT, view TEXT, store_key TEXT,
   PRIMARY KEY (model, dataset, view));
+CREATE TABLE IF NOT EXISTS store_damage (path TEXT, reason TEXT, moved_to TEXT, run_id TEXT, found TEXT,
+  PRIMARY KEY (path, moved_to));
+CREATE TABLE IF NOT EXISTS unreadable (dataset TEXT, file TEXT, reason TEXT, run_id TEXT,
+  PRIMARY KEY (dataset, file, reason));
 """
+
+
+def database_error(path: Path, e: Exception) -> UserError:
+    """One line for a results database that is damaged or cannot be written (nothing is deleted)."""
+    msg = str(e)
+    if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return UserError(f"cannot write the results database {path} ({msg}); give --out a writable folder")
+    if "disk is full" in msg or "SQLITE_FULL" in msg:
+        return UserError(f"no space left on the device writing {path} ({msg}); free some space and rerun")
+    return UserError(f"the results database {path} is damaged ({msg}); move it aside and rerun: the stored "
+                     f"outputs are kept, so a rerun recomputes the results without inference")
+
+
+def check_database(path: str | Path) -> str | None:
+    """Why the results database at `path` is unusable (None when it passes SQLite's quick check); read-only."""
+    try:
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            got = con.execute("PRAGMA quick_check").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return str(e)
+    return None if got and got[0] == "ok" else str(got[0] if got else "no answer to an integrity check")
 
 
 def _num(x: Any) -> float | None:
@@ -39,10 +71,20 @@ def _num(x: Any) -> float | None:
 class ResultsDB:
     def __init__(self, out_dir: str | Path):
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "results.sqlite"
-        self.con = sqlite3.connect(self.path)
-        self.con.executescript(_SCHEMA)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.con = sqlite3.connect(self.path)
+        except (OSError, sqlite3.Error) as e:
+            raise UserError(f"cannot open the results database {self.path}: {e}") from None
+        try:
+            ok = self.con.execute("PRAGMA quick_check").fetchone()
+            if not ok or ok[0] != "ok":
+                raise sqlite3.DatabaseError(str(ok[0] if ok else "no answer to an integrity check"))
+            self.con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.con.close()
+            raise database_error(self.path, e) from None
 
     def close(self) -> None:
         self.con.close()
@@ -81,6 +123,27 @@ class ResultsDB:
     def output_keys(self) -> dict[tuple[str, str, str], str]:
         """(model, dataset, view) -> store key; load with engine.store.Store(out/'store').existing(key).load()."""
         return {(m, d, v): k for m, d, v, k in self.con.execute("SELECT model, dataset, view, store_key FROM outputs")}
+
+    def add_damage(self, damaged: Iterable, run_id: str, found: str) -> None:
+        """Record damaged store files (engine.store.Damage: path, reason, moved_to)."""
+        self.con.executemany("INSERT OR REPLACE INTO store_damage VALUES (?,?,?,?,?)",
+                             [(d.path, d.reason, d.moved_to or "", run_id, found) for d in damaged])
+        self.con.commit()
+
+    def damage(self) -> list[dict]:
+        return [{"path": p, "reason": r, "moved_to": m, "run_id": i, "found": f} for p, r, m, i, f in
+                self.con.execute("SELECT path, reason, moved_to, run_id, found FROM store_damage ORDER BY found, path")]
+
+    def set_unreadable(self, dataset: str, items: Iterable[tuple[str, str]], run_id: str) -> None:
+        """Replace the unreadable images recorded for `dataset` by `items` ((file, reason) pairs)."""
+        self.con.execute("DELETE FROM unreadable WHERE dataset=?", (dataset,))
+        self.con.executemany("INSERT OR REPLACE INTO unreadable VALUES (?,?,?,?)",
+                             [(dataset, f, r, run_id) for f, r in items])
+        self.con.commit()
+
+    def unreadable(self) -> list[dict]:
+        return [{"dataset": d, "file": f, "reason": r} for d, f, r in
+                self.con.execute("SELECT dataset, file, reason FROM unreadable ORDER BY dataset, file")]
 
     def start_run(self, run_id: str, started: str, config: dict) -> None:
         self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?)", (run_id, started, None, json.dumps(config)))
