@@ -26,6 +26,7 @@ from beyond_inet.models.base import Preprocessing, VisionModel
 log = logging.getLogger("beyond_inet")
 FORWARD_CALLS = {"n": 0}  # counted for tests: a cached rerun makes none
 _ALLOCATOR_TUNED = {"done": False}
+CLAIM_CHUNK = 8  # shards claimed per loader pass: concurrent runs share a job's shards instead of one doing all
 
 
 def tune_cpu_allocator() -> bool:
@@ -197,12 +198,13 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
     state: dict = {}
     try:
         while todo:
-            mine = _claim_shards(entries, todo)
+            mine = _claim_shards(entries, todo, CLAIM_CHUNK)
+            got = set(mine)
             if mine:
                 _fill(model, ds, positions, entries, mine, stats, state, device, batch_size, num_workers, amp,
                       progress, task, gpu_decode, compile)
-            todo = _still_missing(entries, [s for s in todo if s not in mine])
-            if todo and not mine:
+            todo = _still_missing(entries, [s for s in todo if s not in got])
+            if todo and not got:
                 time.sleep(poll_s)  # another process holds these shards: wait for its files
     finally:
         for s, es in list(state.get("held", {}).items()):
@@ -215,13 +217,16 @@ def _still_missing(entries: dict[str, Entry], shards: list[int]) -> list[int]:
     return [s for s in shards if any(not e.shard_path(s).exists() for e in entries.values())]
 
 
-def _claim_shards(entries: dict[str, Entry], shards: list[int]) -> dict[int, list[Entry]]:
-    """shard -> the entries whose copy of it this process now holds the claim for (and must write)."""
+def _claim_shards(entries: dict[str, Entry], shards: list[int], limit: int) -> dict[int, list[Entry]]:
+    """shard -> the entries whose copy of it this process now holds the claim for (and must write);
+    at most `limit` shards, the first free ones in order."""
     mine: dict[int, list[Entry]] = {}
     for s in shards:
-        got = [e for e in entries.values() if claim(e.shard_path(s))]
+        got = [e for e in entries.values() if not e.shard_path(s).exists() and claim(e.shard_path(s))]
         if got:
             mine[s] = got
+            if len(mine) >= limit:
+                break
     return mine
 
 

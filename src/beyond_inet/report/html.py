@@ -322,6 +322,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     try:
         rows, skips, artifacts = db.rows(), db.skips(), db.artifacts()
         infos, runs, output_keys = db.models(), db.runs(), db.output_keys()
+        integrity = _integrity(db)
     finally:
         db.close()
     models = model_order(runs, rows, infos, output_keys)
@@ -421,9 +422,19 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         "compare_error": compare_error,
         "sections": sections, "repro": repro, "reproduction": reproduction,
         "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason} for s in skips],
-        "n_rows": len(rows),
+        "n_rows": len(rows), "integrity": integrity,
     }
     return ctx, {"rows": rows}
+
+
+def _integrity(db: ResultsDB) -> dict:
+    """Unreadable images per dataset (from the stored shards, so cached reruns list them too) and damaged
+    store files that were moved aside and recomputed."""
+    unreadable = db.unreadable()
+    counts: dict[str, int] = {}
+    for u in unreadable:
+        counts[u["dataset"]] = counts.get(u["dataset"], 0) + 1
+    return {"unreadable": unreadable, "unreadable_counts": sorted(counts.items()), "damaged": db.damage()}
 
 
 def _pct(v: tuple[float, float, float]) -> str:
@@ -570,6 +581,19 @@ def render_markdown(ctx: dict) -> str:
                                [[s["analysis"], s["model"], s["dataset"], s["reason"]] for s in ctx["skips"]]))
     else:
         parts.append("Nothing was skipped.")
+    integ = ctx["integrity"]
+    parts += ["", "### Unreadable images and damaged stored files", ""]
+    if integ["unreadable"]:
+        parts.append(_md_table(["dataset", "file", "reason"],
+                               [[u["dataset"], u["file"], u["reason"]] for u in integ["unreadable"]]))
+    else:
+        parts.append("Every image was read.")
+    parts.append("")
+    if integ["damaged"]:
+        parts.append(_md_table(["file", "problem", "moved to", "found"],
+                               [[d["path"], d["reason"], d["moved_to"], d["found"]] for d in integ["damaged"]]))
+    else:
+        parts.append("No damaged stored file was found.")
     return "\n".join(parts) + "\n"
 
 

@@ -1,0 +1,178 @@
+"""The store verifies what it reads: every kind of damaged file is caught, moved aside, reported once and
+recomputed by the same run, which then gives exactly the clean run's numbers."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beyond_inet.engine import infer
+from beyond_inet.engine.runner import RunConfig, run
+from beyond_inet.engine.store import Entry, ShardDamage, Store, check_shard_bytes
+from beyond_inet.report.results import ResultsDB
+from conftest import make_imagenet_folder
+
+SPEC = "timm:convnext_atto@random"
+
+
+# ---- unit level: the checks themselves, on synthetic shards ----------------------------------------
+def _entry(tmp_path: Path, n: int = 10, size: int = 4) -> Entry:
+    e = Entry(tmp_path / "e", n, size)
+    e.root.mkdir(parents=True, exist_ok=True)
+    (e.root / "meta.json").write_text(json.dumps({"n_samples": n, "shard_size": size}))
+    rng = np.random.default_rng(0)
+    for s in range(e.n_shards):
+        r = e.shard_range(s)
+        keep = [j for j in r if j != 5]  # position 5 "unreadable"
+        e.write_shard(s, np.array(keep), [f"img{j}" for j in keep], np.arange(len(keep)),
+                      rng.normal(size=(len(keep), 1000)).astype(np.float32),
+                      rng.normal(size=(len(keep), 8)).astype(np.float32), None,
+                      [("img5", "OSError: truncated")] if 5 in r else [])
+    return e
+
+
+def test_clean_shards_pass_and_load_in_order(tmp_path):
+    e = _entry(tmp_path)
+    assert e.verify(move=False) == []
+    out = e.load()
+    assert out.ids == [f"img{j}" for j in range(10) if j != 5] and out.skipped == ["img5"]
+    assert out.logits.shape == (9, 1000) and out.features.shape == (9, 8)
+
+
+def _flip(buf: bytes, at: int) -> bytes:
+    return buf[:at] + bytes([buf[at] ^ 0x40]) + buf[at + 1:]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda b, other: _flip(b, len(b) - 7), "checksum"),               # a byte in the tensor data
+    (lambda b, other: _flip(b, 60), "checksum|bad header"),             # a byte inside the header
+    (lambda b, other: other, "expected 4..7"),                          # shard 0 copied over shard 1
+    (lambda b, other: b[: len(b) // 2], "truncated|checksum"),          # cut short
+    (lambda b, other: b"", "empty"),                                    # zero bytes
+    (lambda b, other: b[:8] + b"{not json" + b[17:], "bad header"),     # header garbled, length intact
+])
+def test_every_kind_of_damage_is_caught(tmp_path, damage, reason):
+    import re
+
+    e = _entry(tmp_path)
+    good0, good1 = e.shard_path(0).read_bytes(), e.shard_path(1).read_bytes()
+    bad = damage(good1, good0)
+    with pytest.raises(ShardDamage, match=reason):
+        check_shard_bytes(bad, e.shard_range(1))
+    e.shard_path(1).write_bytes(bad)
+    found = Store(tmp_path).verify_entry(e)
+    assert [Path(d.path).name for d in found] == ["shard-00001.safetensors"] and re.search(reason, found[0].reason)
+    assert not e.shard_path(1).exists() and Path(found[0].moved_to).read_bytes() == bad  # kept, not deleted
+    assert e.missing_shards() == [1]
+
+
+def test_old_shards_without_checksum_still_load(tmp_path):
+    """Shards written before checksums (same key, same engine version) are read, positions still checked."""
+    from safetensors.numpy import save
+
+    e = Entry(tmp_path / "e", 4, 4)
+    e.root.mkdir()
+    (e.root / "meta.json").write_text(json.dumps({"n_samples": 4, "shard_size": 4}))
+    t = {"positions": np.arange(4), "labels": np.zeros(4, np.int64), "logits": np.zeros((4, 1000), np.float32),
+         "features": np.zeros((4, 3), np.float32)}
+    e.shard_path(0).write_bytes(save(t, metadata={"samples": json.dumps({"ids": list("abcd"), "skipped": []})}))
+    assert e.verify(move=False) == [] and e.load().ids == list("abcd")
+    with pytest.raises(ShardDamage, match="positions outside"):
+        check_shard_bytes(e.shard_path(0).read_bytes(), range(4, 8))
+
+
+def test_corrupt_meta_json_is_moved_aside_not_fatal(tmp_path, monkeypatch):
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 4)
+    e = _entry(tmp_path)
+    (e.root / "meta.json").write_text("{not json")
+    store = Store(tmp_path)
+    assert store.existing("e") is None
+    assert (e.root / "meta.json.corrupt-1").read_text() == "{not json"
+    again = store.entry("e", 10)
+    assert again.missing_shards() == [0, 1, 2]  # no meta: the entry gets a job, which rewrites meta.json
+    store.entry("e", 10, {"model": "m"})
+    assert json.loads((e.root / "meta.json").read_text())["n_samples"] == 10 and again.missing_shards() == []
+
+
+# ---- end to end: the run recomputes what was damaged, and gives the clean numbers --------------------
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A clean run (3 shards of 5, 4, ... images) to damage copies of."""
+    base = tmp_path_factory.mktemp("clean")
+    data = make_imagenet_folder(base / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("beyond_inet.engine.store.SHARD_SIZE", 5)
+        run(_cfg(data, base / "out"))
+    return data, base / "out"
+
+
+def _cfg(data, out):
+    return RunConfig(models=[SPEC], analyses=["accuracy"], out=str(out), data_root=str(data), num_workers=0,
+                     batch_size=4, n_boot=50, progress=False, report=False,
+                     options={"accuracy_datasets": ["imagenet-val"]})
+
+
+def _metrics(out: Path) -> dict:
+    db = ResultsDB(out)
+    try:
+        return {(r.dataset, r.metric): (r.value, r.n) for r in db.rows()}
+    finally:
+        db.close()
+
+
+def _logit_byte(path: Path) -> int:
+    """Offset of the exponent byte of logit [0, 3] of a shard (flipping it makes that logit huge)."""
+    buf = path.read_bytes()
+    n = int.from_bytes(buf[:8], "little")
+    begin = json.loads(buf[8:8 + n])["logits"]["data_offsets"][0]
+    return 8 + n + begin + 3 * 4 + 3
+
+
+def _flip_file(p: Path, at: int) -> None:
+    b = bytearray(p.read_bytes())
+    b[at] ^= 0x40
+    p.write_bytes(bytes(b))
+
+
+DAMAGES = {
+    "flipped-bytes": lambda shard, other: _flip_file(shard, _logit_byte(shard)),
+    "copied-over": lambda shard, other: shutil.copyfile(other, shard),
+    "truncated": lambda shard, other: shard.write_bytes(shard.read_bytes()[:1000]),
+    "empty": lambda shard, other: shard.write_bytes(b""),
+    "bad-header": lambda shard, other: shard.write_bytes(b"\xff" * 8 + shard.read_bytes()[8:]),
+}
+
+
+@pytest.mark.parametrize("kind", [*DAMAGES, "corrupt-meta"])
+def test_damaged_store_is_recomputed_by_the_same_run(clean, tmp_path, kind, capfd, monkeypatch):
+    data, ref = clean
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    (entry_dir,) = [p for p in (out / "store").iterdir() if p.is_dir()]
+    shard1, shard0 = entry_dir / "shard-00001.safetensors", entry_dir / "shard-00000.safetensors"
+    if kind == "corrupt-meta":
+        (entry_dir / "meta.json").write_text('{"n_samples": 12, "shard_')
+        damaged = entry_dir / "meta.json"
+    else:
+        DAMAGES[kind](shard1, shard0)
+        damaged = shard1
+    capfd.readouterr()
+    before = infer.FORWARD_CALLS["n"]
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 5)
+    run(_cfg(data, out))
+    calls = infer.FORWARD_CALLS["n"] - before
+    assert _metrics(out) == _metrics(ref)  # the damaged bytes never reached a metric
+    assert damaged.with_name(damaged.name + ".corrupt-1").exists()  # moved aside, not deleted
+    assert sorted(p.name for p in entry_dir.glob("shard-*.safetensors")) == [f"shard-0000{i}.safetensors"
+                                                                             for i in range(3)]
+    assert (shard1.read_bytes() == (ref / "store" / entry_dir.name / shard1.name).read_bytes())
+    # Only the damaged shard was recomputed (5 images, batch 4: 2 forward calls); a bad meta.json costs none.
+    assert calls == (0 if kind == "corrupt-meta" else 2)
+    warnings = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("beyond-inet: warning:")]
+    assert len(warnings) == 1 and damaged.name in warnings[0]
+    db = ResultsDB(out)
+    assert [Path(d["path"]).name for d in db.damage()] == [damaged.name]
+    db.close()
