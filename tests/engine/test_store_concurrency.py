@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
-
 from beyond_inet.engine.runner import RunConfig, run
-from beyond_inet.engine.store import Entry, _HOST, claim, release
+from beyond_inet.engine.store import Entry
 
 SPEC = "timm:convnext_atto@random"
+_HOST = socket.gethostname().replace(".", "_")  # as the store names its temp and lock files
 
 _WORKER = r"""
 import json, sys, time
@@ -31,6 +31,8 @@ from beyond_inet.models import create_model
 
 data, out, me, other = sys.argv[1:5]
 model = create_model("timm:convnext_atto@random")
+_forward = model.forward
+model.forward = lambda x: (time.sleep(0.3), _forward(x))[1]  # slow enough that the two runs overlap
 ds = DatasetCache(data, None)
 ds.get("imagenet-val")
 Path(out, f"ready-{me}").touch()
@@ -46,7 +48,10 @@ print(json.dumps({"forward": infer.FORWARD_CALLS["n"], "written": sum(s.shards_w
 def test_two_processes_compute_each_shard_once(tiny_imagenet, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    import beyond_inet
+
+    src = str(Path(beyond_inet.__file__).parents[1])  # the sources under test, wherever they are
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tiny_imagenet), str(out), me, other],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for me, other in (("a", "b"), ("b", "a"))]
@@ -72,6 +77,8 @@ def _dead_pid() -> int:
 
 
 def test_claims_respect_live_owners_and_take_over_dead_ones(tmp_path):
+    from beyond_inet.engine.store import claim, release
+
     shard = tmp_path / "shard-00000.safetensors"
     lock = tmp_path / "shard-00000.safetensors.lock"
     lock.write_text(json.dumps({"host": _HOST, "pid": os.getppid(), "time": 0}))  # a live process holds it

@@ -11,7 +11,7 @@ import pytest
 
 from beyond_inet.engine import infer
 from beyond_inet.engine.runner import RunConfig, run
-from beyond_inet.engine.store import Entry, ShardDamage, Store, check_shard_bytes
+from beyond_inet.engine.store import Entry, Store
 from beyond_inet.report.results import ResultsDB
 from conftest import make_imagenet_folder
 
@@ -57,6 +57,8 @@ def _flip(buf: bytes, at: int) -> bytes:
 def test_every_kind_of_damage_is_caught(tmp_path, damage, reason):
     import re
 
+    from beyond_inet.engine.store import ShardDamage, check_shard_bytes
+
     e = _entry(tmp_path)
     good0, good1 = e.shard_path(0).read_bytes(), e.shard_path(1).read_bytes()
     bad = damage(good1, good0)
@@ -72,6 +74,8 @@ def test_every_kind_of_damage_is_caught(tmp_path, damage, reason):
 def test_old_shards_without_checksum_still_load(tmp_path):
     """Shards written before checksums (same key, same engine version) are read, positions still checked."""
     from safetensors.numpy import save
+
+    from beyond_inet.engine.store import ShardDamage, check_shard_bytes
 
     e = Entry(tmp_path / "e", 4, 4)
     e.root.mkdir()
@@ -123,22 +127,22 @@ def _metrics(out: Path) -> dict:
         db.close()
 
 
-def _logit_byte(path: Path) -> int:
-    """Offset of the exponent byte of logit [0, 3] of a shard (flipping it makes that logit huge)."""
-    buf = path.read_bytes()
+def _boost_true_class(p: Path) -> None:
+    """Overwrite one byte: the top byte of the first sample's logit for its true class becomes 0x7e, a huge
+    positive float, so that sample turns correct (what today's store would silently count)."""
+    buf = bytearray(p.read_bytes())
     n = int.from_bytes(buf[:8], "little")
-    begin = json.loads(buf[8:8 + n])["logits"]["data_offsets"][0]
-    return 8 + n + begin + 3 * 4 + 3
-
-
-def _flip_file(p: Path, at: int) -> None:
-    b = bytearray(p.read_bytes())
-    b[at] ^= 0x40
-    p.write_bytes(bytes(b))
+    header = json.loads(buf[8:8 + n])
+    lab_at = 8 + n + header["labels"]["data_offsets"][0]
+    label = int.from_bytes(buf[lab_at:lab_at + 8], "little")
+    at = 8 + n + header["logits"]["data_offsets"][0] + 4 * label + 3
+    assert buf[at] != 0x7E
+    buf[at] = 0x7E
+    p.write_bytes(bytes(buf))
 
 
 DAMAGES = {
-    "flipped-bytes": lambda shard, other: _flip_file(shard, _logit_byte(shard)),
+    "flipped-bytes": lambda shard, other: _boost_true_class(shard),
     "copied-over": lambda shard, other: shutil.copyfile(other, shard),
     "truncated": lambda shard, other: shard.write_bytes(shard.read_bytes()[:1000]),
     "empty": lambda shard, other: shard.write_bytes(b""),
