@@ -36,6 +36,7 @@ from beyond_inet.errors import UserError
 SHARD_SIZE = 512
 LOCK_STALE_S = float(os.environ.get("BEYOND_INET_LOCK_STALE_S", 600))  # a claim not refreshed this long is dead
 LOCK_REFRESH_S = 30.0
+VERIFY_THREADS = min(8, os.cpu_count() or 1)  # shards read and checked at once
 _CRC_TOKEN = b'{\\"crc32\\": \\"'  # how the CRC field opens the (JSON-in-JSON) safetensors metadata
 _CRC_ZERO = b"00000000"
 _HOST = socket.gethostname().replace(".", "_") or "localhost"
@@ -164,19 +165,43 @@ def read_header(path: Path) -> dict:
         return _parse_header(head + f.read(n))[1]
 
 
+_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _tensors(buf: bytes, header: dict) -> dict[str, np.ndarray]:
+    """Read-only array views into `buf` (no copy), after checking every descriptor against the file size.
+
+    The safetensors layout (8-byte header length, JSON header, packed data) is parsed here rather than by
+    `safetensors.numpy.load`, which copies each tensor once more: on a cached rerun that copy cost as much
+    as the checksum (benchmarks/bench_verify.py)."""
+    n = int.from_bytes(buf[:8], "little")
+    data_len = len(buf) - 8 - n
+    out, end = {}, 0
+    for name, d in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                          key=lambda kv: kv[1]["data_offsets"][0] if isinstance(kv[1], dict) else -1):
+        try:
+            dtype, shape = np.dtype(_DTYPES[d["dtype"]]), [int(x) for x in d["shape"]]
+            begin, stop = (int(x) for x in d["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ShardDamage(f"bad header (tensor {name!r})") from None
+        if begin != end or stop < begin or stop > data_len or stop - begin != dtype.itemsize * int(np.prod(shape)):
+            raise ShardDamage(f"bad header (tensor {name!r} does not fit the file)")
+        out[name] = np.frombuffer(buf, dtype, int(np.prod(shape)), 8 + n + begin).reshape(shape)
+        end = stop
+    if end != data_len:
+        raise ShardDamage("truncated or padded data")
+    return out
+
+
 def check_shard_bytes(buf: bytes, expected: range) -> tuple[dict[str, np.ndarray], dict]:
     """Tensors and sample metadata of a shard, after checking its CRC and that it covers `expected`."""
-    from safetensors.numpy import load
-
-    _, samples = _parse_header(buf)
+    header, samples = _parse_header(buf)
     if "crc32" in samples:
         at = _crc_at(buf)
         if at < 0 or f"{_crc(buf, at):08x}" != samples["crc32"]:
             raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
-    try:
-        tensors = load(buf)
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for every malformed file
-        raise ShardDamage(f"unreadable safetensors ({str(e)[:80]})") from None
+    tensors = _tensors(buf, header)
     pos = tensors.get("positions")
     if pos is None or any(k not in tensors for k in ("labels", "logits", "features")):
         raise ShardDamage("tensors missing")
@@ -375,39 +400,48 @@ class Entry:
         except OSError as e:
             raise ShardDamage(f"unreadable ({e.strerror})") from None
         if not verify or _VERIFIED.get(str(p)) == _stat_key(st):
-            from safetensors.numpy import load
-
-            return load(buf), _parse_header(buf)[1]
+            header, samples = _parse_header(buf)
+            return _tensors(buf, header), samples
         out = check_shard_bytes(buf, self.shard_range(s))
         _VERIFIED[str(p)] = _stat_key(st)
         return out
 
+    def _each_shard(self, shards: list[int], fn):
+        """fn(s) for each shard, in order, on a few threads (reading and the CRC release the GIL); a
+        ShardDamage is returned in place of the result."""
+        def safe(s: int):
+            try:
+                return fn(s)
+            except ShardDamage as e:
+                return e
+
+        if len(shards) < 2 or VERIFY_THREADS < 2:
+            return [safe(s) for s in shards]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(VERIFY_THREADS, len(shards))) as pool:
+            return list(pool.map(safe, shards))
+
     def verify(self, move: bool = True) -> list[Damage]:
         """Check every shard on disk; damaged ones are moved aside (when `move`) so they count as missing."""
-        found = []
-        for s in range(self.n_shards):
-            p = self.shard_path(s)
-            if not p.exists():
-                continue
-            try:
-                self.read_shard(s)
-            except ShardDamage as e:
-                found.append(Damage(str(p), str(e), str(move_aside(p)) if move else None))
-        return found
+        present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
+        results = self._each_shard(present, lambda s: self.read_shard(s) and None)
+        return [Damage(str(self.shard_path(s)), str(r), str(move_aside(self.shard_path(s))) if move else None)
+                for s, r in zip(present, results) if isinstance(r, ShardDamage)]
 
     def load(self, verify: bool = True) -> Outputs:
         ids: list[str] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("labels", "logits", "features", "multilabels")}
         skipped: list[str] = []
         width = 0
-        for s in range(self.n_shards):
-            try:
-                t, md = self.read_shard(s, verify)
-            except ShardDamage as e:
-                p = self.shard_path(s)
+        shards = list(range(self.n_shards))
+        for s, got in zip(shards, self._each_shard(shards, lambda s: self.read_shard(s, verify))):
+            if isinstance(got, ShardDamage):
+                e, p = got, self.shard_path(s)
                 where = move_aside(p) if p.exists() else None
                 raise StoreDamaged(f"stored shard {p} is damaged ({e})" + (f"; moved to {where.name}" if where else "")
-                                   + "; rerun the same command to recompute it") from None
+                                   + "; rerun the same command to recompute it")
+            t, md = got
             ids += md["ids"]
             skipped += [sid for sid, _ in md["skipped"]]
             for k in ("labels", "logits", "features"):
