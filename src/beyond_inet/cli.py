@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -253,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         from beyond_inet.engine.store import write_error
 
         print(f"beyond-inet: error: {write_error(Path(e.filename or '.'), e)}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # the results database could not be written (full, read-only)
+        from beyond_inet.report.results import database_error
+
+        out = Path(getattr(args, "out", None) or getattr(args, "out_dir", "."))
+        print(f"beyond-inet: error: {database_error(out / 'results.sqlite', e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("beyond-inet: interrupted; stored shards are kept, rerun the same command to resume", file=sys.stderr)

@@ -254,11 +254,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _owner_dead(host: str, pid: int, age_s: float) -> bool:
+    """A claim whose process is gone: on this host its pid is dead (or it is ours, left by an aborted pass);
+    anywhere, it has not been refreshed for LOCK_STALE_S (holders refresh every LOCK_REFRESH_S)."""
+    if age_s > LOCK_STALE_S:
+        return True
     if host == _HOST and pid != os.getpid():
         return not _pid_alive(pid)
-    if host == _HOST and pid == os.getpid():
-        return True  # ours but not in our registry: left by an aborted pass of this process
-    return age_s > LOCK_STALE_S
+    return host == _HOST  # ours but not in our registry: left by an aborted pass of this process
 
 
 _HELD: dict[str, float] = {}  # lock path -> last refresh (this process)
