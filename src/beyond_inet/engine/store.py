@@ -71,7 +71,7 @@ def write_error(path: Path, exc: OSError, needed: int | None = None) -> StoreWri
             free_s = f"{_human(free)} free"
         except OSError:
             free_s = "free space unknown"
-        need = f"needed {_human(needed)}, " if needed is not None else ""
+        need = f"needed {_human(needed)} for this file, " if needed is not None else ""
         return StoreWriteError(f"no space left on the device writing {path} ({need}{free_s}); free some space and "
                                f"rerun the same command: everything already stored is kept")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
