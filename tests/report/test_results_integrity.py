@@ -145,3 +145,19 @@ def test_verify_checks_a_store_without_building_a_model(done, tmp_path, capfd, m
     (out / "results.sqlite").write_bytes(b"garbage" * 100)
     assert cli.main(["verify", str(out)]) == 2
     assert "2 damaged file" in _one_error_line(capfd.readouterr().err)
+
+
+def test_damaged_shard_is_named_in_the_report(done, tmp_path, capfd, monkeypatch):
+    data, ref = done
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    (entry_dir,) = [p for p in (out / "store").iterdir() if p.is_dir()]
+    (entry_dir / "shard-00001.safetensors").write_bytes(b"")
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 5)
+    capfd.readouterr()
+    assert cli.main(_run_args(data, out)) == 0
+    err = capfd.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("beyond-inet: warning:")][0].count("shard-00001") == 1
+    html = (out / "report.html").read_text()
+    assert "shard-00001.safetensors.corrupt-1" in html and "empty file" in html
+    assert "shard-00001.safetensors.corrupt-1" in (out / "report.md").read_text()
