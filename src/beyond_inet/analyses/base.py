@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from beyond_inet import registry
 from beyond_inet.engine.outputs import Outputs
+from beyond_inet.registry import AnalysisInfo
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class Analysis:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # Title, datasets, figures and typed options: declared in the torch-free `beyond_inet.registry` (the CLI
+    # reads them without importing analyses); `register_analysis` links the entry here.
+    info: ClassVar["AnalysisInfo | None"] = None
 
     def requests(self, ctx: Context) -> list[Request]:
         raise NotImplementedError
@@ -122,6 +127,9 @@ def register_analysis(cls: type[Analysis]) -> type[Analysis]:
     """Class decorator: make an analysis available by its command-line name."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if cls.name not in registry.ANALYSES:  # undeclared: a bare entry (no options) so it still runs
+        registry.ANALYSES[cls.name] = registry.AnalysisInfo(cls.name, cls.name, cls.description, ())
+    cls.info = registry.ANALYSES[cls.name]
     ANALYSES[cls.name] = cls
     return cls
 
@@ -134,5 +142,6 @@ def get_analysis(name: str) -> Analysis:
     from beyond_inet.errors import UserError
 
     if name not in ANALYSES:
-        raise UserError(f"unknown analysis {name!r}; choose from: {', '.join(list_analyses())}")
+        raise UserError(f"unknown analysis {name!r}{registry.did_you_mean(name, ANALYSES)}; "
+                        f"choose from: {', '.join(list_analyses())}")
     return ANALYSES[name]()

@@ -32,6 +32,7 @@ from beyond_inet.engine.executors import ExecConfig, execute_job
 from beyond_inet.engine.infer import PassStats
 from beyond_inet.engine.plan import DatasetCache, Job
 from beyond_inet.engine.store import SHARD_SIZE
+from beyond_inet.errors import RunFailed
 
 log = logging.getLogger("beyond_inet")
 
@@ -155,7 +156,7 @@ class RayExecutor:
         if gpu:
             n = int(res.get("GPU", 0))
             if n < 1:
-                raise RuntimeError("--device cuda with --executor ray: the Ray cluster has no GPUs")
+                raise RunFailed("--device cuda with --executor ray: the Ray cluster has no GPUs")
             return n
         return max(1, int(res.get("CPU", 1) // max(1, self.cpus_per_task)))
 
@@ -226,6 +227,6 @@ class RayExecutor:
             for w in workers:
                 ray.kill(w)
         if failures:
-            raise RuntimeError(f"{len(failures)} of {n_sub} Ray sub-jobs failed (their shards are not stored; "
+            raise RunFailed(f"{len(failures)} of {n_sub} Ray sub-jobs failed (their shards are not stored; "
                                f"rerun to resume). First: {failures[0]}")
         return [aggregate([parts[ji][k] for k in sorted(parts[ji])]) for ji in range(len(jobs))]

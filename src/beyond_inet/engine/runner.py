@@ -55,17 +55,22 @@ def _now() -> str:
 
 
 def setup_logging(out: Path) -> Path:
+    """Every log record, ours and the libraries' (huggingface_hub retries, timm, urllib3, warnings), goes to
+    run.log and not to stderr: the handler sits on the root logger, so Python's stderr fallback never fires."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.log"
-    logger = logging.getLogger("beyond_inet")
-    logger.setLevel(logging.INFO)
-    for h in list(logger.handlers):
-        if getattr(h, "_beyond_inet", False):
-            logger.removeHandler(h)
+    logging.getLogger("beyond_inet").setLevel(logging.INFO)
+    root = logging.getLogger()
+    for lg in (root, logging.getLogger("beyond_inet")):
+        for h in list(lg.handlers):
+            if getattr(h, "_beyond_inet", False):
+                lg.removeHandler(h)
+                h.close()
     fh = logging.FileHandler(path)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     fh._beyond_inet = True  # type: ignore[attr-defined]
-    logger.addHandler(fh)
+    root.addHandler(fh)
+    logging.captureWarnings(True)
     return path
 
 
@@ -104,6 +109,9 @@ def _progress(enabled: bool):
 
 def run(cfg: RunConfig) -> dict:
     """Run the whole pipeline; returns a summary (jobs run, images, skips)."""
+    from beyond_inet.validate import validate_run
+
+    cfg = validate_run(cfg)  # every check that needs no model, before any work
     load_builtin()
     out = Path(cfg.out)
     setup_logging(out)
@@ -215,7 +223,8 @@ def run(cfg: RunConfig) -> dict:
              summary["skipped_images"], unreadable_text(summary["unreadable"]))
     if failed:
         more = f" (and {len(failed) - 1} more model(s); see run.log)" if len(failed) > 1 else ""
-        raise UserError(f"{failed[0]}{more}; results of the other models are in {out}")
+        others = f"; results of the other models are in {out}" if len(failed) < len(cfg.models) else ""
+        raise UserError(f"{failed[0]}{more}{others}")
     if datasets.refused:  # present but unusable (e.g. a webdataset whose class list names no label space)
         for name, why in datasets.refused.items():
             log.error("dataset %s could not be used: %s", name, why)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from beyond_inet.errors import UserError
+from beyond_inet.errors import UserError, weights_unavailable
 from beyond_inet.models.base import OPENAI_MEAN, OPENAI_STD, Preprocessing, VisionModel, hash_state_dict
 
 DEFAULT_LOGIT_SCALE = 100.0
@@ -91,6 +91,9 @@ def create_open_clip(spec: str, rest: str, logit_scale: float = DEFAULT_LOGIT_SC
         torch.manual_seed(0)
         model = open_clip.create_model(arch, pretrained=pretrained)
     except (OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, OSError) or "download" in str(e).lower():  # offline, or the hub failed
+            repo = ((open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub") or "").rstrip("/") or None
+            raise UserError(weights_unavailable(f"open_clip {arch}@{tag}", repo, e)) from None
         raise UserError(f"could not load open_clip {arch}@{tag}: {str(e).splitlines()[0][:200]}") from None
     model.eval()
     whash = hash_state_dict(model)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from beyond_inet.errors import UserError
+from beyond_inet.errors import UserError, weights_unavailable
 from beyond_inet.models.base import Preprocessing, VisionModel, hash_file, hash_state_dict
 
 
@@ -119,6 +119,10 @@ def create_timm(spec: str, rest: str, pre: Preprocessing | None = None) -> Visio
             raise UserError(f"unknown timm model {name!r}; list them with timm.list_models()") from None
         raise
     except (OSError, ValueError) as e:  # hub download failures (offline, gated, missing file)
-        raise UserError(f"could not fetch weights for timm model {name!r} ({type(e).__name__}); check the "
-                        f"network/HF_HUB_OFFLINE, or pass a local checkpoint as timm:{name}@<path>") from None
+        try:
+            repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+        except Exception:  # noqa: BLE001 - the hint is best effort
+            repo = None
+        raise UserError(weights_unavailable(f"timm model {name!r}", repo, e,
+                                            f"pass a local checkpoint as timm:{name}@<path>")) from None
     return wrap_timm(spec, module, weights_id, pre)
