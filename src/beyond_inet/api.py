@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # pandas is imported when a result is built, not with the pac
     import pandas as pd
 
 
+# evaluate()'s keywords that are run settings (the CLI's flags), not analysis options.
+RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "amp", "logit_scale", "executor",
+                "ray_address", "report", "progress", "gpu_decode", "compile")
+
+
 @dataclass
 class Evaluation:
     """A finished run.

@@ -69,12 +69,15 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
 
 
 def _evaluate(args, models: list[str], analyses: list[str], options: dict | None = None):
-    from beyond_inet.api import evaluate
+    from beyond_inet.api import RUN_KEYWORDS, evaluate
 
     try:
         cli_options = registry.parse_option_items(args.option)
     except registry.OptionError as e:
         raise UserError(str(e)) from None
+    for key in cli_options:
+        if key in RUN_KEYWORDS:
+            raise UserError(f"option {key!r} is set by --{key.replace('_', '-')}, not --option")
     return evaluate(models, analyses, args.data_root, args.out, device=args.device, batch_size=args.batch_size,
                     workers=args.workers, limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
                     amp=not args.no_amp, logit_scale=args.logit_scale, executor=args.executor,

@@ -7,14 +7,14 @@ skipped with the reason in the report.
 """
 from __future__ import annotations
 
+from beyond_inet import registry
 from beyond_inet.data import catalog
 
 DEMO_MODELS = ["packaged:efficientnet_lite0", "packaged:efficientnet_lite1"]
 
 
 def demo_config(data_root: str | None) -> tuple[list[str], list[str], dict, int | None]:
-    analyses = ["accuracy", "calibration", "imagenet-x", "robustness", "shape-bias", "invariance", "synthetic",
-                "transfer"]
+    analyses = registry.analysis_names()  # every declared analysis; those without data are skipped
     options = {"accuracy_datasets": ["imagenet-val", "imagenet-sample", "skimage-photos"],
                "calibration_datasets": ["imagenet-val", "imagenet-r", "imagenet-sample"],
                "invariance_dataset": "imagenet-sample" if catalog.available("imagenet-sample", data_root)

@@ -122,13 +122,19 @@ def check_model_spec(spec: str) -> None:
     target = alias[0] if alias else spec
     prefix, _, rest = target.partition(":")
     name, _, suffix = rest.partition("@")
-    if prefix == "timm":
+    if prefix == "packaged":
+        from beyond_inet.models.packaged import PACKAGED
+
+        if name not in PACKAGED:
+            raise UserError(f"unknown packaged model {name!r}{registry.did_you_mean(target, known_model_names())} "
+                            f"(packaged: {', '.join(PACKAGED)})")
+    elif prefix == "timm" and ":" not in name:
         import timm
 
         if name and not timm.is_model(name.split(".")[0]):
-            raise UserError(f"unknown timm model {name!r} in {spec!r}"
-                            f"{registry.did_you_mean('timm:' + name, known_model_names())}; "
-                            f"see `beyond-inet models --search {name.split('_')[0][:12]}`")
+            archs = [f"timm:{a}" for a in timm.list_models()]
+            raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
+                            f"see `beyond-inet models --search {name.split('_')[0][:4]}`")
     elif prefix == "open_clip" and name:
         import open_clip
 
@@ -200,6 +206,11 @@ def hub_offline_mode(models: list[str]) -> bool:
     return True
 
 
+def has_module(name: str) -> bool:
+    """Whether `name` can be imported (without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
 def check_executor(executor: str, ray_address: str | None) -> None:
     if executor not in ("local", "ray"):
         raise UserError(f"unknown executor {executor!r}; use local or ray")
@@ -207,7 +218,7 @@ def check_executor(executor: str, ray_address: str | None) -> None:
         if ray_address:
             raise UserError("--ray-address needs --executor ray")
         return
-    if importlib.util.find_spec("ray") is None:
+    if not has_module("ray"):
         raise UserError("--executor ray needs Ray: pip install 'beyond-inet[ray]'")
     if ray_address and ray_address not in ("auto", "local"):
         check_ray_address(ray_address)

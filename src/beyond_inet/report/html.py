@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from beyond_inet import registry
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.report import compare as cmp
 from beyond_inet.report import effective_robustness_figure as er_figure
@@ -105,19 +106,10 @@ PROPS = (
     Prop("inv_res", "Resolution", (("invariance", "*", "top1_mean_res"),), True, "% mean top-1", True),
 )
 
-SECTIONS = (  # analysis name -> (anchor, title, what it shows); unknown analyses get generic sections
-    ("accuracy", "Accuracy", "Top-1 / top-5 accuracy (ReaL on ImageNet val)."),
-    ("imagenet-x", "ImageNet-X", "Per-factor error ratios on ImageNet val (paper §2.1)."),
-    ("shape-bias", "Shape bias", "Shape vs texture decisions on cue-conflict images (paper §2.2)."),
-    ("calibration", "Calibration", "Reliability diagrams, confidence histograms and ECE on ImageNet-1K val and "
-                                   "ImageNet-R (paper §2.3)."),
-    ("robustness", "Robustness", "Top-1 on ImageNet variants (paper §2.4)."),
-    ("transfer", "Transfer (VTAB)", "Linear probes on frozen features, VTAB tasks (paper §2.5)."),
-    ("synthetic", "Synthetic data (PUG)", "Top-1 per PUG-ImageNet factor of variation (paper §2.6)."),
-    ("invariance", "Invariance", "Top-1 under scale, shift and resolution changes (paper §2.7)."),
-)
+# analysis name -> (title, what it shows), from the registry; analyses it does not declare get generic sections
+SECTIONS = tuple((i.name, i.title, i.blurb) for i in registry.ANALYSES.values())
 AGGREGATES = {"variants"}  # dataset names of rows that average other datasets (not data sources)
-FIGURE_SECTIONS = {"imagenet-x", "shape-bias", "calibration", "robustness", "transfer", "synthetic", "invariance"}
+FIGURE_SECTIONS = {i.name for i in registry.ANALYSES.values() if i.figures}
 
 
 def anchor(name: str) -> str:
