@@ -16,7 +16,7 @@ def cli(*args, cwd=None):
     (["run", "--models", "resnet50", "--out", "OUT"], "unknown model spec 'resnet50'"),
     (["run", "--models", "packaged:efficientnet_lite0", "--analyses", "magic", "--out", "OUT"], "unknown analysis"),
     (["run", "--models", "packaged:efficientnet_lite0", "--data-root", "/nonexistent", "--out", "OUT"],
-     "is not a folder"),
+     "does not exist"),
     (["run", "--models", "timm:convnext_atto@/no/such.pth", "--out", "OUT"], "does not exist"),
     (["report", "/nonexistent-out"], "holds no results"),
     (["download", "imagenet-val"], "needs --data-root"),
@@ -60,3 +60,84 @@ def test_run_accuracy_on_real_images_with_real_weights(tiny_imagenet, tmp_path):
     want = (logits.argmax(1).numpy() == [ds.label(i) for i in range(len(ds))]).mean()
     assert float(top1[0].split(",")[4]) == pytest.approx(want)
     assert 0 < want < 1  # espresso copies right, the deliberately mislabelled astronauts wrong
+
+
+SUBCOMMANDS = ("run", "demo", "report", "analyses", "models", "datasets", "download")
+
+
+def test_help_imports_nothing_heavy_and_shows_an_example():
+    """`--help` of the tool and of every subcommand builds without torch, timm, numpy or pandas."""
+    code = (
+        "import sys, io, contextlib\n"
+        "from beyond_inet.cli import build_parser\n"
+        "outs = {}\n"
+        f"for c in [None, *{SUBCOMMANDS!r}]:\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf):\n"
+        "        try:\n"
+        "            build_parser().parse_args(['--help'] if c is None else [c, '--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "    assert 'example:' in buf.getvalue(), c\n"
+        "heavy = [m for m in ('torch', 'timm', 'numpy', 'pandas', 'open_clip', 'PIL') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout
+
+
+def test_import_beyond_inet_is_light_and_the_api_is_lazy():
+    code = ("import sys, beyond_inet\n"
+            "print([m for m in ('torch', 'numpy', 'pandas') if m in sys.modules])\n"
+            "print(callable(beyond_inet.evaluate), callable(beyond_inet.load_results))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["[]", "True True"]
+
+
+def test_version():
+    from beyond_inet import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"beyond-inet {__version__}"
+
+
+def test_analyses_lists_every_option_with_default_and_datasets():
+    from beyond_inet import registry
+
+    r = cli("analyses")
+    assert r.returncode == 0, r.stderr
+    for name, info in registry.ANALYSES.items():
+        assert f"{name}  —  {info.title}" in r.stdout
+        assert f"datasets: {', '.join(info.datasets)}" in r.stdout
+        for o in info.options:
+            assert f"--option {o.key}=<{o.type_label}>  (default {o.default_label()})" in r.stdout
+    assert "--option probe=<{lbfgs,paper}>  (default lbfgs)" in r.stdout
+    r = cli("analyses", "--markdown")
+    assert r.returncode == 0 and r.stdout.strip() == registry.markdown_table()
+
+
+def test_models_search_finds_timm_and_open_clip_names():
+    r = cli("models", "--search", "convnext_base")
+    assert r.returncode == 0, r.stderr
+    specs = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()]
+    assert "timm:convnext_base.fb_in22k_ft_in1k" in specs  # the paper's ConvNeXt-sup weights, with its tag
+    assert "open_clip:convnext_base@laion400m_s13b_b51k" in specs  # the paper's ConvNeXt-clip
+    assert "convnext-sup" in specs  # the alias whose description matches
+    assert all("convnext_base" in s.lower() or s == "convnext-sup" or s == "convnext-clip" for s in specs), specs
+    r = cli("models", "--search", "no-such-model-xyz")
+    assert r.returncode == 2 and "no model name contains" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_datasets_shows_counts_and_how_to_get_the_rest(shared_data):
+    from beyond_inet.cli import dataset_rows
+
+    rows = {r["name"]: r for r in dataset_rows(str(shared_data))}
+    n_png = len(list((shared_data / "cue-conflict").rglob("*.png")))
+    assert rows["cue-conflict"]["present"] and rows["cue-conflict"]["count"] == f"{n_png} images"
+    absent = rows["imagenet-r"]
+    assert not absent["present"] and absent["source_label"] == "clip-benchmark/wds_imagenet-r@main"
+    assert absent["get"] == f"beyond-inet download imagenet-r --data-root {shared_data}"
+    r = cli("datasets", "--data-root", str(shared_data))
+    assert r.returncode == 0 and f"{n_png} images" in r.stdout and "clip-benchmark/wds_imagenet-r@main" in r.stdout

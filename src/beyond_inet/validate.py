@@ -131,6 +131,10 @@ def check_model_spec(spec: str) -> None:
     elif prefix == "timm" and ":" not in name:
         import timm
 
+        if suffix and suffix != "random" and not os.path.isfile(suffix):
+            raise UserError(f"checkpoint {suffix!r} does not exist; pass an existing .safetensors/.pth file "
+                            f"(timm:{name}@<path>) or @random")
+
         if name and not timm.is_model(name.split(".")[0]):
             archs = [f"timm:{a}" for a in timm.list_models()]
             raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
