@@ -132,13 +132,30 @@ def test_silent_ray_address_gives_up_after_the_stated_timeout():
         srv.close()
 
 
-def test_ray_sub_job_failures_are_a_user_error():
-    """Retries used up: the executor's error is one line / exit 2 (a RuntimeError before), still a RuntimeError."""
+def test_ray_sub_job_failures_are_one_line_and_keep_what_is_stored(tiny_imagenet, tmp_path, capsys, monkeypatch):
+    """Retries used up: the executor's error was a RuntimeError with a traceback; now one line / exit 2, and the
+    shards of the first model stay stored."""
+    from beyond_inet.engine import runner
     from beyond_inet.errors import RunFailed
 
-    assert issubclass(RunFailed, UserError) and issubclass(RunFailed, RuntimeError)
+    assert issubclass(RunFailed, UserError) and issubclass(RunFailed, RuntimeError)  # old callers still catch it
     src = (Path(SRC) / "beyond_inet" / "engine" / "ray_executor.py").read_text()
-    assert "raise RuntimeError(" not in src  # every failure it reports reaches the user as RunFailed
+    assert "raise RuntimeError(" not in src  # every failure the Ray executor reports reaches the user as RunFailed
+    out = tmp_path / "o"
+    base = ["run", "--models", LITE0, "--data-root", tiny_imagenet, "--out", out, "--no-progress", "--no-report",
+            "--workers", "0", "--bootstrap", "20"]
+    assert in_process(capsys, *base)[0] == 0
+    before = stored(out / "store")
+
+    class Exhausted:
+        def run(self, *a, **k):
+            raise RunFailed("2 of 2 Ray sub-jobs failed (their shards are not stored; rerun to resume). First: "
+                            "lite0 shards [0]: worker died\n(RayActorError)")
+
+    monkeypatch.setattr(runner, "get_executor", lambda *a, **k: Exhausted())
+    rc, err = in_process(capsys, *base, "--limit", "5")  # new work, which the "cluster" fails
+    assert rc == 2 and "Ray sub-jobs failed" in err and len(err.strip().splitlines()) == 1
+    assert stored(out / "store").items() >= before.items()
 
 
 def test_data_root_without_any_needed_dataset(tmp_path, capsys):
