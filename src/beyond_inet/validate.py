@@ -279,10 +279,12 @@ def check_data_present(analyses: list[str], ctx) -> None:
 
     wanted: list[str] = []
     for name in analyses:
-        for req in get_analysis(name).requests(ctx):
-            if ctx.available(req.dataset):
-                return
-            wanted.append(req.dataset.split("/")[0])
+        reqs = get_analysis(name).requests(ctx)
+        if any(ctx.available(r.dataset) for r in reqs):
+            return
+        # An analysis with no part present may request nothing (VTAB): name what it would have used.
+        info = registry.ANALYSES.get(name)
+        wanted += [r.dataset.split("/")[0] for r in reqs] or list(info.datasets if info else ())
     looked = ", ".join(dict.fromkeys(wanted)) or "nothing (no analysis requested any data)"
     where = f"under --data-root {ctx.data_root}" if ctx.data_root else "(no --data-root given)"
     raise UserError(f"none of the datasets the requested analyses need is present {where}; looked for: {looked} "
