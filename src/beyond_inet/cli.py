@@ -63,7 +63,7 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and probes (>= 0)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="analysis option (repeatable), e.g. pug_rule=paper, probe=paper, imagenet_x_multi_factor=1; "
-                        "every key: `beyond-inet analyses`")
+                        f"keys: {', '.join(registry.all_options())} (types and defaults: `beyond-inet analyses`)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
