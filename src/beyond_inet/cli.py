@@ -174,6 +174,8 @@ def cmd_analyses(args) -> int:
         for o in info.options:
             print(f"    --option {o.key}=<{o.type_label}>  (default {o.default_label()})  {o.help}")
         print()
+    for o in registry.RUN_OPTIONS:
+        print(f"every run:  --option {o.key}=<{o.type_label}>  (default {o.default_label()})  {o.help}")
     print("Options go on the command line as --option KEY=VALUE (lists comma-separated), in Python as "
           "beyond_inet.evaluate(..., KEY=VALUE).")
     return 0

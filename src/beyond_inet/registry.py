@@ -221,6 +221,14 @@ _declare(AnalysisInfo(
     )))
 
 
+# Options of the pipeline itself (read by the engine, recorded with every run), shown as analysis "(run)".
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("exif_transpose", "bool", False, "apply each image's EXIF orientation before the views (own store key; "
+                                            "off as in the reference pipelines)"),
+)
+RUN_SCOPE = "(run)"
+
+
 def analysis_names() -> list[str]:
     """Every analysis name, in report order."""
     return list(ANALYSES)
@@ -228,7 +236,7 @@ def analysis_names() -> list[str]:
 
 def all_options() -> dict[str, tuple[str, Option]]:
     """option key -> (owning analysis, declaration)."""
-    out: dict[str, tuple[str, Option]] = {}
+    out: dict[str, tuple[str, Option]] = {o.key: (RUN_SCOPE, o) for o in RUN_OPTIONS}
     for info in ANALYSES.values():
         for o in info.options:
             if o.key in out:
@@ -279,6 +287,8 @@ def typed_options(raw: dict[str, Any]) -> dict[str, Any]:
 def markdown_table() -> str:
     """The README's option documentation, generated (``beyond-inet analyses --markdown``)."""
     lines = ["| analysis | option | type | default | what it does |", "|---|---|---|---|---|"]
+    for o in RUN_OPTIONS:
+        lines.append(f"| {RUN_SCOPE} | `{o.key}` | {o.type_label} | `{o.default_label()}` | {o.help} |")
     for info in ANALYSES.values():
         if not info.options:
             lines.append(f"| `{info.name}` | — | | | {info.title}: no options |")

@@ -76,7 +76,7 @@ def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any
                 if head not in catalog.ENTRIES:
                     raise UserError(f"option {key}: unknown dataset {name!r}"
                                     f"{registry.did_you_mean(head, catalog.ENTRIES)} (see `beyond-inet datasets`)")
-    full = {}
+    full = {o.key: o.default for o in registry.RUN_OPTIONS}
     for a in analyses:
         info = registry.ANALYSES.get(a)
         for o in info.options if info else ():
