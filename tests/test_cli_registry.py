@@ -97,6 +97,13 @@ def test_report_sections_and_demo_come_from_the_registry():
     assert demo_config(None)[1] == registry.analysis_names()
 
 
+def test_declared_figures_are_the_reports_figures():
+    from beyond_inet.report import figures
+
+    declared = {f for i in registry.ANALYSES.values() for f in i.figures}
+    assert declared - {"reliability-<dataset>"} == set(figures.OWN_FIGURES)
+
+
 @pytest.mark.parametrize("opt,value,want", [
     (Option("b", "bool", False, ""), "1", True),
     (Option("b", "bool", False, ""), "No", False),
