@@ -312,7 +312,6 @@ def validate_run(cfg):
         raise UserError(str(e)) from None
     options = check_options(dict(cfg.options), analyses)
     check_executor(cfg.executor, cfg.ray_address)
-    hub_offline_mode(list(cfg.models))
     for spec in cfg.models:
         check_model_spec(spec)
     cfg = replace(cfg, analyses=analyses, options=options)
@@ -324,4 +323,5 @@ def validate_run(cfg):
                   parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
     check_data_present(analyses, ctx)
     check_out_dir(cfg.out)  # last: a rejected run leaves no empty output folder behind
+    hub_offline_mode(list(cfg.models))  # only for a run that goes ahead: it sets HF_HUB_OFFLINE in this process
     return cfg
