@@ -15,7 +15,8 @@ from beyond_inet.analyses.base import (  # noqa: F401
     register_analysis,
 )
 
-_BUILTIN = ["accuracy", "calibration", "imagenet_x", "robustness", "shape_bias", "invariance", "synthetic", "transfer"]
+_BUILTIN = ["accuracy", "calibration", "imagenet_x", "robustness", "shape_bias", "invariance", "synthetic", "transfer",
+            "error_consistency"]
 
 
 def load_builtin() -> None:

@@ -33,6 +33,7 @@ import numpy as np
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
                                        register_analysis)
+from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES
 
 CATEGORIES: tuple[str, ...] = tuple(CUE_CONFLICT_CATEGORIES)
@@ -146,6 +147,22 @@ def default_shared_data() -> Path | None:
     return p.resolve() if p.is_dir() else None
 
 
+def human_raw_dir(ctx: Context) -> Path | None:
+    """model-vs-human's human raw decisions to compare with: ``--option mvh_raw_data=DIR``; else, when the
+    cue-conflict images are the package's bundled subset, the human trials bundled with them (the same
+    images); else the shared data's full raw data; else the bundled trials; None when none is present."""
+    raw = ctx.options.get("mvh_raw_data")
+    if raw is not None:
+        return Path(raw) if Path(raw).is_dir() else None
+    bundled = catalog.bundled_path("model-vs-human-raw-data")
+    if bundled is not None and catalog.ENTRIES["cue-conflict"].uses_bundled(ctx.data_root):
+        return bundled
+    shared = default_shared_data()
+    if shared is not None and (shared / "model-vs-human-raw-data").is_dir():
+        return shared / "model-vs-human-raw-data"
+    return bundled
+
+
 def human_reference(raw_dir: str | os.PathLike) -> dict[str, Any]:
     """Human shape bias (per subject, their mean, pooled, pooled per category) and edge/silhouette accuracy.
 
@@ -166,6 +183,8 @@ def human_reference(raw_dir: str | os.PathLike) -> dict[str, Any]:
         out["shape_bias_mean"] = float(np.mean(list(per_subject.values())))
         out["shape_bias_pooled"] = pooled["shape_bias"]
         out["shape_bias_per_category"] = pooled["per_category"]
+        out["n_trials_cue-conflict"] = len(pooled_rows)
+        out["n_images_cue-conflict"] = len({r["imagename"].rsplit("_", 1)[-1] for r in pooled_rows})
     for ds in ("edge", "silhouette"):
         files = sorted((raw / ds).glob(f"{ds}_subject-*.csv"))
         if files:
@@ -211,10 +230,8 @@ class ShapeBias(Analysis):
                 continue
             keep = o.labels >= 0
             res.rows.append(_mean_row(model, ds, "acc16", decisions16(o.logits[keep]) == o.labels[keep], ctx))
-        raw = ctx.options.get("mvh_raw_data")
-        if raw is None and (shared := default_shared_data()) is not None:
-            raw = shared / "model-vs-human-raw-data"
-        if raw is not None and Path(raw).is_dir():
+        raw = human_raw_dir(ctx)
+        if raw is not None:
             res.artifacts["shape-bias/human"] = human_reference(raw)
         return res
 

@@ -41,6 +41,12 @@ VTAB_TASKS = {
 }
 
 
+def bundled_path(folder: str) -> Path | None:
+    """A folder of the demo data shipped in the package (``data/bundled/``), or None if absent."""
+    p = Path(__file__).resolve().parent / "bundled" / folder
+    return p if p.is_dir() else None
+
+
 def wds_repo(cb_name: str) -> str:
     return "clip-benchmark/wds_" + cb_name.replace("/", "-")
 
@@ -60,15 +66,20 @@ class Entry:
     sha256: str | None = None
     paper: str = ""
     extras: dict = field(default_factory=dict, hash=False, compare=False)
+    # A copy shipped inside the package (folder under data/bundled/), used when --data-root lacks the set.
+    bundled: str = ""
 
     def find(self, data_root: str | Path | None) -> Path | None:
-        if not data_root:
-            return None
-        for d in self.dirs:
+        for d in self.dirs if data_root else ():
             p = Path(data_root) / d
             if p.exists():
                 return p
-        return None
+        return bundled_path(self.bundled) if self.bundled else None
+
+    def uses_bundled(self, data_root: str | Path | None) -> bool:
+        """Is the set read from the package's bundled copy (no copy under the data root)?"""
+        found = self.find(data_root)
+        return bool(self.bundled) and found is not None and found == bundled_path(self.bundled)
 
     def how_to_get(self) -> str:
         if self.source.startswith(("hf:", "url:")):
@@ -135,15 +146,17 @@ _add(Entry("objectnet", "ObjectNet (113 ImageNet-overlapping classes)", "wds", (
 _add(Entry("cue-conflict", "Cue-conflict (1280 stylised images, 16 classes)", "cue", ("cue-conflict",),
            "cue-conflict/<shape>/<shape>N-<texture>M.png", "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/cue-conflict.tar.gz",
-           "CC BY 4.0", paper="§2.2"))
+           "CC BY 4.0", paper="§2.2", bundled="cue-conflict",
+           extras={"bundled_note": "160 of the 1280 images (10 per shape category, all conflict images) are "
+                                   "bundled with the package"}))
 _add(Entry("edge", "Edge drawings (160, 16 classes)", "cue", ("edge",), "edge/<category>/<image>.png",
            "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/edge.tar.gz", "CC BY 4.0",
-           paper="beyond the paper"))
+           paper="beyond the paper", bundled="edge", extras={"bundled_note": "all 160 images are bundled"}))
 _add(Entry("silhouette", "Silhouettes (160, 16 classes)", "cue", ("silhouette",), "silhouette/<category>/<image>.png",
            "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/silhouette.tar.gz", "CC BY 4.0",
-           paper="beyond the paper"))
+           paper="beyond the paper", bundled="silhouette", extras={"bundled_note": "all 160 images are bundled"}))
 _add(Entry("pug-imagenet", "PUG: ImageNet (88k renders, 151 classes, 10 factors)", "pug", ("pug-imagenet", "PUG_ImageNet"),
            "pug-imagenet/class_to_imagenet_idx.json + pug-imagenet/<Factor>/<class>/<image> "
            "(or the HF parquet release in pug-imagenet/**/*.parquet)", "pug151 -> imagenet1k",
