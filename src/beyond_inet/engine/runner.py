@@ -141,6 +141,7 @@ def run(cfg: RunConfig) -> dict:
     from beyond_inet.models import create_model
 
     failed: list[str] = []
+    model_keys: dict[str, dict] = {}  # spec -> {(dataset, view): (store key, n)}: what cross-model analyses read
     for spec in cfg.models:
         try:
             model = create_model(spec, logit_scale=cfg.logit_scale)
@@ -172,6 +173,7 @@ def run(cfg: RunConfig) -> dict:
                 log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
         record_unreadable(store, jobs, db, run_id, unreadable, summary)
+        model_keys[spec] = keys
         db.set_outputs(spec, {dv: k for dv, (k, _) in keys.items()})
         loaded: dict = {}
 
@@ -193,6 +195,10 @@ def run(cfg: RunConfig) -> dict:
                 db.add_skips(skips, run_id)
                 summary["skips"] += skips
                 continue
+            if getattr(a, "compares_models", False):  # its rows come from `compare`, after every model ran
+                db.add_skips(skips, run_id)
+                summary["skips"] += skips
+                continue
             res = a.compute(ctx, spec, fetch)
             # The engine's reason for an absent dataset says how to get it; drop the analysis' echo of it.
             absent = {s.dataset for s in skips}
@@ -203,6 +209,8 @@ def run(cfg: RunConfig) -> dict:
             all_rows[a.name] += res.rows
             summary["skips"] += skips + res.skips
         del model, loaded
+    _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
+                     run_id, summary)
     for a in analyses:
         res = a.summarize(ctx, all_rows[a.name])
         db.add_rows(res.rows, run_id)
@@ -265,6 +273,33 @@ def record_unreadable(store: Store, jobs, db: ResultsDB, run_id: str, seen: dict
 def unreadable_text(counts: dict[str, int]) -> str:
     """`imagenet-val 2, imagenet-r 1` or `none`: the summary line's per-dataset count."""
     return ", ".join(f"{d} {n}" for d, n in counts.items()) if counts else "none"
+
+
+def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], store: Store, db: ResultsDB,
+                     run_id: str, summary: dict) -> None:
+    """Cross-model analyses (`compares_models`): one `compare` call with every model that ran, reading the
+    store lazily; their artifacts are stored under model ``*``."""
+    if not analyses or not model_keys:
+        return
+    loaded: dict[str, object] = {}
+
+    def cross_fetch(model: str, req: Request):
+        hit = model_keys.get(model, {}).get((req.dataset, req.view))
+        if hit is None:
+            return None
+        key = hit[0]
+        if key not in loaded:
+            entry = store.existing(key)
+            loaded[key] = entry.load() if entry is not None else None
+        return loaded[key]
+
+    for a in analyses:
+        db.clear_skips(a.name, "*")
+        res = a.compare(ctx, list(model_keys), cross_fetch)
+        db.add_rows(res.rows, run_id)
+        db.add_skips(res.skips, run_id)
+        db.add_artifacts(a.name, "*", res.artifacts, run_id)
+        summary["skips"] += res.skips
 
 
 def default_workers(device: str = "cpu") -> int:
