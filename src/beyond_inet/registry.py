@@ -179,6 +179,17 @@ _declare(AnalysisInfo(
                "folder of model-vs-human raw human decisions for the human reference (auto: shared data)"),
     )))
 _declare(AnalysisInfo(
+    "error-consistency", "Error consistency", "Do two observers err on the same images? Kappa between every pair "
+                                              "of models and with model-vs-human's subjects (Geirhos et al. 2020).",
+    ("cue-conflict", "edge", "silhouette", "imagenet-val", "imagenet-v2", "imagenet-sketch", "imagenet-sample"),
+    figures=("error-consistency-matrix", "error-consistency-humans"),
+    options=(
+        Option("error_consistency_datasets", "list[dataset]",
+               ("imagenet-val", "imagenet-v2", "imagenet-sketch", "imagenet-sample"),
+               "ImageNet-labelled datasets compared by top-1, when present (cue-conflict, edge and silhouette "
+               "are always compared by 16-class decisions)"),
+    )))
+_declare(AnalysisInfo(
     "calibration", "Calibration", "Reliability diagrams, confidence histograms and ECE on ImageNet-1K val and "
                                   "ImageNet-R (paper §2.3).",
     ("imagenet-val", "imagenet-r", "imagenet-sample"), figures=("reliability-<dataset>", "ece"),

@@ -535,7 +535,9 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
         except Exception as e:  # bad artifact data must not take the whole report down
             errors.setdefault(section, []).append(f"figure could not be drawn: {type(e).__name__}: {e}")
             return
-        if f is not None:
+        if isinstance(f, list):
+            out.setdefault(section, []).extend(f)
+        elif f is not None:
             out.setdefault(section, []).append(f)
 
     with matplotlib.rc_context(RC):
@@ -555,7 +557,8 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
             return save(shape_bias_figure(cats, sb, models, colors, human), fig_dir, "shape-bias", "Shape bias",
                         "Fraction of shape decisions among shape-or-texture decisions per cue-conflict category; "
                         "dashed lines: overall shape bias" + ("; black diamonds: humans (model-vs-human raw data)."
-                                                              if human else "; no human reference in the artifacts."))
+                                                              if human else "; no human reference in the artifacts.")
+                        + shape_bias_units_note(rows, human))
 
         def rel_fig(ds: str, nice: str):
             rel = collect_reliability(artifacts, models, ds)
@@ -619,11 +622,36 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
             "synthetic", pug_m, "top-1 (%)", "PUG-ImageNet: top-1 per factor of variation", "pug", "PUG",
             f"Top-1 per PUG factor (metric {rule}); Average = mean over factors."))
         attempt("invariance", inv_fig)
+
+        def ec_figs():
+            from beyond_inet.report.figures_consistency import consistency_figures
+
+            return consistency_figures(artifacts, models, fig_dir, colors)
+
+        attempt("error-consistency", ec_figs)
     remove_stale(fig_dir, {f.name for fs in out.values() for f in fs})
     return out, errors
 
 
-OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "invariance")
+OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "invariance",
+               "error-consistency-matrix", "error-consistency-humans")
+
+
+def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:
+    """How many images the shape-bias figure rests on, and a warning when a per-category point rests on
+    fewer than 30 (the bundled demo set has 10 per category)."""
+    per_cat = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
+               and r.metric.startswith("shape_bias_") and r.n]
+    overall = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
+               and r.metric == "shape_bias" and r.n]
+    text = f" Overall lines rest on {min(overall)} conflict images per model." if overall else ""
+    if per_cat and min(per_cat) < 30:
+        text += (f" Each per-category point rests on only {min(per_cat)}–{max(per_cat)} images (fewer than 30): "
+                 f"read the points as rough, the overall lines as the result.")
+    if human and human.get("n_trials_cue-conflict"):
+        text += (f" Humans: {human['n_trials_cue-conflict']} trials on {human.get('n_images_cue-conflict', '?')} "
+                 f"images.")
+    return text
 
 
 def remove_stale(fig_dir: Path, keep: set[str]) -> None:

@@ -110,6 +110,7 @@ PROPS = (
 SECTIONS = tuple((i.name, i.title, i.blurb) for i in registry.ANALYSES.values())
 AGGREGATES = {"variants"}  # dataset names of rows that average other datasets (not data sources)
 FIGURE_SECTIONS = {i.name for i in registry.ANALYSES.values() if i.figures}
+NOT_MODELS = {"*", "all", "human-subjects"}  # row "models" that are not models: cross-model rows, the human ceiling
 
 
 def anchor(name: str) -> str:
@@ -161,7 +162,7 @@ def prop_values(prop: Prop, key: tuple[str, str, str], index: cmp.RowIndex, comp
 def model_order(runs: list[dict], rows: Sequence[Row], infos: dict, output_keys: dict) -> list[str]:
     """Models in the order the user listed them (runs), then any other model that has results."""
     have = {r.model for r in rows} | set(infos) | {m for (m, _, _) in output_keys}
-    have -= {"*", "all"}
+    have -= NOT_MODELS
     order: list[str] = []
     for run in runs:
         for m in run.get("config", {}).get("models", []) or []:
