@@ -160,8 +160,10 @@ def test_every_section_and_figure_present(three):
 def test_skipped_analysis_is_said_in_place_of_its_figure(three):
     _, html, ctx = three
     transfer = next(s for s in ctx["sections"] if s["name"] == "transfer")
-    assert not transfer["figures"] and "Skipped for every model" in transfer["status"]
-    assert "no VTAB tasks present under the data root" in html
+    assert not transfer["figures"] and "Needs data not present here: vtab" in transfer["status"]
+    vtab = next(m for m in ctx["missing_data"] if m["dataset"] == "vtab")  # said once, for every model
+    assert vtab["analyses"] == ["transfer"] and vtab["models"] == "all models"
+    assert "beyond-inet download vtab" in html
     assert "VTAB avg" in ctx["missing"]
 
 
@@ -271,7 +273,7 @@ def test_single_model_report(tmp_path):
     out = build_run(tmp_path, {"only-model": (150, 0.8)})
     html = Path(write_report(out)).read_text()
     assert "a single model has nothing to be compared with" in html
-    assert "only one model has this property" in html
+    assert "only one model has this property" not in html and 'id="model-selection"' not in html
     assert "★" not in html.split('id="summary"')[1].split("</table>")[0]  # nothing to be best against
     assert (out / "figures" / "invariance.png").exists()
 

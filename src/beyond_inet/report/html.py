@@ -28,6 +28,7 @@ from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.report import compare as cmp
 from beyond_inet.report import effective_robustness_figure as er_figure
 from beyond_inet.report import reproduction as reproduction_check
+from beyond_inet.report import layout
 from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
 
@@ -330,6 +331,8 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         compare_error = f"the paired tests failed: {type(e).__name__}: {e}"
         comparisons = cmp.CompareResult([], [], alpha, n_boot, seed)
     index = cmp.RowIndex.build(rows)
+    missing_data, skips = layout.split_missing(skips, latest.get("data_root"), models)
+    bundled = layout.bundled_in_use(latest.get("data_root"), [d for (_, d, _) in output_keys])
     colors = palette(models)
     figures, figure_notes = build_figures(rows, artifacts, models, out_dir / "figures", colors)
     try:  # effective robustness against the published baseline, in the robustness section
@@ -389,7 +392,12 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         groups, more = _group_skips(skips_by.get(name, []))
         figs = figures.get(name, [])
         status = None
-        if name in FIGURE_SECTIONS and not figs:
+        needs = [m.dataset for m in missing_data if name in m.analyses]
+        if name in FIGURE_SECTIONS and not figs and not rs and not skips_by.get(name) and needs:
+            status = f"Needs data not present here: {', '.join(needs)} (see “Data not present” above)."
+        elif name not in FIGURE_SECTIONS and not rs and needs:
+            status = f"Needs data not present here: {', '.join(needs)} (see “Data not present” above)."
+        elif name in FIGURE_SECTIONS and not figs:
             if not rs and not skips_by.get(name):
                 status = "This analysis was not run."
             elif not rs:
@@ -416,6 +424,10 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         "sections": sections, "repro": repro, "reproduction": reproduction,
         "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason} for s in skips],
         "n_rows": len(rows), "integrity": integrity,
+        "missing_data": [{"dataset": m.dataset, "title": m.title, "analyses": m.analyses,
+                          "models": m.models_text(len(models)), "how_to_get": m.how_to_get} for m in missing_data],
+        "bundled": bundled,
+        "single_model": len(models) == 1,
     }
     return ctx, {"rows": rows}
 
@@ -478,6 +490,21 @@ def _reproduction_markdown(rep: dict) -> list[str]:
     return parts
 
 
+def _md_data_notes(ctx: dict) -> list[str]:
+    """The "Data not present" lines (one per dataset) and the bundled-data note, as Markdown."""
+    parts = []
+    if ctx["missing_data"]:
+        parts += ["## Data not present", ""]
+        parts += [f"- **{md_escape(m['dataset'])}** ({md_escape(m['title'])}): needed by "
+                  f"{md_escape(', '.join(m['analyses']))} for {md_escape(m['models'])}. {md_escape(m['how_to_get'])}"
+                  for m in ctx["missing_data"]] + [""]
+    if ctx["bundled"]:
+        parts += ["Read from the package's bundled copy: " + "; ".join(
+            f"{md_escape(b['dataset'])} ({md_escape(b['note'])}; full set: {md_escape(b['how_to_get'])})"
+            for b in ctx["bundled"]) + ".", ""]
+    return parts
+
+
 def render_markdown(ctx: dict) -> str:
     parts = [f"# {ctx['title']}", "", f"Generated {ctx['generated']} from `results.sqlite` and the stored outputs; "
              f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows.", ""]
@@ -498,8 +525,10 @@ def render_markdown(ctx: dict) -> str:
                   f"alpha {ctx['alpha']}); values with 95% CIs; accuracies in %.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
-    parts += ["## Model selection", ""]
-    for s in ctx["selection"]:
+    parts += _md_data_notes(ctx)
+    if not ctx["single_model"]:
+        parts += ["## Model selection", ""]
+    for s in ctx["selection"] if not ctx["single_model"] else []:
         if s["best"] is None:
             continue
         who = ", ".join(s["tied"]) if len(s["tied"]) > 1 else s["best"]
