@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 MODELS = ("packaged:efficientnet_lite0", "packaged:efficientnet_lite1")
 
 
