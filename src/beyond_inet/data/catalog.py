@@ -152,11 +152,11 @@ _add(Entry("cue-conflict", "Cue-conflict (1280 stylised images, 16 classes)", "c
 _add(Entry("edge", "Edge drawings (160, 16 classes)", "cue", ("edge",), "edge/<category>/<image>.png",
            "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/edge.tar.gz", "CC BY 4.0",
-           paper="beyond the paper", bundled="edge", extras={"bundled_note": "all 160 images are bundled"}))
+           paper="beyond the paper", bundled="edge", extras={"bundled_note": "all 160 images are bundled", "bundled_complete": True}))
 _add(Entry("silhouette", "Silhouettes (160, 16 classes)", "cue", ("silhouette",), "silhouette/<category>/<image>.png",
            "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/silhouette.tar.gz", "CC BY 4.0",
-           paper="beyond the paper", bundled="silhouette", extras={"bundled_note": "all 160 images are bundled"}))
+           paper="beyond the paper", bundled="silhouette", extras={"bundled_note": "all 160 images are bundled", "bundled_complete": True}))
 _add(Entry("pug-imagenet", "PUG: ImageNet (88k renders, 151 classes, 10 factors)", "pug", ("pug-imagenet", "PUG_ImageNet"),
            "pug-imagenet/class_to_imagenet_idx.json + pug-imagenet/<Factor>/<class>/<image> "
            "(or the HF parquet release in pug-imagenet/**/*.parquet)", "pug151 -> imagenet1k",

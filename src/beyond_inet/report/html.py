@@ -500,7 +500,8 @@ def _md_data_notes(ctx: dict) -> list[str]:
                   for m in ctx["missing_data"]] + [""]
     if ctx["bundled"]:
         parts += ["Read from the package's bundled copy: " + "; ".join(
-            f"{md_escape(b['dataset'])} ({md_escape(b['note'])}; full set: {md_escape(b['how_to_get'])})"
+            f"{md_escape(b['dataset'])} ({md_escape(b['note'])}"
+            + (f"; full set: {md_escape(b['how_to_get'])})" if b["how_to_get"] else ")")
             for b in ctx["bundled"]) + ".", ""]
     return parts
 

@@ -72,5 +72,5 @@ def bundled_in_use(data_root: str | None, datasets: Sequence[str]) -> list[dict]
         e = catalog.ENTRIES.get(d)
         if e is not None and e.uses_bundled(data_root):
             out.append({"dataset": d, "note": e.extras.get("bundled_note", "bundled with the package"),
-                        "how_to_get": e.how_to_get()})
+                        "how_to_get": "" if e.extras.get("bundled_complete") else e.how_to_get()})
     return out
