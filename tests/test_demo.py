@@ -83,6 +83,15 @@ def test_human_reference_from_bundled_trials_matches_the_images():
     assert len(ref["acc16_edge_subjects"]) == 10
 
 
+def test_human_trials_follow_the_data_root(shared_data, tmp_path, monkeypatch):
+    """Full cue-conflict under the data root: its full human trials, not the bundled 160-image subset (whose
+    images would mostly not be the ones the models saw), even with no shared folder beside the checkout."""
+    monkeypatch.setenv("BEYOND_INET_SHARED_DATA", str(tmp_path / "absent"))
+    ctx = Context(data_root=str(shared_data))
+    assert human_raw_dir(ctx) == shared_data / "model-vs-human-raw-data"
+    assert human_reference(human_raw_dir(ctx))["n_images_cue-conflict"] == 1280
+
+
 def test_demo_config_on_a_bare_clone_and_with_shared_data(shared_data):
     models, analyses, options, limit = demo_config(None)
     assert models == ["packaged:efficientnet_lite0", "packaged:efficientnet_lite1"]

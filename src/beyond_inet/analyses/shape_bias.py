@@ -150,13 +150,16 @@ def default_shared_data() -> Path | None:
 def human_raw_dir(ctx: Context) -> Path | None:
     """model-vs-human's human raw decisions to compare with: ``--option mvh_raw_data=DIR``; else, when the
     cue-conflict images are the package's bundled subset, the human trials bundled with them (the same
-    images); else the shared data's full raw data; else the bundled trials; None when none is present."""
+    images); else ``<data root>/model-vs-human-raw-data``; else the shared data's full raw data; else the
+    bundled trials; None when none is present."""
     raw = ctx.options.get("mvh_raw_data")
     if raw is not None:
         return Path(raw) if Path(raw).is_dir() else None
     bundled = catalog.bundled_path("model-vs-human-raw-data")
     if bundled is not None and catalog.ENTRIES["cue-conflict"].uses_bundled(ctx.data_root):
         return bundled
+    if ctx.data_root and (Path(ctx.data_root) / "model-vs-human-raw-data").is_dir():
+        return Path(ctx.data_root) / "model-vs-human-raw-data"
     shared = default_shared_data()
     if shared is not None and (shared / "model-vs-human-raw-data").is_dir():
         return shared / "model-vs-human-raw-data"
