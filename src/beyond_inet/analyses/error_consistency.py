@@ -147,7 +147,7 @@ class ErrorConsistency(Analysis):
 
     def datasets(self, ctx: Context) -> list[tuple[str, str]]:
         """(dataset, view) pairs: the 16-class sets at their native size, ImageNet-labelled sets present."""
-        imagenet = ctx.option_list("error_consistency_datasets", list(IMAGENET_SETS))
+        imagenet = ctx.option_list("error_consistency_datasets", IMAGENET_SETS)
         return [(d, "native") for d in DECISION_SETS] + [(d, "standard") for d in imagenet if ctx.available(d)]
 
     def requests(self, ctx: Context) -> list[Request]:
