@@ -162,10 +162,11 @@ def test_data_root_without_any_needed_dataset(tmp_path, capsys):
     """Used to exit 0 with zero rows."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, err = in_process(capsys, "run", "--models", LITE0, "--analyses", "shape-bias", "calibration",
+    # (shape-bias always finds the cue-conflict/edge/silhouette copies bundled with the package)
+    rc, err = in_process(capsys, "run", "--models", LITE0, "--analyses", "robustness", "calibration",
                          "--data-root", empty, "--out", tmp_path / "o")
     assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert "looked for: cue-conflict, edge, silhouette, imagenet-val, imagenet-r" in err
+    assert "looked for: imagenet-val, imagenet-v2, imagenet-a, imagenet-r" in err
     assert not (tmp_path / "o").exists()
 
 
