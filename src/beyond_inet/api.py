@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # pandas is imported when a result is built, not with the pac
 
 
 # evaluate()'s keywords that are run settings (the CLI's flags), not analysis options.
-RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "amp", "logit_scale", "executor",
+RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "precision", "amp", "logit_scale",
+                "executor",
                 "ray_address", "report", "progress", "gpu_decode", "compile")
 
 
@@ -63,10 +64,14 @@ def resolve_device(device: str) -> str:
 def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("accuracy",),
                data_root: str | os.PathLike | None = None, out: str | os.PathLike = "beyond-inet-out", *,
                device: str = "auto", batch_size: int = 64, workers: int | None = None, limit: int | None = None,
-               bootstrap: int = 1000, seed: int = 0, amp: bool = True, logit_scale: float | None = None,
+               bootstrap: int = 1000, seed: int = 0, precision: str = "fp32", amp: bool | None = None,
+               logit_scale: float | None = None,
                executor: str = "local", ray_address: str | None = None, report: bool = True,
                progress: bool = False, gpu_decode: bool = False, compile: bool = False, **options: Any):
-    """The `RunConfig` that `evaluate` runs (validated when it runs)."""
+    """The `RunConfig` that `evaluate` runs (validated when it runs).
+
+    `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
+    spelling: True means bf16, False fp32."""
     from beyond_inet.engine.runner import RunConfig, default_workers
 
     dev = resolve_device(device)
@@ -74,7 +79,8 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
         raise UserError("--gpu-decode needs --device cuda")
     return RunConfig(models=_as_list(models), analyses=_as_list(analyses), out=str(out),
                      data_root=None if data_root is None else str(data_root), device=dev, batch_size=batch_size,
-                     num_workers=default_workers(dev) if workers is None else workers, limit=limit, amp=amp,
+                     num_workers=default_workers(dev) if workers is None else workers, limit=limit,
+                     precision=precision if amp is None else ("bf16" if amp else "fp32"),
                      logit_scale=logit_scale, executor=executor, ray_address=ray_address, seed=seed, n_boot=bootstrap,
                      options=dict(options), report=report, progress=progress, gpu_decode=gpu_decode,
                      compile=compile)
@@ -85,7 +91,7 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
              **kwargs: Any) -> Evaluation:
     """Run `models` x `analyses` on the datasets under `data_root`; outputs and results go to `out`.
 
-    Keyword arguments are the command line's flags (device, batch_size, workers, limit, bootstrap, seed, amp,
+    Keyword arguments are the command line's flags (device, batch_size, workers, limit, bootstrap, seed, precision,
     logit_scale, executor, ray_address, report, progress, gpu_decode, compile) and analysis options by key
     (e.g. ``pug_rule="paper"``, ``calibration_datasets=["imagenet-val"]``; see `beyond-inet analyses`).
     Stored outputs are reused: a second call with another analysis costs seconds. Raises `UserError` on

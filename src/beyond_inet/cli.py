@@ -52,7 +52,10 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: 0 on CPUs with <= 4 cores, most cores on GPU)")
     p.add_argument("--limit", type=int, default=None, help="at most N >= 1 images per dataset (evenly spaced)")
-    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on GPU")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="GPU numerics: fp32 (default, the paper's setting) or bf16 autocast (faster; outputs are "
+                        "stored apart)")
+    p.add_argument("--no-amp", action="store_true", help=argparse.SUPPRESS)  # deprecated: fp32 is the default
     p.add_argument("--gpu-decode", action="store_true",
                    help="decode JPEGs on the GPU (nvJPEG); loader workers only read bytes (--device cuda)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model forward (slow start, faster GPU)")
@@ -80,7 +83,8 @@ def _evaluate(args, models: list[str], analyses: list[str], options: dict | None
             raise UserError(f"option {key!r} is set by --{key.replace('_', '-')}, not --option")
     return evaluate(models, analyses, args.data_root, args.out, device=args.device, batch_size=args.batch_size,
                     workers=args.workers, limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
-                    amp=not args.no_amp, logit_scale=args.logit_scale, executor=args.executor,
+                    precision="fp32" if args.no_amp else args.precision, logit_scale=args.logit_scale,
+                    executor=args.executor,
                     ray_address=args.ray_address, report=not args.no_report, progress=not args.no_progress,
                     gpu_decode=args.gpu_decode, compile=args.compile, **{**(options or {}), **cli_options})
 

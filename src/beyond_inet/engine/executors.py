@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from beyond_inet.engine.infer import PassStats, run_pass
-from beyond_inet.engine.plan import DatasetCache, Job
+from beyond_inet.engine.plan import DatasetCache, Job, numerics_of
 from beyond_inet.engine.store import SHARD_SIZE, Store
 
 log = logging.getLogger("beyond_inet")
@@ -22,7 +22,7 @@ class ExecConfig:
     device: str = "cpu"
     batch_size: int = 64
     num_workers: int = 2
-    amp: bool = True
+    amp: bool = False  # bf16 autocast on a GPU; fp32 (the paper's numerics) by default
     logit_scale: float | None = None
     gpu_decode: bool = False  # decode JPEGs on the device (nvJPEG), see engine.gpu_decode
     compile: bool = False  # torch.compile the forward
@@ -40,18 +40,29 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         model = create_model(job.model, logit_scale=cfg.logit_scale)
     if job.resolution:
         model = model.rebuild(job.resolution)
+    variants: dict[int | None, object] = {None: model}  # the resolution variants, built once each
+    for v in job.views:
+        r = job.view_res.get(v)
+        if r not in variants:
+            variants[r] = model.rebuild(r)
+    models = {v: variants[job.view_res.get(v)] for v in job.views}
     datasets = datasets or DatasetCache(cfg.data_root, cfg.limit, cfg.exif_transpose)
     got = datasets.get(job.dataset)
     if got is None:
         raise RuntimeError(f"dataset {job.dataset} vanished: {datasets.missing.get(job.dataset)}")
     ds, pos, fp = got
     store = Store(cfg.store_dir)
-    meta = {"model": job.model, "weights": model.weights_id, "dataset": job.dataset, "samples": fp,
-            "preprocessing": model.preprocessing.describe(), "info": json.loads(json.dumps(model.info, default=str))}
+
+    def meta(v: str) -> dict:
+        m = models[v]
+        return {"model": job.model, "weights": m.weights_id, "dataset": job.dataset, "samples": fp,
+                "preprocessing": m.preprocessing.describe(), "info": json.loads(json.dumps(m.info, default=str)),
+                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v}
+
     # Views sharing a key (res-<native> and standard) share one entry; run_pass computes each entry once.
-    entries = {v: store.entry(k, len(pos), {**meta, "view": v}) for v, k in job.keys.items()}
+    entries = {v: store.entry(k, len(pos), meta(v)) for v, k in job.keys.items()}
     return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task,
-                    shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile)
+                    shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile, models=models)
 
 
 class LocalExecutor:

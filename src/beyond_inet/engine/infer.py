@@ -25,6 +25,18 @@ from beyond_inet.models.base import Preprocessing, VisionModel
 
 log = logging.getLogger("beyond_inet")
 FORWARD_CALLS = {"n": 0}  # counted for tests: a cached rerun makes none
+# Counted for tests and benchmarks: image rows that went through a model, and images decoded (in this
+# process: with loader workers, their decodes happen elsewhere and are not counted).
+FORWARD_ROWS = {"n": 0}
+DECODES = {"n": 0}
+# CPU forward micro-batches hold at most this many input pixels (8 images at 224 px, 1 at 512 or 640 px):
+# activation memory then stays flat across resolutions and batch sizes instead of growing with both
+# (Lite0 at 640 px, batch 64 peaked at 14 GB). Overridden by BEYOND_INET_CPU_BATCH_PIXELS.
+CPU_BATCH_PIXELS = 8 * 224 * 224
+# CPU loader batches hold at most this many bytes of uint8 view crops: the paper's 16-view suite is
+# 4.4 MB per image (the 512 and 640 px crops dominate), so 64 images were 280 MB, twice over while
+# collated. Overridden by BEYOND_INET_CPU_LOADER_BYTES.
+CPU_LOADER_BYTES = 64 * 2**20
 _ALLOCATOR_TUNED = {"done": False}
 CLAIM_CHUNK = 8  # shards claimed per loader pass: concurrent runs share a job's shards instead of one doing all
 
@@ -76,6 +88,7 @@ class _ViewSet(Dataset):
                 if data is not None and gpu_decodable(data):
                     return j, torch.frombuffer(bytearray(data), dtype=torch.uint8), ""
             img = self.ds.load(int(self.positions[j]))
+            DECODES["n"] += 1
             return j, {v: fn(img) for v, fn in self._fns.items()}, ""
         except Exception as e:  # noqa: BLE001 - a corrupt image is counted, never fatal
             return j, None, f"{type(e).__name__}: {str(e)[:160]}"
@@ -107,12 +120,33 @@ class PassStats:
     batch_size: int = 0
 
 
+def cpu_micro_batch(batch_size: int, input_size: int) -> int:
+    """The CPU forward's micro-batch: `batch_size` capped to CPU_BATCH_PIXELS input pixels."""
+    import os
+
+    budget = int(os.environ.get("BEYOND_INET_CPU_BATCH_PIXELS") or CPU_BATCH_PIXELS)
+    return max(1, min(batch_size, budget // (input_size * input_size)))
+
+
+def cpu_loader_batch(batch_size: int, pre_by_view: dict[str, Preprocessing]) -> int:
+    """The CPU loader batch: `batch_size` capped so one batch of every view's uint8 crops fits
+    CPU_LOADER_BYTES (never below one image)."""
+    import os
+
+    budget = int(os.environ.get("BEYOND_INET_CPU_LOADER_BYTES") or CPU_LOADER_BYTES)
+    per_image = sum(3 * p.input_size ** 2 for p in pre_by_view.values())
+    return max(1, min(batch_size, budget // per_image))
+
+
 class _Forward:
-    """Runs the model with AMP/channels_last on GPU and halves the batch on OOM."""
+    """Runs the model with AMP/channels_last on GPU and halves the batch on OOM; on CPU, forwards in
+    micro-batches of at most CPU_BATCH_PIXELS pixels (see `cpu_micro_batch`)."""
 
     def __init__(self, model: VisionModel, device: torch.device, batch_size: int, amp: bool, compile: bool = False):
         self.model, self.device, self.micro, self.amp = model, device, batch_size, amp
         self.cuda = device.type == "cuda"
+        if not self.cuda:
+            self.micro = cpu_micro_batch(batch_size, model.preprocessing.input_size)
         self.compiled = torch.compile(model.forward) if compile else None
 
     def _forward(self, x: torch.Tensor):
@@ -148,6 +182,7 @@ class _Forward:
 
     def _run(self, x: torch.Tensor):
         FORWARD_CALLS["n"] += 1
+        FORWARD_ROWS["n"] += int(x.shape[0])
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:  # CPU-decoded views arrive unnormalised (see data.views.build_view)
             x = normalize_uint8(x, self.model.preprocessing)
@@ -178,12 +213,46 @@ def _unique_entries(entries: dict[str, Entry]) -> dict[str, Entry]:
     return out
 
 
+def _reference_views(views: list[str], model_of: dict[str, VisionModel]) -> dict[str, str | None]:
+    """For each view, the view of the same model whose rows it is compared with (None: it is the reference).
+
+    The reference is `standard` where that view is run, else the model's first view. Views that often cut
+    exactly the standard crop (scale-1, shift-0 when the image's shorter side is already the resize size;
+    res-<native>) then reuse its outputs for those images instead of running the model on them again."""
+    ref_of: dict[int, str] = {}
+    for v in sorted(views, key=lambda v: v != "standard"):
+        ref_of.setdefault(id(model_of[v]), v)
+    return {v: (None if ref_of[id(model_of[v])] == v else ref_of[id(model_of[v])]) for v in views}
+
+
+def _forward_views(batch: dict[str, torch.Tensor], refs: dict[str, str | None], fwd_of: dict[str, "_Forward"],
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Forward every view of a batch; rows whose input equals the reference view's input are not run again
+    but take the reference's outputs (the same input gives the same output)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for v in sorted(batch, key=lambda v: refs[v] is not None):
+        x, ref = batch[v], refs[v]
+        if ref is None or ref not in batch or batch[ref].shape != x.shape:
+            out[v] = fwd_of[v](x)
+            continue
+        differs = ~(x == batch[ref]).flatten(1).all(1)
+        lg, ft = (a.copy() for a in out[ref])
+        if bool(differs.any()):
+            rows = torch.nonzero(differs).flatten()
+            lg[rows.numpy()], ft[rows.numpy()] = fwd_of[v](x[rows])
+        out[v] = (lg, ft)
+    return out
+
+
 def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: dict[str, Entry],
-             device: str = "cpu", batch_size: int = 64, num_workers: int = 2, amp: bool = True,
+             device: str = "cpu", batch_size: int = 64, num_workers: int = 2, amp: bool = False,
              progress=None, task=None, shards: list[int] | None = None, gpu_decode: bool = False,
-             compile: bool = False, poll_s: float = 0.5) -> PassStats:
+             compile: bool = False, poll_s: float = 0.5, models: dict[str, VisionModel] | None = None) -> PassStats:
     """Fill the missing shards of `entries` (one per view, same sample positions) in one loader pass.
 
+    Each image is decoded once for all views. `models` maps a view to the model that runs it (the
+    resolution variants of `model` for `res-*` views); views without one run on `model`.
+    `amp`: bf16 autocast on a GPU (fp32 otherwise, the paper's setting).
     `shards`: only these shards (those already stored are still skipped). `gpu_decode`: decode JPEGs on
     `device` with torchvision (nvJPEG on CUDA). `compile`: run the forward through `torch.compile`.
     Each shard is claimed before it is computed (see ``engine.store.claim``): shards another live process
@@ -202,7 +271,7 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
             got = set(mine)
             if mine:
                 _fill(model, ds, positions, entries, mine, stats, state, device, batch_size, num_workers, amp,
-                      progress, task, gpu_decode, compile)
+                      progress, task, gpu_decode, compile, models)
             todo = _still_missing(entries, [s for s in todo if s not in got])
             if todo and not got:
                 time.sleep(poll_s)  # another process holds these shards: wait for its files
@@ -232,12 +301,15 @@ def _claim_shards(entries: dict[str, Entry], shards: list[int], limit: int) -> d
 
 def _fill(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: dict[str, Entry],
           mine: dict[int, list[Entry]], stats: PassStats, state: dict, device: str, batch_size: int,
-          num_workers: int, amp: bool, progress, task, gpu_decode: bool, compile: bool) -> None:
+          num_workers: int, amp: bool, progress, task, gpu_decode: bool, compile: bool,
+          models: dict[str, VisionModel] | None = None) -> None:
     """One loader pass over the claimed shards `mine`, writing each entry whose claim is held."""
     state["held"] = mine
     first = next(iter(entries.values()))
     todo = sorted(mine)
-    views = {v: model.preprocessing for v in entries}
+    model_of = {v: (models or {}).get(v, model) for v in entries}
+    views = {v: m.preprocessing for v, m in model_of.items()}
+    refs = _reference_views(list(entries), model_of)
     dev = torch.device(device)
     tune_cpu_allocator()  # before the loader forks its workers, so they inherit it too
     decoder = None
@@ -245,15 +317,20 @@ def _fill(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: 
         from beyond_inet.engine.gpu_decode import TensorDecoder
 
         decoder = TensorDecoder(ds, positions, views, dev)
+    loader_batch = batch_size if dev.type == "cuda" else cpu_loader_batch(batch_size, views)
     loader = DataLoader(_ViewSet(ds, positions, views, raw=decoder is not None),
-                        batch_sampler=_batches(first, todo, batch_size),
+                        batch_sampler=_batches(first, todo, loader_batch),
                         collate_fn=_collate if decoder is None else _collate_raw, num_workers=num_workers,
                         pin_memory=dev.type == "cuda", prefetch_factor=4 if num_workers else None,
                         persistent_workers=False)
-    fwd = _Forward(model, dev, batch_size, amp, compile)
-    model.module.eval().to(dev)
-    if dev.type == "cuda":
-        model.module.to(memory_format=torch.channels_last)
+    fwds: dict[int, _Forward] = {}
+    for m in model_of.values():
+        if id(m) not in fwds:
+            fwds[id(m)] = _Forward(m, dev, batch_size, amp, compile)
+            m.module.eval().to(dev)
+            if dev.type == "cuda":
+                m.module.to(memory_format=torch.channels_last)
+    fwd_of = {v: fwds[id(m)] for v, m in model_of.items()}
     cur_shard, seen, failed = None, [], []
     acc: dict[str, list] = {v: [] for v in entries}
 
@@ -291,14 +368,14 @@ def _fill(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: 
         cur_shard = s
         seen += ok
         failed += errors
-        for v, x in batch.items():
-            acc[v].append(fwd(x))
+        for v, out in _forward_views(batch, refs, fwd_of).items():
+            acc[v].append(out)
         stats.images += len(js)
         refresh_claims()
         if progress is not None:
             progress.advance(task, len(js))
     if cur_shard is not None:
         flush(cur_shard)
-    stats.batch_size = fwd.micro
+    stats.batch_size = min(f.micro for f in fwds.values())
     if decoder is not None and decoder.fallbacks:
         log.info("%d JPEGs refused by the GPU decoder were decoded on the CPU", decoder.fallbacks)

@@ -1,7 +1,8 @@
 """Planning: turn (models x analyses) into deduplicated inference jobs, skipping what is stored.
 
-A job is one pass of one model (at one input resolution) over one dataset for a set of crop views
-that share the decode. Jobs are plain data (picklable), so any executor can run them.
+A job is one pass of one model over one dataset for every view it needs: each image is decoded once
+and every view, at every input resolution (`res-*` views run on the model rebuilt at that size), is cut
+from it. Jobs are plain data (picklable), so any executor can run them.
 """
 from __future__ import annotations
 
@@ -35,11 +36,16 @@ class Job:
     keys: dict[str, str]  # view -> store key
     n_samples: int
     shards: list[int] = field(default_factory=list)  # shards still missing (union over views)
+    view_res: dict[str, int] = field(default_factory=dict)  # view -> resolution the model is rebuilt at
 
     @property
     def label(self) -> str:
         res = f"@{self.resolution}px" if self.resolution else ""
         return f"{self.model}{res} on {self.dataset} [{', '.join(self.views)}]"
+
+    def resolution_of(self, view: str) -> int | None:
+        """The input size `view` runs at (None: the model's own)."""
+        return self.view_res.get(view) or self.resolution
 
 
 def needed_requests(analyses: list[Analysis], ctx: Context) -> dict[str, list[Request]]:
@@ -121,31 +127,36 @@ def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
 
 def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store,
                     numerics: str = "fp32") -> list[Job]:
-    """Jobs for one built model: group views by (dataset, resolution); keep only missing shards."""
-    groups: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+    """Jobs for one built model: one per dataset with all its views (every resolution), so each image is
+    decoded once; keep only missing shards."""
+    groups: dict[str, list[str]] = defaultdict(list)
     native = model.preprocessing.input_size
     for req in requests:
-        r = resolution_of(req.view)
-        if r == native:
-            r = None  # res-<native> is the standard crop on the unchanged model: same pass as the crop views
-        if req.view not in groups[(req.dataset, r)]:
-            groups[(req.dataset, r)].append(req.view)
+        if req.view not in groups[req.dataset]:
+            groups[req.dataset].append(req.view)
     jobs = []
-    for (dname, res), views in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+    for dname, views in sorted(groups.items()):
         got = datasets.get(dname)
         if got is None:
             continue
         ds, pos, fp = got
-        pre = model.preprocessing if res is None else model.preprocessing.at_resolution(res)
-        # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
-        keys = {v: store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v, dname,
-                             fp, datasets.limit, model.info, numerics, datasets.decoding) for v in views}
+        view_res = {v: r for v in views if (r := resolution_of(v)) and r != native}
+
+        def key(v: str) -> str:
+            r = view_res.get(v)
+            pre = model.preprocessing if r is None else model.preprocessing.at_resolution(r)
+            # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
+            return store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v,
+                             dname, fp, datasets.limit, model.info, numerics,
+                             datasets.decoding)
+
+        keys = {v: key(v) for v in views}
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos))
             store.verify_entry(entry)  # damaged shards are moved aside here, so they count as missing
             missing |= set(entry.missing_shards())
-        jobs.append(Job(model.spec, dname, views, res, keys, len(pos), sorted(missing)))
+        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res))
     return jobs
 
 

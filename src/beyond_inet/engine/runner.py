@@ -37,7 +37,7 @@ class RunConfig:
     batch_size: int = 64
     num_workers: int = 2
     limit: int | None = None
-    amp: bool = True
+    precision: str = "fp32"  # GPU numerics: fp32 (the paper's) or bf16 autocast; CPUs always run fp32
     logit_scale: float | None = None
     executor: str = "local"
     ray_address: str | None = None
@@ -48,6 +48,22 @@ class RunConfig:
     progress: bool = True
     gpu_decode: bool = False
     compile: bool = False
+
+    @property
+    def amp(self) -> bool:
+        return self.precision == "bf16"
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
 
 def _now() -> str:
@@ -109,6 +125,8 @@ def _progress(enabled: bool):
 
 def run(cfg: RunConfig) -> dict:
     """Run the whole pipeline; returns a summary (jobs run, images, skips)."""
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {cfg.precision!r}; use {' or '.join(PRECISIONS)}")
     from beyond_inet.validate import validate_run
 
     cfg = validate_run(cfg)  # every check that needs no model, before any work
@@ -121,7 +139,8 @@ def run(cfg: RunConfig) -> dict:
     analyses = [get_analysis(a) for a in cfg.analyses]
     run_id = uuid.uuid4().hex[:12]
     db = ResultsDB(out)
-    db.start_run(run_id, _now(), {**asdict(cfg), "versions": versions()})
+    numerics = numerics_of(cfg.device, cfg.amp, cfg.gpu_decode)
+    db.start_run(run_id, _now(), {**asdict(cfg), "numerics": numerics, "versions": versions()})
     log.info("run %s: models=%s analyses=%s data_root=%s", run_id, cfg.models, cfg.analyses, cfg.data_root)
     ctx = Context(data_root=cfg.data_root, options={**cfg.options, "device": cfg.device},
                   available=lambda n: catalog.available(n, cfg.data_root),
@@ -150,9 +169,9 @@ def run(cfg: RunConfig) -> dict:
             failed.append(str(e))
             db.add_skips([Skip(a.name, spec, "*", f"model could not be built: {e}") for a in analyses], run_id)
             continue
-        db.set_model_info(spec, model.describe())
+        db.set_model_info(spec, {**model.describe(), "numerics": numerics})
         wanted = [r for reqs in requests.values() for r in reqs]
-        jobs = plan_model_jobs(model, wanted, datasets, store, numerics_of(cfg.device, cfg.amp, cfg.gpu_decode))
+        jobs = plan_model_jobs(model, wanted, datasets, store, numerics)
         report_damage(store, db, run_id, summary)
         todo = [j for j in jobs if j.shards]
         log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
@@ -171,11 +190,12 @@ def run(cfg: RunConfig) -> dict:
                 for sid, err in st.skipped:
                     log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
                 log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
+            log.info("%s: inference done; peak RSS so far %.0f MB", spec, peak_rss_mb())
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
         record_unreadable(store, jobs, db, run_id, unreadable, summary)
         model_keys[spec] = keys
         db.set_outputs(spec, {dv: k for dv, (k, _) in keys.items()})
-        loaded: dict = {}
+        loaded: dict = {}  # outputs shared by the analyses of one model, emptied after each analysis
 
         def fetch(req: Request, _keys=keys, _loaded=loaded):
             if (req.dataset, req.view) not in _keys:
@@ -208,6 +228,8 @@ def run(cfg: RunConfig) -> dict:
             db.add_artifacts(a.name, spec, res.artifacts, run_id)
             all_rows[a.name] += res.rows
             summary["skips"] += skips + res.skips
+            loaded.clear()  # the next analysis reloads what it needs (memory-mapped shards: cheap)
+            log.info("analysis %s done for %s; peak RSS so far %.0f MB", a.name, spec, peak_rss_mb())
         del model, loaded
     _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
                      run_id, summary)
@@ -227,8 +249,10 @@ def run(cfg: RunConfig) -> dict:
             write_report = None
         if write_report is not None:
             write_report(out)
-    log.info("run %s finished: %d jobs, %d images, %d unreadable (%s)", run_id, summary["jobs"], summary["images"],
-             summary["skipped_images"], unreadable_text(summary["unreadable"]))
+    summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    log.info("run %s finished: %d jobs, %d images, %d unreadable (%s); peak RSS %.0f MB", run_id, summary["jobs"],
+             summary["images"], summary["skipped_images"], unreadable_text(summary["unreadable"]),
+             summary["peak_rss_mb"])
     if failed:
         more = f" (and {len(failed) - 1} more model(s); see run.log)" if len(failed) > 1 else ""
         others = f"; results of the other models are in {out}" if len(failed) < len(cfg.models) else ""

@@ -242,7 +242,7 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
         run_list.append({"run_id": r.get("run_id"), "started": r.get("started"), "finished": r.get("finished") or
                          "(not finished)",
                          "settings": [(k, json.dumps(cfg[k]) if isinstance(cfg[k], (dict, list)) else str(cfg[k]))
-                                      for k in ("models", "analyses", "data_root", "limit", "device", "amp",
+                                      for k in ("models", "analyses", "data_root", "limit", "device", "amp", "precision", "numerics",
                                                 "batch_size", "logit_scale", "executor", "seed", "n_boot", "options")
                                       if k in cfg]})
     model_list = []
