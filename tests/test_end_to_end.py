@@ -8,7 +8,7 @@ import pytest
 
 from beyond_inet.demo import demo_config
 from beyond_inet.engine import infer
-from beyond_inet.engine.runner import RunConfig, run
+from beyond_inet.pipeline import RunConfig, run
 from beyond_inet.engine.store import Store
 from beyond_inet.report.results import ResultsDB
 

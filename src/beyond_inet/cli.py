@@ -121,7 +121,7 @@ def _print_summary(ev) -> None:
                   str(r.n))
     con = Console(width=max(140, Console().width))
     con.print(t)
-    from beyond_inet.engine.runner import unreadable_text
+    from beyond_inet.pipeline import unreadable_text
 
     s = ev.summary
     con.print(f"{s['jobs']} inference jobs ({s['images']} images); unreadable images skipped: "

@@ -49,9 +49,10 @@ def test_view_metrics_hand_worked():
     labels = np.array([0, 2, 0, -1])
     ref = np.array([0, 1, 1, 2])
     m = view_metrics(logits, labels, ref)
-    np.testing.assert_array_equal(m["top1"], [1, 0, 1])          # unlabelled sample left out
-    np.testing.assert_allclose(m["true_prob"], [0.7, 0.3, 0.5])
-    np.testing.assert_array_equal(m["agree"], [1, 1, 0, 1])      # label-free: all 4 samples
+    np.testing.assert_array_equal(m["top1"][0], [1, 0, 1])          # unlabelled sample left out
+    np.testing.assert_array_equal(m["top1"][1], [1, 1, 1, 0])       # ... and the mask says which are in
+    np.testing.assert_allclose(m["true_prob"][0], [0.7, 0.3, 0.5])
+    np.testing.assert_array_equal(m["agree"][0], [1, 1, 0, 1])      # label-free: all 4 samples
 
 
 def test_compute_matches_by_id_and_skips_missing():

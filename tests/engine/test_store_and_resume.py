@@ -9,7 +9,7 @@ from beyond_inet.data import catalog
 from beyond_inet.engine import infer
 from beyond_inet.engine.executors import ExecConfig, execute_job
 from beyond_inet.engine.plan import DatasetCache, plan_model_jobs
-from beyond_inet.engine.runner import RunConfig, run
+from beyond_inet.pipeline import RunConfig, run
 from beyond_inet.engine.store import Store
 from beyond_inet.analyses import Request
 from beyond_inet.models import create_model

@@ -16,7 +16,7 @@ from beyond_inet.analyses.base import (  # noqa: F401
 )
 
 _BUILTIN = ["accuracy", "calibration", "imagenet_x", "robustness", "shape_bias", "invariance", "synthetic", "transfer",
-            "error_consistency"]
+            "error_consistency", "paired_tests"]
 
 
 def load_builtin() -> None:

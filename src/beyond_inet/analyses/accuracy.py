@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip, register_analysis
-from beyond_inet.analyses.stats import mean_ci
-from beyond_inet.data.labelspaces import real_labels, val_number
+from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Skip, register_analysis
+from beyond_inet.analyses.stats import mean_metric
+from beyond_inet.data.labelspaces import real_labels, truth_sets, val_number
 
 DEFAULT_DATASETS = ("imagenet-val", "imagenet-sample")
 
@@ -22,7 +22,7 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int, multilabels: np
     """Per-sample 0/1: is a true class among the k highest logits? (multi-labels: any listed class,
     -1 = padding)."""
     z = np.asarray(logits)
-    truth = np.asarray(multilabels if multilabels is not None else np.asarray(labels)[:, None], np.int64)
+    truth = truth_sets(labels, multilabels)
     k = min(k, z.shape[1])
     out = np.empty(z.shape[0], bool)
     for s in range(0, z.shape[0], _ROW_CHUNK):
@@ -55,25 +55,25 @@ class Accuracy(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(d) for d in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS)]
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         for req in self.requests(ctx):
             out = fetch(req)
             if out is None:
                 continue
-            labelled = (out.labels >= 0) | (out.multilabels is not None and (out.multilabels >= 0).any(1))
+            labelled = (truth_sets(out.labels, out.multilabels) >= 0).any(axis=1)
             if not labelled.any():
                 res.skips.append(Skip(self.name, model, req.dataset, "no labelled images"))
                 continue
             o = out.subset(labelled)
             for k in (1, 5):
-                v, lo, hi = mean_ci(topk_correct(o.logits, o.labels, k, o.multilabels), ctx.n_boot, ctx.seed)
-                res.rows.append(Row(model, req.dataset, self.name, f"top{k}", v, lo, hi, len(o)))
+                res.metrics.append(mean_metric(req.dataset, f"top{k}", topk_correct(o.logits, o.labels, k,
+                                                                                    o.multilabels), o.ids))
             if req.dataset == "imagenet-val":
                 corr, keep = real_correct(o.logits, o.ids)
                 if keep.any():
-                    v, lo, hi = mean_ci(corr[keep], ctx.n_boot, ctx.seed)
-                    res.rows.append(Row(model, req.dataset, self.name, "top1_real", v, lo, hi, int(keep.sum())))
+                    res.metrics.append(mean_metric(req.dataset, "top1_real", corr[keep],
+                                                   [i for i, k in zip(o.ids, keep) if k]))
                 else:
                     res.skips.append(Skip(self.name, model, "imagenet-real",
                                           "sample ids are not ImageNet val file names; ReaL needs them"))

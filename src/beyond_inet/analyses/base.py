@@ -1,118 +1,78 @@
 """The analysis contract.
 
 An analysis says which (dataset, view) outputs it needs (`requests`), then turns the stored
-outputs of one model into tidy result rows (`compute`). It never runs a model: the engine has
-already stored what it asked for. Optional `summarize` sees every model's rows (for cross-model
-metrics such as effective robustness).
+outputs of one model into per-sample metric declarations (`declare` -> ``contracts.Metric``) which the
+base class scores into tidy rows (`compute`: value, bootstrap CI over images, n) — or, for rows that
+are not per-sample (fitted hyper-parameters), into rows directly. It never runs a model: the engine
+has already stored what it asked for.
+
+A cross-model analysis sets ``compares_models = True`` and implements
+``compare(ctx, models, fetch)``; it runs once after every model ran, with lazy store-backed access to
+every model's outputs (``CrossFetch``). `summarize` (older hook) sees every model's rows.
+The data classes live in ``beyond_inet.contracts`` and are re-exported here.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import ClassVar
 
 from beyond_inet import registry
-from beyond_inet.engine.outputs import Outputs
+from beyond_inet.analyses import stats
+from beyond_inet.contracts import (  # noqa: F401  (re-exported: the analyses' public contract)
+    MIN_UNITS,
+    AnalysisResult,
+    Context,
+    CrossFetch,
+    Fetch,
+    Metric,
+    Outputs,
+    Request,
+    Row,
+    Skip,
+)
 from beyond_inet.registry import AnalysisInfo
 
 
-@dataclass(frozen=True)
-class Request:
-    """One set of per-sample outputs an analysis needs.
-
-    dataset: a catalog name, possibly with a part: ``imagenet-val``, ``imagenet-c/fog/3``,
-             ``pug-imagenet/Worlds``, ``vtab/cifar100/train``.
-    view:    a view name from ``data.views`` (``standard``, ``native``, ``scale-1.5``, ``shift-30``,
-             ``res-336`` ...). Resolution views make the engine rebuild the model at that size.
-    """
-
-    dataset: str
-    view: str = "standard"
-
-
-@dataclass
-class Row:
-    """One tidy result row: the stable `results.csv` schema."""
-
-    model: str
-    dataset: str
-    analysis: str
-    metric: str
-    value: float
-    ci_low: float = math.nan
-    ci_high: float = math.nan
-    n: int = 0
-
-    COLUMNS: ClassVar[tuple[str, ...]] = ("model", "dataset", "analysis", "metric", "value", "ci_low", "ci_high", "n")
-
-    def as_tuple(self) -> tuple:
-        return tuple(getattr(self, c) for c in self.COLUMNS)
-
-
-@dataclass
-class Skip:
-    """Something an analysis could not do, and why (shown in the report)."""
-
-    analysis: str
-    model: str
-    dataset: str
-    reason: str
-
-
-@dataclass
-class AnalysisResult:
-    rows: list[Row] = field(default_factory=list)
-    skips: list[Skip] = field(default_factory=list)
-    # JSON-able data for figures (reliability bins, per-class shape bias, curves ...), keyed by name.
-    artifacts: dict[str, Any] = field(default_factory=dict)
-
-    def extend(self, other: "AnalysisResult") -> None:
-        self.rows += other.rows
-        self.skips += other.skips
-        self.artifacts.update(other.artifacts)
-
-
-@dataclass
-class Context:
-    """What an analysis may know besides the outputs: the data root, catalog and options."""
-
-    data_root: str | None
-    options: dict[str, Any] = field(default_factory=dict)
-    # Filled by the engine: does the catalog find this dataset name under the data root?
-    available: Callable[[str], bool] = lambda name: False
-    # Parts of a multi-part dataset that are present, e.g. parts("imagenet-c") -> ["fog/1", ...].
-    parts: Callable[[str], list[str]] = lambda name: []
-    seed: int = 0
-    n_boot: int = 1000
-
-    def option_list(self, key: str, default) -> list:
-        """An option that holds a list; a single value or a comma-separated string (from the command
-        line's ``--option key=a,b``) becomes a list too."""
-        v = self.options.get(key, default)
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        if isinstance(v, (int, float)):
-            return [v]
-        return list(v)
-
-
-# fetch(request) -> Outputs, or None when that dataset is absent (the engine records why).
-Fetch = Callable[[Request], "Outputs | None"]
+def score_metrics(ctx: Context, model: str, analysis: str, metrics: list[Metric]) -> list[Row]:
+    """Rows of declared metrics: one scoring path (value, CI over units, n) for every analysis."""
+    rows = []
+    for m in metrics:
+        s = stats.score(m, ctx.n_boot, ctx.seed)
+        rows.append(Row(model, m.dataset, analysis, m.metric, s.value, s.ci_low, s.ci_high, s.n))
+    return rows
 
 
 class Analysis:
-    """Base class; subclasses set `name` and implement `requests` and `compute`."""
+    """Base class; subclasses set `name` and implement `requests` and `declare` (or `compute`)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     # Title, datasets, figures and typed options: declared in the torch-free `beyond_inet.registry` (the CLI
     # reads them without importing analyses); `register_analysis` links the entry here.
     info: ClassVar["AnalysisInfo | None"] = None
+    # True: `compare(ctx, models, fetch)` runs once after all models; `compute` is not called.
+    compares_models: ClassVar[bool] = False
 
     def requests(self, ctx: Context) -> list[Request]:
         raise NotImplementedError
 
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        """Per-sample metric declarations (``result.metrics``) plus skips, artifacts and any rows that
+        are not per-sample. Analyses that declare are scored, compared and flagged generically."""
+        raise NotImplementedError
+
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        """Rows of one model: the declared metrics scored (value, CI over units, n)."""
+        res = self.declare(ctx, model, fetch)
+        res.rows = score_metrics(ctx, model, self.name, res.metrics) + res.rows
+        return res
+
+    @classmethod
+    def declares(cls) -> bool:
+        """Does this analysis publish per-sample declarations (and so get paired tests)?"""
+        return cls.declare is not Analysis.declare
+
+    def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
+        """Cross-model rows (only when `compares_models`)."""
         raise NotImplementedError
 
     def summarize(self, ctx: Context, rows: list[Row]) -> AnalysisResult:

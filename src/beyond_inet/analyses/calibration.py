@@ -16,6 +16,11 @@ Beyond the paper (same bins unless said otherwise):
   ece_temp_scaled  ECE on a held-out half after one temperature T fitted by NLL on the other half
                    (seeded permutation); ``temperature`` is that T
 
+Declared per-sample metrics (scored, CI'd and paired-tested by the shared code): ece, mce,
+overconfidence (columns: per-bin one-hot, confidence and correctness; finish = ``_ece_from_sums``), top1,
+brier, nll (means) and ece_temp_scaled (ECE columns on the evaluation half). ece_adaptive (bins move
+with the resample) and temperature (a fit) are plain rows with their own CIs as below.
+
 Confidence intervals: percentile bootstrap over images (ctx.n_boot, ctx.seed). All metrics of one
 dataset come from one pass over the resamples: each replicate is reduced to per-sample counts
 (``np.bincount`` on the [b, n] index matrix) and every sum-type statistic is ``counts @ V``; the
@@ -35,6 +40,7 @@ from beyond_inet.analyses.base import (
     AnalysisResult,
     Context,
     Fetch,
+    Metric,
     Request,
     Row,
     Skip,
@@ -42,6 +48,7 @@ from beyond_inet.analyses.base import (
 )
 from beyond_inet.analyses.stats import (  # noqa: F401 - re-exported for callers of this module
     ALPHA,
+    mean_metric,
     jsonable,
     percentile_ci,
     replicate_indices,
@@ -403,6 +410,30 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = N_
     return out, artifacts
 
 
+def ece_columns(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Per-sample ECE columns [n, 3B]: bin one-hot, confidence in its bin, correctness in its bin."""
+    conf = np.asarray(conf, np.float64)
+    n = conf.size
+    b = bin_index(conf, n_bins)
+    r = np.arange(n)
+    V = np.zeros((n, 3 * n_bins))
+    V[r, b] = 1.0
+    V[r, n_bins + b] = conf
+    V[r, 2 * n_bins + b] = np.asarray(correct, np.float64)
+    return V
+
+
+def ece_metric(dataset: str, metric: str, conf: np.ndarray, correct: np.ndarray, ids: list[str],
+               n_bins: int = N_BINS, which: str = "ece") -> Metric:
+    """ECE / MCE / over-confidence as a declared metric: a function of per-bin column sums."""
+    def finish(S: np.ndarray) -> np.ndarray:
+        return _ece_from_sums(S[:, :n_bins], S[:, n_bins:2 * n_bins], S[:, 2 * n_bins:])[which]
+
+    return Metric(dataset, metric, ece_columns(conf, correct, n_bins), ids, finish,
+                  higher_is_better=None if which == "overconfidence" else False, unit="calibration error",
+                  description=f"{n_bins} equal-width bins, (lower, upper]")
+
+
 @register_analysis
 class Calibration(Analysis):
     """ECE and friends on ImageNet-val and ImageNet-R (200-class softmax)."""
@@ -414,7 +445,7 @@ class Calibration(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(ds, "standard") for ds in ctx.option_list("calibration_datasets", DATASETS)]
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         for ds in ctx.option_list("calibration_datasets", DATASETS):
             out = fetch(Request(ds, "standard"))
@@ -422,19 +453,51 @@ class Calibration(Analysis):
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available (dataset absent)"))
                 continue
             logits, labels = np.asarray(out.logits), np.asarray(out.labels, np.int64)
+            truth = None
             if ds == "imagenet-r":
                 logits, labels = restrict_logits(logits, labels, labelspaces.subset_indices("imagenet-r"))
+            elif out.multilabels is not None:  # the dataset's one label rule decides "correct"
+                truth = labelspaces.truth_sets(out.labels, out.multilabels)
             keep = labels >= 0
+            ids = [i for i, k in zip(out.ids, keep) if k]
             if not keep.all():
                 res.skips.append(Skip(self.name, model, ds, f"{int((~keep).sum())} images without a label "
                                                             f"in the evaluated label space were left out"))
                 logits, labels = logits[keep], labels[keep]
+                truth = None if truth is None else truth[keep]
             if labels.size == 0:
                 res.skips.append(Skip(self.name, model, ds, "no labelled images"))
                 continue
-            metrics, arts = calibration_metrics(logits, labels, N_BINS, ctx.n_boot, ctx.seed)
-            for metric, (v, lo, hi, n) in metrics.items():
-                res.rows.append(Row(model, ds, self.name, metric, v, lo, hi, n))
-            for key, art in arts.items():
-                res.artifacts[f"{key}/{ds}"] = art
+            self._declare_dataset(ctx, model, ds, ids, logits, labels, truth, res)
         return res
+
+    def _declare_dataset(self, ctx: Context, model: str, ds: str, ids: list[str], logits: np.ndarray,
+                         labels: np.ndarray, truth: np.ndarray | None, res: AnalysisResult) -> None:
+        st = softmax_stats(logits, labels)
+        conf, correct = st["conf"], st["correct"]
+        if truth is not None:
+            correct = labelspaces.in_truth(np.asarray(logits).argmax(axis=1), truth)
+        n = conf.size
+        for which in ("ece", "mce", "overconfidence"):
+            res.metrics.append(ece_metric(ds, which, conf, correct, ids, N_BINS, which))
+        res.metrics.append(mean_metric(ds, "top1", correct, ids))
+        res.metrics.append(mean_metric(ds, "brier", st["brier"], ids, higher_is_better=False, unit="Brier score"))
+        res.metrics.append(mean_metric(ds, "nll", st["nll"], ids, higher_is_better=False, unit="nats"))
+        cis = _bootstrap_main(conf, correct, st["brier"], st["nll"], N_BINS, ctx.n_boot, ctx.seed)
+        res.rows.append(Row(model, ds, self.name, "ece_adaptive", adaptive_ece(conf, correct, N_BINS),
+                            *cis["ece_adaptive"], n))
+        point_ece = float(_ece_from_sums(*binned(conf, correct, N_BINS))["ece"])
+        rel = {**reliability(conf, correct, N_BINS), "ece": point_ece, "top1": float(correct.mean()), "n": n}
+        res.artifacts[f"reliability/{ds}"] = rel
+        res.artifacts[f"confidence_hist/{ds}"] = {"edges": rel["edges"], "fraction": rel["fraction"], "n": n}
+        if n >= 4:
+            fit, ev = split_halves(n, ctx.seed)
+            t, g, h = _fit_temperature(logits[fit], labels[fit])
+            t_lo, t_hi = _temperature_ci(g, h, 1.0 / t, ctx.n_boot, ctx.seed)
+            st_ev = softmax_stats(logits[ev], labels[ev], temperature=t)
+            res.rows.append(Row(model, ds, self.name, "temperature", t, t_lo, t_hi, int(fit.size)))
+            res.metrics.append(ece_metric(ds, "ece_temp_scaled", st_ev["conf"], st_ev["correct"],
+                                          [ids[i] for i in ev], N_BINS))
+            res.artifacts[f"reliability_temp_scaled/{ds}"] = {
+                **reliability(st_ev["conf"], st_ev["correct"], N_BINS),
+                "ece": ece(st_ev["conf"], st_ev["correct"], N_BINS), "temperature": t, "n": int(ev.size)}

@@ -39,7 +39,7 @@ from beyond_inet.analyses.base import (
     Context,
     Fetch,
     Request,
-    Row,
+    Metric,
     Skip,
     register_analysis,
 )
@@ -144,23 +144,42 @@ def factor_bootstrap(correct: np.ndarray, factors: np.ndarray, n_boot: int, seed
             "error_ratio_mean": (float(lo[2 * k + 1]), float(hi[2 * k + 1]))}
 
 
-def _rows(model: str, dataset: str, analysis: str, point: dict, ci: dict, n: int, per_factor_acc: bool) -> list[Row]:
-    """Result rows of one factor table (factors without images get none)."""
-    rows = [Row(model, dataset, analysis, "acc_annotated", point["acc_annotated"], *ci["acc_annotated"], n)]
+def factor_metrics(dataset: str, correct: np.ndarray, factors: np.ndarray, ids: list[str],
+                   per_factor_acc: bool) -> list[Metric]:
+    """Declarations of one factor table: columns [factor*correct (F), factor (F), correct, 1]; every
+    number is a function of their sums (the rule of `factor_accuracies`). Factors without images get
+    none; per-factor metrics rest on their factor's images."""
+    c = np.asarray(correct, np.float64)
+    f = np.asarray(factors, np.float64)
+    k = f.shape[1]
+    V = np.concatenate([f * c[:, None], f, c[:, None], np.ones((c.size, 1))], axis=1)
+    present = f.sum(axis=0) > 0
+    point = factor_accuracies(c, f)
+
+    def overall(S):
+        return S[:, 2 * k] / S[:, 2 * k + 1]
+
+    def ratio(S):
+        return (1.0 - S[:, :k] / S[:, k:2 * k]) / (1.0 - overall(S))[:, None]
+
+    def mean_ratio(S):
+        r = np.where(present[None, :], ratio(S), np.nan)
+        fin = np.isfinite(r)
+        return np.where(fin.any(axis=1), np.where(fin, r, 0.0).sum(axis=1) / np.maximum(fin.sum(axis=1), 1), np.nan)
+
+    out = [Metric(dataset, "acc_annotated", V, ids, overall, True, "fraction")]
     for i, fac in enumerate(FACTORS):
-        cnt = int(point["count"][i])
-        if cnt == 0:
+        if not present[i]:
             continue
         if per_factor_acc:
-            rows.append(Row(model, dataset, analysis, f"acc_{fac}", float(point["acc"][i]),
-                            float(ci["acc"][0][i]), float(ci["acc"][1][i]), cnt))
+            out.append(Metric(dataset, f"acc_{fac}", V, ids, lambda S, i=i: S[:, i] / S[:, k + i], True, "fraction",
+                              rests_on=k + i))
         if math.isfinite(point["error_ratio"][i]):
-            rows.append(Row(model, dataset, analysis, f"error_ratio_{fac}", float(point["error_ratio"][i]),
-                            float(ci["error_ratio"][0][i]), float(ci["error_ratio"][1][i]), cnt))
+            out.append(Metric(dataset, f"error_ratio_{fac}", V, ids, lambda S, i=i: ratio(S)[:, i], False, "ratio",
+                              rests_on=k + i))
     if math.isfinite(point["error_ratio_mean"]):
-        rows.append(Row(model, dataset, analysis, "error_ratio_mean", point["error_ratio_mean"],
-                        *ci["error_ratio_mean"], n))
-    return rows
+        out.append(Metric(dataset, "error_ratio_mean", V, ids, mean_ratio, False, "ratio"))
+    return out
 
 
 def _artifact(point: dict, ci: dict) -> dict:
@@ -182,7 +201,7 @@ class ImageNetX(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(DATASET, "standard")]
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         out = fetch(Request(DATASET, "standard"))
         if out is None:
@@ -220,9 +239,10 @@ class ImageNetX(Analysis):
         correct = (pred == cls).astype(np.float64)
         F = sub[list(FACTORS)].to_numpy(np.float64)
 
+        ids = [out.ids[i] for i in out_pos]
         point = factor_accuracies(correct, F)
-        ci = factor_bootstrap(correct, F, ctx.n_boot, ctx.seed)
-        res.rows += _rows(model, DATASET, self.name, point, ci, correct.size, per_factor_acc=True)
+        ci = factor_bootstrap(correct, F, ctx.n_boot, ctx.seed)  # figure error bars only
+        res.metrics += factor_metrics(DATASET, correct, F, ids, per_factor_acc=True)
         res.artifacts["imagenet-x/factors"] = _artifact(point, ci)
 
         # Per metaclass: the same table within each group.
@@ -234,7 +254,8 @@ class ImageNetX(Analysis):
                 continue
             p = factor_accuracies(correct[sel], F[sel])
             c = factor_bootstrap(correct[sel], F[sel], ctx.n_boot, ctx.seed)
-            res.rows += _rows(model, f"{DATASET}/metaclass/{m}", self.name, p, c, int(sel.sum()), per_factor_acc=False)
+            res.metrics += factor_metrics(f"{DATASET}/metaclass/{m}", correct[sel], F[sel],
+                                          [i for i, k in zip(ids, sel) if k], per_factor_acc=False)
             per_meta[m] = {**_artifact(p, c), "n": int(sel.sum())}
         res.artifacts["imagenet-x/metaclass"] = per_meta
 
@@ -246,6 +267,7 @@ class ImageNetX(Analysis):
             MF = msub[list(FACTORS)].to_numpy(np.float64)
             p = factor_accuracies(mcorrect, MF)
             c = factor_bootstrap(mcorrect, MF, ctx.n_boot, ctx.seed)
-            res.rows += _rows(model, f"{DATASET}/multi-factor", self.name, p, c, mcorrect.size, per_factor_acc=True)
+            res.metrics += factor_metrics(f"{DATASET}/multi-factor", mcorrect, MF, [out.ids[i] for i in mo],
+                                          per_factor_acc=True)
             res.artifacts["imagenet-x/multi-factor"] = _artifact(p, c)
         return res

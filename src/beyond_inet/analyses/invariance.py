@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Skip,
                                        register_analysis)
-from beyond_inet.engine.outputs import Outputs
+from beyond_inet.data.labelspaces import in_truth, truth_sets
 
 DEFAULT_SCALES: tuple[float, ...] = (1, 1.25, 1.5, 2, 3)
 DEFAULT_SHIFTS: tuple[int, ...] = (0, 5, 30, 75, 100)
@@ -75,24 +75,29 @@ def common_ids(outputs: Sequence[Outputs]) -> list[str]:
     return [i for i in outputs[0].ids if i in keep]
 
 
-def align(out: Outputs, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) of `out` reordered to `ids` (all must be present)."""
+def align(out: Outputs, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, labels, truth sets) of `out` reordered to `ids` (all must be present)."""
     pos = {sid: k for k, sid in enumerate(out.ids)}
     idx = np.array([pos[i] for i in ids], dtype=np.int64)
-    return out.logits[idx], out.labels[idx]
+    return out.logits[idx], out.labels[idx], truth_sets(out.labels, out.multilabels)[idx]
 
 
-def view_metrics(logits: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per-sample 0/1 correctness, true-class probability (labelled samples) and agreement with `ref_pred`."""
+def view_metrics(logits: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray | None,
+                 truth: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-sample values and the mask of samples they cover: top-1 (the dataset's label rule,
+    ``labelspaces.truth_sets``), true-class probability (single-labelled samples) and agreement with
+    `ref_pred` (every sample)."""
     pred = logits.argmax(axis=1)
+    truth = truth_sets(labels, None) if truth is None else truth
+    has = (truth >= 0).any(axis=1)
     lab = labels >= 0
     p = softmax(logits[lab])
     out = {
-        "top1": (pred[lab] == labels[lab]).astype(np.float64),
-        "true_prob": p[np.arange(p.shape[0]), labels[lab]],
+        "top1": (in_truth(pred[has], truth[has]), has),
+        "true_prob": (p[np.arange(p.shape[0]), labels[lab]], lab),
     }
     if ref_pred is not None:
-        out["agree"] = (pred == ref_pred).astype(np.float64)
+        out["agree"] = ((pred == ref_pred).astype(np.float64), np.ones(pred.size, bool))
     return out
 
 
@@ -108,7 +113,7 @@ class Invariance(Analysis):
             reqs += [Request(ds, view_name(kind, v)) for v in values]
         return reqs
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         ds = choose_dataset(ctx)
         std = fetch(Request(ds, "standard"))
@@ -137,19 +142,28 @@ class Invariance(Analysis):
 
         curves: dict[str, dict[str, Any]] = {k: {"x": [], "top1": [], "agree": [], "true_prob": [], "n": len(ids),
                                                  "dataset": ds} for k in KINDS}
+        per_kind: dict[str, tuple[list[np.ndarray], list[str]]] = {k: ([], []) for k in KINDS}
         for (kind, v), o in fetched.items():
-            logits, labels = align(o, ids)
-            m = view_metrics(logits, labels, ref_pred)
+            logits, labels, truth = align(o, ids)
+            m = view_metrics(logits, labels, ref_pred, truth)
             x = fmt_value(v).replace("-", "m")
             curves[kind]["x"].append(float(v))
             for metric in ("top1", "agree", "true_prob"):
                 if metric not in m:
                     curves[kind][metric].append(math.nan)
                     continue
-                vals = m[metric]
-                val, lo, hi = stats.mean_ci(vals, ctx.n_boot, ctx.seed)
-                res.rows.append(Row(model, ds, self.name, f"{metric}_{kind}_{x}", val, lo, hi, int(vals.size)))
-                curves[kind][metric].append(val)
+                vals, mask = m[metric]
+                units = [i for i, k in zip(ids, mask) if k]
+                res.metrics.append(stats.mean_metric(ds, f"{metric}_{kind}_{x}", vals, units,
+                                                     unit="fraction" if metric != "true_prob" else "probability"))
+                curves[kind][metric].append(float(vals.mean()) if vals.size else math.nan)
+                if metric == "top1":
+                    per_kind[kind][0].append(vals)
+                    per_kind[kind][1].extend(units)
+        for kind, (vals, units) in per_kind.items():
+            if vals:  # every view's rows of one image are ONE resampling unit
+                res.metrics.append(stats.mean_metric(ds, f"top1_mean_{kind}", np.concatenate(vals), units,
+                                                     description=f"mean top-1 over the {len(vals)} {kind} views"))
         for kind in KINDS:
             if curves[kind]["x"]:
                 order = np.argsort(curves[kind]["x"], kind="stable")

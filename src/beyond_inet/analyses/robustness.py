@@ -24,18 +24,17 @@ Beyond the paper:
                                baseline is logit(top1_variant) = a * logit(top1_val) + b, fitted through
                                timm's published results of standard ImageNet-1k models (not through the
                                evaluated models, so CLIP models cannot drag the line to themselves;
-                               ``references.timm_results.baseline``). CI: val and variant replicates
-                               pushed through the same formula; n = val images + variant images.
+                               ``references.timm_results.baseline``). Declared on the val and variant
+                               images (one resampling unit each); n = val images + variant images.
 Accuracies are fractions in [0, 1].
 
-CIs: percentile bootstrap over images. Resampling n 0/1 outcomes with k ones has exactly a
-Binomial(n, k/n) count of ones, so accuracy replicates are drawn as binomials: identical in
-distribution to resampling images and O(n_boot) per set, which keeps 75 ImageNet-C parts cheap.
-Averages over sets (C, variants) combine independent per-set replicates (a stratified bootstrap).
+CIs: every row is a declared per-sample metric (``contracts.Metric``) scored by the shared bootstrap
+over images. The 75 ImageNet-C parts hold the SAME 50k val images, so an image is one resampling unit
+across all its parts (``stats.GroupedMeans``); treating the parts as independent made CIs ~4.7x too
+narrow. Averages over variants resample each variant's images (ImageNet-C's as one unit each).
 """
 from __future__ import annotations
 
-import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -45,12 +44,13 @@ from beyond_inet.analyses.base import (
     AnalysisResult,
     Context,
     Fetch,
+    Metric,
     Request,
     Row,
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.stats import percentile_ci
+from beyond_inet.analyses.stats import GroupedMeans, mean_metric
 from beyond_inet.data import labelspaces
 from beyond_inet.references import timm_results
 
@@ -115,7 +115,7 @@ def real_label_table() -> np.ndarray:
     return table
 
 
-def real_correct(pred: np.ndarray, ids: list[str]) -> tuple[np.ndarray, int, int]:
+def real_correct(pred: np.ndarray, ids: list[str], with_ids: bool = False):
     """ReaL correctness of val predictions.
 
     Returns (correct over images with a non-empty ReaL set, #ids that are not val file names,
@@ -126,29 +126,9 @@ def real_correct(pred: np.ndarray, ids: list[str]) -> tuple[np.ndarray, int, int
     valid = (nums >= 1) & (nums <= table.shape[0])
     rows = table[nums[valid] - 1]
     correct, has = multilabel_correct(np.asarray(pred)[valid], rows)
+    if with_ids:  # the ids of the scored images, in order
+        return correct, int((~valid).sum()), int((~has).sum()), _ids(_ids(ids, valid), has)
     return correct, int((~valid).sum()), int((~has).sum())
-
-
-# ----------------------------------------------------------------------------------------------
-# Accuracies with bootstrap replicates
-# ----------------------------------------------------------------------------------------------
-def _rng(seed: int, name: str) -> np.random.Generator:
-    """A generator per (seed, dataset) so replicates differ between sets but are reproducible."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode())])
-
-
-def accuracy_replicates(correct: np.ndarray, n_boot: int, seed: int, name: str) -> np.ndarray:
-    """Bootstrap replicates of the mean of 0/1 outcomes, drawn as Binomial(n, k/n) / n."""
-    c = np.asarray(correct, np.float64)
-    n = c.size
-    if n == 0:
-        return np.full(n_boot, np.nan)
-    return _rng(seed, name).binomial(n, c.mean(), size=n_boot) / n
-
-
-def _ci(reps: np.ndarray) -> tuple[float, float]:
-    lo, hi = percentile_ci(reps)
-    return float(lo[0]), float(hi[0])
 
 
 def imagenet_c_summary(acc: dict[tuple[str, int], float]) -> dict[str, float]:
@@ -182,29 +162,46 @@ def effective_robustness(val_acc, var_acc, baseline: timm_results.Baseline) -> n
     return np.asarray(var_acc, np.float64) - baseline.predict(val_acc)
 
 
-def effective_robustness_rows(model: str, values: dict[str, float], reps: dict[str, np.ndarray],
-                              sizes: dict[str, int]) -> tuple[list[Row], list[Skip], dict]:
-    """Per-variant effective-robustness rows of one model from its top-1 values and replicates.
+def effective_robustness_metrics(model: str, scored: dict[str, tuple[np.ndarray, list[str]]]
+                                 ) -> tuple[list[Metric], list[Skip], dict]:
+    """Per-variant effective-robustness declarations of one model from its 0/1 outcomes on val and the
+    variant: columns of both image sets (units prefixed by their set, so they never merge), finish =
+    top1_variant - baseline(top1_val). n = val images + variant images.
 
-    Returns (rows, skips, artifact): the artifact records each baseline's line and its selection rule.
+    Returns (metrics, skips, artifact): the artifact records each baseline's line and its selection rule.
     """
-    rows: list[Row] = []
+    metrics: list[Metric] = []
     skips: list[Skip] = []
     fits: dict[str, dict] = {}
     for ds in ER_DATASETS:
-        if ds not in values:
+        if ds not in scored:
             continue
-        if VAL not in values:
+        if VAL not in scored:
             skips.append(Skip(Robustness.name, model, ds, "effective robustness needs the imagenet-val top-1"))
             continue
         base = timm_results.baseline(ds)
-        v = float(effective_robustness(values[VAL], values[ds], base))
-        r = effective_robustness(reps[VAL], reps[ds], base)
-        rows.append(Row(model, ds, Robustness.name, "effective_robustness", v, *_ci(r), sizes[VAL] + sizes[ds]))
+        gm = GroupedMeans([VAL, ds])
+        for name in (VAL, ds):
+            correct, ids = scored[name]
+            gm.add(name, correct, [f"{name}:{i}" for i in ids])
+        metrics.append(gm.metric(ds, "effective_robustness",
+                                 lambda M, base=base: effective_robustness(M[:, 0], M[:, 1], base),
+                                 higher_is_better=True, unit="top-1 above the baseline",
+                                 description="variant top-1 minus the published baseline's prediction"))
         fit = base.as_dict()
         fit.pop("models")
-        fits[ds] = {**fit, "expected_top1": float(base.predict(values[VAL]))}
-    return rows, skips, ({"baselines": fits} if fits else {})
+        fits[ds] = {**fit, "expected_top1": float(base.predict(float(scored[VAL][0].mean())))}
+    return metrics, skips, ({"baselines": fits} if fits else {})
+
+
+def _ids(ids: list[str], mask: np.ndarray) -> list[str]:
+    """The ids of the rows a mask keeps (the units behind a per-sample array)."""
+    return [i for i, k in zip(ids, np.asarray(mask, bool)) if k]
+
+
+def _unit_set(ds: str) -> str:
+    """Which image set a dataset's ids name: ReaL relabels the val images."""
+    return "imagenet-val" if ds == "imagenet-real" else ds
 
 
 def _part_name(part: str) -> tuple[str, int] | None:
@@ -232,18 +229,18 @@ class Robustness(Analysis):
             reqs.append(Request("objectnet", "standard"))
         return reqs
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
-        reps: dict[str, np.ndarray] = {}  # dataset -> accuracy replicates (for the variant average)
+        # dataset -> (0/1 correct, unit ids): the variant average is declared from the same outcomes
+        scored: dict[str, tuple[np.ndarray, list[str]]] = {}
         values: dict[str, float] = {}
 
-        def add(ds: str, correct: np.ndarray) -> None:
+        def add(ds: str, correct: np.ndarray, ids: list[str]) -> None:
             if correct.size == 0:
                 res.skips.append(Skip(self.name, model, ds, "no scorable images"))
                 return
-            r = accuracy_replicates(correct, ctx.n_boot, ctx.seed, ds)
-            reps[ds], values[ds] = r, float(correct.mean())
-            res.rows.append(Row(model, ds, self.name, "top1", values[ds], *_ci(r), int(correct.size)))
+            scored[ds], values[ds] = (correct, ids), float(correct.mean())
+            res.metrics.append(mean_metric(ds, "top1", correct, ids))
 
         for ds in SINGLE:
             out = fetch(Request(ds, "standard"))
@@ -257,21 +254,21 @@ class Robustness(Analysis):
                 correct, has = multilabel_correct(predict(out.logits), ml)
                 if (~has).any():
                     res.skips.append(Skip(self.name, model, ds, f"{int((~has).sum())} images without labels left out"))
-                add(ds, correct)
+                add(ds, correct, _ids(out.ids, has))
                 continue
             classes = labelspaces.subset_indices(ds) if ds in SUBSET else None
-            add(ds, top1_correct(out.logits, out.labels, classes))
+            add(ds, top1_correct(out.logits, out.labels, classes), _ids(out.ids, np.asarray(out.labels) >= 0))
             if ds == VAL:
-                correct, not_val, empty = real_correct(predict(out.logits), out.ids)
+                correct, not_val, empty, real_ids = real_correct(predict(out.logits), out.ids, with_ids=True)
                 if not_val:
                     res.skips.append(Skip(self.name, model, "imagenet-real",
                                           f"{not_val} ids are not ImageNet val file names; left out"))
                 if empty:
                     res.skips.append(Skip(self.name, model, "imagenet-real",
                                           f"{empty} images with an empty ReaL label set skipped (as ReaL prescribes)"))
-                add("imagenet-real", correct)
+                add("imagenet-real", correct, real_ids)
 
-        self._imagenet_c(ctx, model, fetch, res, reps, values)
+        c_groups = self._imagenet_c(ctx, model, fetch, res, values)
 
         if ctx.available("objectnet"):
             out = fetch(Request("objectnet", "standard"))
@@ -290,34 +287,51 @@ class Robustness(Analysis):
                         res.skips.append(Skip(self.name, model, "objectnet",
                                               f"{int((~has).sum())} images of ObjectNet classes without an ImageNet "
                                               f"counterpart left out"))
-                    add("objectnet", correct)
+                    add("objectnet", correct, _ids(out.ids, has))
 
-        present = [v for v in VARIANTS if v in reps]
-        missing = [v for v in VARIANTS if v not in reps]
+        present = [v for v in VARIANTS if v in scored or (v == "imagenet-c" and c_groups is not None)]
+        missing = [v for v in VARIANTS if v not in present]
         if present:
-            avg = float(np.mean([values[v] for v in present]))
-            r = np.mean([reps[v] for v in present], axis=0)
-            res.rows.append(Row(model, "variants", self.name, "top1_avg", avg, *_ci(r), len(present)))
+            # mean over variants of each variant's top-1; ImageNet-C's is its mean over parts, each image
+            # one unit across parts. Unit ids carry the dataset so different sets never share a unit.
+            groups = present if c_groups is None else [v for v in present if v != "imagenet-c"] + c_groups[0]
+            gm = GroupedMeans(groups)
+            for v in present:
+                if v == "imagenet-c":
+                    for part, correct, ids in c_groups[1]:
+                        gm.add(part, correct, [f"imagenet-c:{i}" for i in ids])
+                else:
+                    correct, ids = scored[v]
+                    gm.add(v, correct, [f"{_unit_set(v)}:{i}" for i in ids])
+            n_plain = len([v for v in present if v != "imagenet-c"])
+            n_parts = len(groups) - n_plain
+
+            def variant_mean(M: np.ndarray, n_plain=n_plain, n_parts=n_parts) -> np.ndarray:
+                parts = [M[:, :n_plain].sum(axis=1)]
+                if n_parts:
+                    parts.append(M[:, n_plain:].mean(axis=1))
+                return np.sum(parts, axis=0) / (n_plain + (1 if n_parts else 0))
+
+            res.metrics.append(gm.metric("variants", "top1_avg", variant_mean,
+                                         description=f"mean top-1 over {', '.join(present)}"))
         if values:
             res.artifacts["robustness/top1"] = {"datasets": list(values), "top1": [values[d] for d in values],
                                                 "variants_present": present}
         if missing:
             res.skips.append(Skip(self.name, model, "variants",
                                   f"top1_avg over {len(present)} of 7 variants; missing: {', '.join(missing)}"))
-        er_rows, er_skips, er_art = effective_robustness_rows(
-            model, values, reps, {r.dataset: r.n for r in res.rows if r.metric == "top1"})
-        res.rows += er_rows
+        er_metrics, er_skips, er_art = effective_robustness_metrics(model, scored)
+        res.metrics += er_metrics
         res.skips += er_skips
         if er_art:
             res.artifacts["robustness/effective_robustness"] = er_art
         return res
 
     def _imagenet_c(self, ctx: Context, model: str, fetch: Fetch, res: AnalysisResult,
-                    reps: dict[str, np.ndarray], values: dict[str, float]) -> None:
-        """ImageNet-C rows; the aggregate enters the variant average only when all 75 parts are present."""
-        acc: dict[tuple[str, int], float] = {}
-        acc_reps: dict[tuple[str, int], np.ndarray] = {}
-        sizes: dict[tuple[str, int], int] = {}
+                    values: dict[str, float]):
+        """ImageNet-C declarations; returns (part groups, [(part, correct, ids)]) for the variant average
+        when all 75 parts are present, else None. An image is one resampling unit across its parts."""
+        parts: dict[tuple[str, int], tuple[np.ndarray, list[str]]] = {}
         for part in ctx.parts("imagenet-c"):
             key = _part_name(part)
             if key is None:
@@ -329,16 +343,14 @@ class Robustness(Analysis):
             correct = top1_correct(out.logits, out.labels)
             if correct.size == 0:
                 continue
-            ds = f"imagenet-c/{key[0]}/{key[1]}"
-            acc[key] = float(correct.mean())
-            acc_reps[key] = accuracy_replicates(correct, ctx.n_boot, ctx.seed, ds)
-            sizes[key] = int(correct.size)
-            res.rows.append(Row(model, ds, self.name, "top1", acc[key], *_ci(acc_reps[key]), sizes[key]))
+            ids = _ids(out.ids, np.asarray(out.labels) >= 0)
+            parts[key] = (correct, ids)
+            res.metrics.append(mean_metric(f"imagenet-c/{key[0]}/{key[1]}", "top1", correct, ids))
         want = {(c, s) for c in CORRUPTIONS for s in SEVERITIES}
-        lacking = sorted(want - set(acc))
-        if not acc:
+        lacking = sorted(want - set(parts))
+        if not parts:
             res.skips.append(Skip(self.name, model, "imagenet-c", "imagenet-c not available (no corruption parts)"))
-            return
+            return None
         if lacking:
             by_c: dict[str, list[int]] = {}
             for c, s in lacking:
@@ -347,23 +359,43 @@ class Robustness(Analysis):
                              for c, v in sorted(by_c.items()))
             res.skips.append(Skip(self.name, model, "imagenet-c",
                                   f"missing parts: {text}; top1 covers the present ones, mCE needs all 15 x 5"))
+        keys = sorted(parts)
+        gm = GroupedMeans([f"{c}/{s}" for c, s in keys])
+        for c, s in keys:
+            gm.add(f"{c}/{s}", *parts[(c, s)])
+        col = {k: i for i, k in enumerate(keys)}
+        std = [col[k] for k in keys if k[0] in ALEXNET_ERR]
+        corrs = sorted({k[0] for k in keys})
+        complete = [c for c in corrs if c in ALEXNET_ERR and all((c, s) in parts for s in SEVERITIES)]
+        if std:
+            res.metrics.append(gm.metric("imagenet-c", "top1", lambda M, i=std: M[:, i].mean(axis=1),
+                                         description="mean top-1 over the present parts of the 15 corruptions"))
+        for c in corrs:
+            sev = [col[k] for k in keys if k[0] == c]
+            res.metrics.append(gm.metric(f"imagenet-c/{c}", "top1", lambda M, i=sev: M[:, i].mean(axis=1)))
+            if c in complete:
+                res.metrics.append(gm.metric(f"imagenet-c/{c}", "ce",
+                                             lambda M, i=sev, c=c: (1.0 - M[:, i].mean(axis=1)) / ALEXNET_ERR[c],
+                                             higher_is_better=False, unit="ratio"))
+        if len(complete) == len(CORRUPTIONS):
+            idx = [[col[(c, s)] for s in SEVERITIES] for c in CORRUPTIONS]
+            alex = np.array([ALEXNET_ERR[c] for c in CORRUPTIONS])
+
+            def mce(M: np.ndarray) -> np.ndarray:
+                return np.mean([(1.0 - M[:, i].mean(axis=1)) / a for i, a in zip(idx, alex)], axis=0)
+
+            res.metrics.append(gm.metric("imagenet-c", "mce", mce, higher_is_better=False, unit="ratio"))
+        acc = {k: float(v[0].mean()) for k, v in parts.items()}
         point = imagenet_c_summary(acc)
-        rep = imagenet_c_summary(acc_reps)
-        for key, v in point.items():
-            if key in ("top1", "mce"):
-                ds, metric = "imagenet-c", key
-                n = sum(sizes[k] for k in sizes if k[0] in ALEXNET_ERR)
-            else:
-                metric, c = key.split("/")
-                ds = f"imagenet-c/{c}"
-                n = sum(sizes[k] for k in sizes if k[0] == c)
-            res.rows.append(Row(model, ds, self.name, metric, float(v), *_ci(np.asarray(rep[key])), n))
         if "top1" in point:
             res.artifacts["robustness/imagenet-c"] = {
                 "parts": {f"{c}/{s}": a for (c, s), a in sorted(acc.items())},
                 "top1": float(point["top1"]), "mce": float(point["mce"]) if "mce" in point else None}
         if not lacking:
-            reps["imagenet-c"], values["imagenet-c"] = np.asarray(rep["top1"]), float(point["top1"])
+            values["imagenet-c"] = float(point["top1"])
+            return [f"imagenet-c/{c}/{s}" for c, s in keys], \
+                [(f"imagenet-c/{c}/{s}", parts[(c, s)][0], parts[(c, s)][1]) for c, s in keys]
+        return None
 
     def summarize(self, ctx: Context, rows: list[Row]) -> AnalysisResult:
         """Records, once per run, which published models each effective-robustness baseline went through."""

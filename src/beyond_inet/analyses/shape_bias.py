@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Metric, Request, Skip,
                                        register_analysis)
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES
@@ -93,6 +93,7 @@ def shape_bias_metrics(decisions: np.ndarray, shapes: np.ndarray, textures: np.n
     is_shape, is_texture = dc == sc, dc == tc
     cue = is_shape | is_texture
     out: dict[str, Any] = {
+        "conflict": conflict,
         "n_conflict": int(conflict.sum()),
         "n_no_conflict": int((~conflict).sum()),
         "is_shape": is_shape, "is_texture": is_texture, "shape_of_conflict": sc,
@@ -201,14 +202,14 @@ def human_reference(raw_dir: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def _ratio_row(model: str, dataset: str, metric: str, num: np.ndarray, den: np.ndarray, ctx: Context) -> Row:
-    v, lo, hi = stats.ratio_ci(num, den, ctx.n_boot, ctx.seed)
-    return Row(model, dataset, ShapeBias.name, metric, v, lo, hi, int(num.size))
-
-
-def _mean_row(model: str, dataset: str, metric: str, values: np.ndarray, ctx: Context) -> Row:
-    v, lo, hi = stats.mean_ci(values, ctx.n_boot, ctx.seed)
-    return Row(model, dataset, ShapeBias.name, metric, v, lo, hi, int(np.asarray(values).size))
+def shape_bias_metric(dataset: str, metric: str, is_shape: np.ndarray, is_texture: np.ndarray,
+                      ids: list[str]) -> Metric:
+    """Shape bias = shape decisions / (shape + texture decisions); it rests on the images whose decision
+    was the shape or the texture (``rests_on``), not on every image shown."""
+    shape = np.asarray(is_shape, np.float64)
+    cue = np.asarray(is_shape | is_texture, np.float64)
+    return Metric(dataset, metric, np.stack([shape, cue], axis=1), ids, stats.ratio_finish, True, "fraction",
+                  rests_on=1, description="higher = more shape decisions (humans: ~0.96)")
 
 
 @register_analysis
@@ -219,7 +220,7 @@ class ShapeBias(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(d, "native") for d in ("cue-conflict", "edge", "silhouette")]
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         out = fetch(Request("cue-conflict", "native"))
         if out is None:
@@ -232,7 +233,8 @@ class ShapeBias(Analysis):
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs are not available"))
                 continue
             keep = o.labels >= 0
-            res.rows.append(_mean_row(model, ds, "acc16", decisions16(o.logits[keep]) == o.labels[keep], ctx))
+            res.metrics.append(stats.mean_metric(ds, "acc16", decisions16(o.logits[keep]) == o.labels[keep],
+                                                 [i for i, k in zip(o.ids, keep) if k]))
         raw = human_raw_dir(ctx)
         if raw is not None:
             res.artifacts["shape-bias/human"] = human_reference(raw)
@@ -258,15 +260,18 @@ class ShapeBias(Analysis):
         m = shape_bias_metrics(decisions16(out.logits[idx]), out.labels[idx], np.array(textures))
         is_shape, is_tex, sc = m["is_shape"], m["is_texture"], m["shape_of_conflict"]
         ds = "cue-conflict"
-        res.rows.append(_ratio_row(model, ds, "shape_bias", is_shape, is_shape | is_tex, ctx))
+        conflict_ids = [out.ids[i] for i in idx[m["conflict"]]]
+        res.metrics.append(shape_bias_metric(ds, "shape_bias", is_shape, is_tex, conflict_ids))
         for k, c in enumerate(CATEGORIES):
             sel = sc == k
             if sel.any():
-                res.rows.append(_ratio_row(model, ds, f"shape_bias_{c}", is_shape[sel], (is_shape | is_tex)[sel], ctx))
-        res.rows.append(_mean_row(model, ds, "shape_acc", is_shape, ctx))
-        res.rows.append(_mean_row(model, ds, "texture_acc", is_tex, ctx))
+                res.metrics.append(shape_bias_metric(ds, f"shape_bias_{c}", is_shape[sel], is_tex[sel],
+                                                     [i for i, s_ in zip(conflict_ids, sel) if s_]))
+        res.metrics.append(stats.mean_metric(ds, "shape_acc", is_shape, conflict_ids))
+        res.metrics.append(stats.mean_metric(ds, "texture_acc", is_tex, conflict_ids))
         if m["n_no_conflict"]:
-            res.rows.append(_mean_row(model, ds, "acc16_no_conflict", m["correct_no_conflict"], ctx))
+            res.metrics.append(stats.mean_metric(ds, "acc16_no_conflict", m["correct_no_conflict"],
+                                                 [out.ids[i] for i in idx[~m["conflict"]]]))
         res.artifacts["shape-bias/per-category"] = {
             "categories": list(CATEGORIES),
             "shape_bias": [m["per_category"][c] for c in CATEGORIES],

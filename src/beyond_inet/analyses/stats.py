@@ -1,14 +1,22 @@
 """Bootstrap confidence intervals and paired tests, vectorised over replicates.
 
-Resampling is over images. Replicate index matrices are drawn in chunks so that 1000 replicates
+Resampling is over images (units). Replicate index matrices are drawn in chunks so that 1000 replicates
 on 50k samples stay within a few hundred MB and well under a second for mean-type statistics.
+
+The generic part (``score``, ``paired``) works on ``contracts.Metric`` declarations: rows are first
+summed per unit (``unit_sums``: an image in 75 ImageNet-C parts is ONE unit), then units are
+resampled, and every statistic is ``finish(counts @ U)``. Values, CIs, ``n``, paired tests and verdicts
+all come from the same declaration, so no module restates a scoring rule.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from beyond_inet.contracts import MIN_UNITS, Metric
 
 # stat(idx) -> values: idx is an int array [b, n] of resampled positions, result is [b].
 Stat = Callable[[np.ndarray], np.ndarray]
@@ -162,3 +170,235 @@ def jsonable(x):
         return None if not math.isfinite(v) else v
 
     return fix(arr)
+
+
+# --- generic scoring of metric declarations ------------------------------------------------------
+
+def unit_sums(units: Sequence[str], columns: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Sum the rows of `columns` per unit id: (unit ids in first-seen order, U [n_units, k]).
+
+    The one place where rows that share an image (ImageNet-C parts, invariance views) become a single
+    resampling unit."""
+    V = np.asarray(columns, np.float64)
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(u, len(first)) for u in units), np.int64, count=len(units))
+    if len(first) == V.shape[0]:
+        order = np.empty_like(inverse)
+        order[inverse] = np.arange(inverse.size)
+        return list(first), V[order]
+    U = np.zeros((len(first), V.shape[1]))
+    np.add.at(U, inverse, V)
+    return list(first), U
+
+
+def replicate_column_sums(U: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Column sums of U's rows under `n_boot` bootstrap resamples of its rows: [n_boot, k] (float64).
+
+    The resamples are those of ``replicate_indices(n, n_boot, seed)``, so a mean's replicates equal
+    ``bootstrap``'s for the same seed."""
+    n = U.shape[0]
+    if n == 0:
+        return np.zeros((0, U.shape[1]))
+    return np.vstack([resample_counts(idx, n).astype(np.float64) @ U
+                      for idx in replicate_indices(n, n_boot, seed)])
+
+
+def _finish(metric: Metric, sums: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(metric.finish(np.atleast_2d(sums)), np.float64).reshape(-1)
+
+
+def units_rested_on(metric: Metric, U: np.ndarray) -> int:
+    """How many units the metric rests on (its `n`)."""
+    if metric.rests_on is None:
+        return int(U.shape[0])
+    return int((U[:, metric.rests_on] > 0).sum())
+
+
+@dataclass
+class Score:
+    """A scored metric: value, percentile CI and the number of units it rests on."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    @property
+    def too_few(self) -> bool:
+        return too_few(self.n)
+
+
+def too_few(n: int) -> bool:
+    """A metric resting on fewer than MIN_UNITS units is flagged and never marked best."""
+    return n < MIN_UNITS
+
+
+def score(metric: Metric, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Score:
+    """Value, bootstrap CI over units, and n of one declared metric."""
+    ids, U = unit_sums(metric.units, metric.columns)
+    n = units_rested_on(metric, U)
+    if U.shape[0] == 0:
+        return Score(math.nan, math.nan, math.nan, 0)
+    value = float(_finish(metric, U.sum(axis=0))[0])
+    if n_boot <= 0:
+        return Score(value, math.nan, math.nan, n)
+    lo, hi = percentile_interval(_finish(metric, replicate_column_sums(U, n_boot, seed)), alpha)
+    return Score(value, lo, hi, n)
+
+
+def align_units(metrics: Sequence[Metric]) -> tuple[list[str], list[np.ndarray]]:
+    """Per-unit sums of several models' declarations of one metric, restricted to the units all share
+    (order of the first): (ids, [U_model [n, k]])."""
+    summed = [unit_sums(m.units, m.columns) for m in metrics]
+    common = set(summed[0][0])
+    for ids, _ in summed[1:]:
+        common &= set(ids)
+    ids = [u for u in summed[0][0] if u in common]
+    out = []
+    for uids, U in summed:
+        if uids == ids:
+            out.append(U)
+            continue
+        pos = {u: i for i, u in enumerate(uids)}
+        out.append(U[np.array([pos[u] for u in ids], np.int64)] if ids else U[:0])
+    return ids, out
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (NaN entries stay NaN and do not count towards m)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+@dataclass
+class PairTest:
+    """One paired comparison of two models on the units both have."""
+
+    a: str
+    b: str
+    value_a: float
+    value_b: float
+    diff: float  # value_a - value_b
+    ci_low: float  # paired-bootstrap CI of the difference (NaN for McNemar)
+    ci_high: float
+    p: float
+    n: int
+    test: str
+    p_holm: float = math.nan
+    n01: int | None = None  # McNemar: units A right, B wrong
+    n10: int | None = None  # McNemar: units A wrong, B right
+
+
+def paired(models: Sequence[str], metrics: Sequence[Metric], n_boot: int = 1000, seed: int = 0,
+           alpha: float = ALPHA) -> list[PairTest]:
+    """Every pair of models tested on the same units, Holm-corrected within the metric.
+
+    McNemar's exact test for accuracies declared ``test="mcnemar"`` (one 0/1 row per unit); otherwise a
+    paired bootstrap: both models are scored on the SAME resampled units (one count matrix), and the
+    p-value is the two-sided bootstrap p-value of a zero difference."""
+    ids, Us = align_units(metrics)
+    n = len(ids)
+    if n == 0 or len(models) < 2:
+        return []
+    k = Us[0].shape[1]
+    points = [float(_finish(m, U.sum(axis=0))[0]) for m, U in zip(metrics, Us)]
+    pairs = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))]
+    out = []
+    if metrics[0].test == "mcnemar":
+        for i, j in pairs:
+            a, b = Us[i][:, 0] > 0.5, Us[j][:, 0] > 0.5
+            out.append(PairTest(models[i], models[j], points[i], points[j], points[i] - points[j],
+                                math.nan, math.nan, mcnemar_exact(a, b), n, "mcnemar",
+                                n01=int((a & ~b).sum()), n10=int((~a & b).sum())))
+    else:
+        S = replicate_column_sums(np.hstack(Us), n_boot, seed)
+        reps = [_finish(m, S[:, q * k:(q + 1) * k]) for q, m in enumerate(metrics)]
+        for i, j in pairs:
+            d = reps[i] - reps[j]
+            lo, hi = percentile_interval(d, alpha)
+            out.append(PairTest(models[i], models[j], points[i], points[j], points[i] - points[j], lo, hi,
+                                bootstrap_p(d), n, "bootstrap"))
+    for t, ph in zip(out, holm([t.p for t in out])):
+        t.p_holm = float(ph)
+    return out
+
+
+NO_DIFF = "no significant difference"
+
+
+def verdict(t: PairTest, alpha: float, higher_is_better: bool | None) -> str:
+    """'a > b' when a is significantly better than b, 'b > a' for the converse, else no difference."""
+    if higher_is_better is None or not (math.isfinite(t.diff) and math.isfinite(t.p_holm)) \
+            or t.p_holm >= alpha or t.diff == 0:
+        return NO_DIFF
+    return f"{t.a} > {t.b}" if (t.diff > 0) == higher_is_better else f"{t.b} > {t.a}"
+
+
+# --- common finishes ----------------------------------------------------------------------------
+
+def mean_finish(S: np.ndarray) -> np.ndarray:
+    """Column 0 / column 1: a (weighted) mean with its count (or weight) column."""
+    return S[:, 0] / S[:, 1]
+
+
+def ratio_finish(S: np.ndarray) -> np.ndarray:
+    """Column 0 / column 1 when column 1 > 0, else NaN (shape decisions / cue decisions)."""
+    return np.where(S[:, 1] > 0, S[:, 0] / np.where(S[:, 1] > 0, S[:, 1], 1.0), np.nan)
+
+
+def mean_metric(dataset: str, metric: str, values: np.ndarray, units: Sequence[str], *,
+                weights: np.ndarray | None = None, higher_is_better: bool | None = True, unit: str = "fraction",
+                test: str | None = None, description: str = "") -> Metric:
+    """A mean of per-row values (weighted when `weights` is given: sum(w v) / sum(w)).
+
+    0/1 values with one row per unit and no weights get McNemar's test."""
+    v = np.asarray(values, np.float64)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
+    if test is None:
+        binary = bool(np.isin(v, (0.0, 1.0)).all())
+        test = "mcnemar" if binary and weights is None and len(set(units)) == v.size and unit == "fraction" \
+            else "bootstrap"
+    return Metric(dataset, metric, np.stack([v * w, w], axis=1), list(units), mean_finish,
+                  higher_is_better, unit, test=test, description=description)
+
+
+class GroupedMeans:
+    """Per-sample declaration of statistics of several (weighted) group means, summed per unit on the fly.
+
+    Each group g (an ImageNet-C part or corruption, a robustness variant ...) gets columns
+    [sum w*v, sum w]; rows of one unit (an image seen in 75 ImageNet-C parts) land on one row, so the
+    matrix stays [n_images, 2G] however many parts there are, and the unit is resampled as one.
+    """
+
+    def __init__(self, groups: Sequence[str]):
+        self.groups = list(groups)
+        self.index: dict[str, int] = {}
+        self._adds: list[tuple[np.ndarray, int, np.ndarray, float]] = []
+
+    def add(self, group: str, values: np.ndarray, units: Sequence[str], weight: float = 1.0) -> None:
+        g = self.groups.index(group)
+        idx = np.fromiter((self.index.setdefault(u, len(self.index)) for u in units), np.int64, count=len(units))
+        self._adds.append((idx, g, np.asarray(values, np.float64), float(weight)))
+
+    def metric(self, dataset: str, metric: str, combine: Callable[[np.ndarray], np.ndarray], **kw) -> Metric:
+        """combine(group means [b, G]) -> values [b]; e.g. the mean over groups, or mCE."""
+        V = np.zeros((len(self.index), 2 * len(self.groups)))
+        for idx, g, vals, w in self._adds:
+            np.add.at(V[:, 2 * g], idx, w * vals)
+            np.add.at(V[:, 2 * g + 1], idx, w)
+
+        def finish(S: np.ndarray) -> np.ndarray:
+            return combine(S[:, 0::2] / S[:, 1::2])
+
+        return Metric(dataset, metric, V, list(self.index), finish, **kw)

@@ -15,8 +15,8 @@ indices (sorted keys of ``class_to_imagenet_idx.json``, read from ``<data_root>/
 The rule is part of the metric name, so results of the two rules never mix:
   ``top1_any`` / ``top1_paper``          per factor (dataset ``pug-imagenet/<Factor>``);
   ``top1_avg_any`` / ``top1_avg_paper``  the plain mean of the per-factor accuracies (dataset ``pug-imagenet``),
-                                         its CI from per-factor bootstrap replicates averaged (strata resampled
-                                         independently); n = images over all factors used.
+                                         declared per image over every factor's images (a unit per factor
+                                         image, prefixed by the factor: the factors hold different images).
 Factors whose outputs are absent are named in one Skip; the average is over the factors present.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Skip,
                                        register_analysis)
 from beyond_inet.data.pug import FACTORS, MAPPING_FILE, class_names, load_class_mapping
 
@@ -87,7 +87,7 @@ class Synthetic(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(f"pug-imagenet/{f}", "standard") for f in _factors_to_request(ctx)]
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         rule = str(ctx.options.get("pug_rule", "any"))
         if rule not in RULES:
@@ -100,7 +100,8 @@ class Synthetic(Analysis):
             return res
         mapping = load_class_mapping(mp)
         n_cls = len(mapping)
-        missing, per_factor, reps, n_total = [], {}, [], 0
+        missing, per_factor = [], {}
+        gm = stats.GroupedMeans(FACTORS)
         for f in FACTORS:
             out = fetch(Request(f"pug-imagenet/{f}", "standard"))
             if out is None or len(out) == 0:
@@ -114,21 +115,18 @@ class Synthetic(Analysis):
                 missing.append(f)
                 continue
             correct = pug_correct(out.logits[ok], out.labels[ok], mapping, rule).astype(np.float64)
-            v, lo, hi = stats.mean_ci(correct, ctx.n_boot, ctx.seed)
-            res.rows.append(Row(model, f"pug-imagenet/{f}", self.name, f"top1_{rule}", v, lo, hi, int(correct.size)))
-            per_factor[f] = v
-            reps.append(stats.bootstrap_replicates(lambda idx, c=correct: c[idx].mean(axis=1), correct.size,
-                                                   ctx.n_boot, ctx.seed + len(reps)))
-            n_total += int(correct.size)
+            ids = [i for i, k in zip(out.ids, ok) if k]
+            res.metrics.append(stats.mean_metric(f"pug-imagenet/{f}", f"top1_{rule}", correct, ids))
+            per_factor[f] = float(correct.mean())
+            gm.add(f, correct, [f"{f}:{i}" for i in ids])
         if missing:
             res.skips.append(Skip(self.name, model, "pug-imagenet",
                                   f"factor outputs not available: {', '.join(missing)}"))
         if per_factor:
             avg = float(np.mean(list(per_factor.values())))
-            rep = np.mean(np.stack(reps), axis=0)
-            lo, hi = np.quantile(rep, [stats.ALPHA / 2, 1 - stats.ALPHA / 2]) if rep.size else (math.nan, math.nan)
-            res.rows.append(Row(model, "pug-imagenet", self.name, f"top1_avg_{rule}", avg, float(lo), float(hi),
-                                n_total))
+            cols = [FACTORS.index(f) for f in per_factor]
+            res.metrics.append(gm.metric("pug-imagenet", f"top1_avg_{rule}", lambda M, c=cols: M[:, c].mean(axis=1),
+                                         description="mean top-1 over the PUG factors"))
             res.artifacts["synthetic/pug"] = {"rule": rule, "factors": list(per_factor),
                                               "top1": list(per_factor.values()), "average": avg,
                                               "missing": missing}

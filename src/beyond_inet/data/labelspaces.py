@@ -145,3 +145,18 @@ def val_number(file_name: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def truth_sets(labels: np.ndarray, multilabels: np.ndarray | None) -> np.ndarray:
+    """The one label rule every analysis uses: an image's acceptable ImageNet classes, int [N, K] padded
+    with -1 — the multi-label set when the dataset has one (scikit-image photos, ImageNet-Hard), else its
+    single label. A row of -1 is an unlabelled image."""
+    if multilabels is not None:
+        return np.asarray(multilabels, np.int64).reshape(len(labels), -1)
+    return np.asarray(labels, np.int64)[:, None]
+
+
+def in_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """0/1 per row: is the predicted class one of the row's acceptable classes?"""
+    t = np.asarray(truth, np.int64)
+    return ((t == np.asarray(pred)[:, None]) & (t >= 0)).any(axis=1).astype(np.float64)

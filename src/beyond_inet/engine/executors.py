@@ -79,18 +79,33 @@ class LocalExecutor:
         return out
 
 
+# Executors by name: a class, or "module:Class" imported on first use (the Ray executor imports this
+# module, so a static import back would be a cycle; optional dependencies stay optional).
+EXECUTORS: dict[str, object] = {"local": "beyond_inet.engine.executors:LocalExecutor",
+                                "ray": "beyond_inet.engine.ray_executor:RayExecutor"}
+
+
+def register_executor(name: str, target: object) -> None:
+    """Make an executor available to ``--executor NAME``: a class taking (address) or a "module:Class"."""
+    EXECUTORS[name] = target
+
+
 def get_executor(name: str, address: str | None = None):
+    import importlib
+
     from beyond_inet.errors import UserError
 
-    if name == "local":
-        return LocalExecutor()
-    if name == "ray":
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor {name!r}; use {' or '.join(sorted(EXECUTORS))}")
+    target = EXECUTORS[name]
+    if isinstance(target, str):
+        mod, _, cls = target.partition(":")
         try:
-            from beyond_inet.engine.ray_executor import RayExecutor
+            target = getattr(importlib.import_module(mod), cls)
         except ModuleNotFoundError as e:
-            raise UserError(f"--executor ray needs Ray: pip install 'ray[default]' ({e.name} missing)") from None
-        return RayExecutor(address)
-    raise UserError(f"unknown executor {name!r}; use local or ray")
+            raise UserError(f"--executor {name} needs {e.name}: pip install 'ray[default]'" if name == "ray"
+                            else f"--executor {name}: {e}") from None
+    return target() if target is LocalExecutor else target(address)
 
 
 def write_json(path: Path, obj) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beyond_inet import ENGINE_VERSION
-from beyond_inet.analyses.base import Analysis, Context, Request
+from beyond_inet.contracts import Request
 from beyond_inet.data import catalog
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import resolution_of
@@ -46,10 +46,6 @@ class Job:
     def resolution_of(self, view: str) -> int | None:
         """The input size `view` runs at (None: the model's own)."""
         return self.view_res.get(view) or self.resolution
-
-
-def needed_requests(analyses: list[Analysis], ctx: Context) -> dict[str, list[Request]]:
-    return {a.name: a.requests(ctx) for a in analyses}
 
 
 def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,

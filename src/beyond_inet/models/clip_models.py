@@ -45,7 +45,7 @@ def zero_shot_weights(model: torch.nn.Module, arch: str, tag: str, weights_hash:
     import open_clip
     from safetensors.torch import load_file, save_file
 
-    from beyond_inet.data.labelspaces import imagenet_classnames
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # models sit below data: no labelspaces
 
     path = cache_dir() / "zeroshot" / f"{arch}-{tag}-{weights_hash}.safetensors".replace("/", "_")
     if path.exists():
@@ -54,7 +54,7 @@ def zero_shot_weights(model: torch.nn.Module, arch: str, tag: str, weights_hash:
 
     tokenizer = open_clip.get_tokenizer(arch)
     with torch.inference_mode():
-        w = open_clip.build_zero_shot_classifier(model, tokenizer, classnames=imagenet_classnames(),
+        w = open_clip.build_zero_shot_classifier(model, tokenizer, classnames=IMAGENET_CLASSNAMES,
                                                  templates=OPENAI_IMAGENET_TEMPLATES, num_classes_per_batch=10,
                                                  device="cpu", use_tqdm=False)
     w = w.float().contiguous()

@@ -1,7 +1,7 @@
 """OUT_DIR/report.html (one self-contained page) and OUT_DIR/report.md, from stored results only.
 
-Inputs: results.sqlite (rows, skips, artifacts, models, runs, output keys) and the stored per-sample
-outputs (for the paired tests); no model is run. The page embeds its figures as base64 PNGs, carries
+Inputs: results.sqlite only (rows, skips, artifacts, models, runs, output keys); the paired tests are the
+``significance`` analysis' results (``report.verdicts`` reads them); no model is run. The page embeds its figures as base64 PNGs, carries
 its CSS inline and has no JavaScript, so it opens offline. Everything user-controlled (model specs,
 dataset names, skip reasons, options) goes through jinja2 autoescaping; the Markdown copy escapes
 HTML and table pipes itself.
@@ -25,10 +25,11 @@ from typing import Any, Sequence
 
 from beyond_inet import registry
 from beyond_inet.analyses.base import Row, Skip
-from beyond_inet.report import compare as cmp
+from beyond_inet.contracts import MIN_UNITS
 from beyond_inet.report import effective_robustness_figure as er_figure
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import layout
+from beyond_inet.report import verdicts as cmp
 from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
 
@@ -96,15 +97,15 @@ PROPS = (
     Prop("imagenet_x", "ImageNet-X error ratio", (("imagenet-x", "imagenet-val", "error_ratio_mean"),), False, "mean"),
     Prop("shape_bias", "Shape bias", (("shape-bias", "cue-conflict", "shape_bias"),), True, "fraction"),
     Prop("ece_in1k", "ECE IN-1K", (("calibration", "imagenet-val", "ece"), ("calibration", "imagenet-sample", "ece")),
-         False, "fraction"),
+         False, "fraction"),  # titled after the dataset actually used (prop_title)
     Prop("ece_inr", "ECE IN-R", (("calibration", "imagenet-r", "ece"),), False, "fraction"),
     Prop("robustness", "Robustness avg", (("robustness", "variants", "top1_avg"),), True, "%"),
     Prop("vtab", "VTAB avg", (("transfer", "vtab", "top1_avg"),), True, "%"),
     Prop("pug", "PUG avg", (("synthetic", "pug-imagenet", "top1_avg_any"), ("synthetic", "pug-imagenet", "top1_avg*")),
          True, "%"),
-    Prop("inv_scale", "Scale invariance", (("invariance", "*", "top1_mean_scale"),), True, "% mean top-1", True),
-    Prop("inv_shift", "Shift invariance", (("invariance", "*", "top1_mean_shift"),), True, "% mean top-1", True),
-    Prop("inv_res", "Resolution", (("invariance", "*", "top1_mean_res"),), True, "% mean top-1", True),
+    Prop("inv_scale", "Scale invariance", (("invariance", "*", "top1_mean_scale"),), True, "% mean top-1"),
+    Prop("inv_shift", "Shift invariance", (("invariance", "*", "top1_mean_shift"),), True, "% mean top-1"),
+    Prop("inv_res", "Resolution", (("invariance", "*", "top1_mean_res"),), True, "% mean top-1"),
 )
 
 # analysis name -> (title, what it shows), from the registry; analyses it does not declare get generic sections
@@ -119,19 +120,20 @@ def anchor(name: str) -> str:
     return "a-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def resolve_prop(prop: Prop, index: cmp.RowIndex, comparisons: cmp.CompareResult) -> tuple[str, str, str] | None:
+DATASET_SHORT = {"imagenet-val": "IN-1K", "imagenet-r": "IN-R", "imagenet-sample": "IN-1K sample (1000 imgs)",
+                 "skimage-photos": "scikit-image photos"}
+
+
+def prop_title(prop: Prop, key: tuple[str, str, str]) -> str:
+    """The column title names the dataset actually measured (ECE on the sample set is not "ECE IN-1K")."""
+    if prop.key.startswith("ece_"):
+        return f"ECE {DATASET_SHORT.get(key[1], key[1])}"
+    return prop.title
+
+
+def resolve_prop(prop: Prop, index: cmp.RowIndex) -> tuple[str, str, str] | None:
     """The concrete (analysis, dataset, metric) a property reads, or None when nothing matches."""
     for a, d, m in prop.candidates:
-        if prop.derived:
-            hits = sorted(c.key for c in comparisons.comparisons
-                          if c.analysis == a and fnmatch.fnmatchcase(c.dataset, d) and fnmatch.fnmatchcase(c.metric, m))
-            if hits:
-                return hits[0]
-            kind = m.rsplit("_", 1)[-1]
-            rows = sorted((ra, rd) for (ra, rd, rm) in index.rows if ra == a and rm.startswith(f"top1_{kind}_"))
-            if rows:
-                return rows[0][0], rows[0][1], m
-            continue
         hits = sorted(k for k in index.rows if k[0] == a and fnmatch.fnmatchcase(k[1], d)
                       and fnmatch.fnmatchcase(k[2], m))
         if hits:
@@ -139,22 +141,8 @@ def resolve_prop(prop: Prop, index: cmp.RowIndex, comparisons: cmp.CompareResult
     return None
 
 
-def prop_values(prop: Prop, key: tuple[str, str, str], index: cmp.RowIndex, comparisons: cmp.CompareResult,
-                models: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """{model: (value, lo, hi)} of a property: stored rows, or the report's derived values."""
-    if not prop.derived:
-        return {m: (r.value, r.ci_low, r.ci_high) for m, r in index.rows.get(key, {}).items()}
-    kind = key[2].rsplit("_", 1)[-1]  # without per-sample data: plain mean of the stored view rows, no CI
-    out = {}
-    for m in models:
-        vals = [r[m].value for (a, d, mt), r in index.rows.items()
-                if a == key[0] and d == key[1] and mt.startswith(f"top1_{kind}_") and m in r]
-        if vals:
-            out[m] = (sum(vals) / len(vals), math.nan, math.nan)
-    c = comparisons.get(*key)
-    if c is not None:
-        out.update(c.values)  # recomputed on the images common to all views, with a bootstrap CI
-    return out
+def too_few_note(n: int | None) -> str:
+    return f" (too few: n={n})" if n is not None and n < MIN_UNITS else ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,8 +200,10 @@ def _comparison_view(c: cmp.Comparison, title: str | None = None) -> dict:
         "label": title or _metric_label(c.analysis, c.dataset, c.metric),
         "analysis": c.analysis, "dataset": c.dataset, "metric": c.metric,
         "test": "exact McNemar" if c.test == "mcnemar" else "paired bootstrap",
-        "direction": "higher is better" if c.higher_is_better else "lower is better",
-        "description": c.description, "n": c.n, "derived": c.derived, "notes": c.notes,
+        "direction": {True: "higher is better", False: "lower is better"}.get(c.higher_is_better,
+                                                                             "no better direction"),
+        "description": c.unit, "n": c.n, "derived": False,
+        "notes": [f"too few images (< {MIN_UNITS}): read the verdicts with care"] if c.n < MIN_UNITS else [],
         "percent": is_percent(m),
         "pairs": [{"a": p.a, "b": p.b, "va": fmt(p.value_a, m), "vb": fmt(p.value_b, m), "diff": fmt_diff(p.diff, m),
                    "ci": (f"[{fmt_diff(p.ci_low, m)}, {fmt_diff(p.ci_high, m)}]"
@@ -276,7 +266,7 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
     return {"versions": sorted(versions.items()), "report_versions": sorted(report_versions.items()),
             "runs": run_list, "models": model_list, "datasets": ds_list, "clip": clip,
             "logit_scale_override": latest.get("logit_scale"),
-            "bins": ", ".join(str(b) for b in bins) if bins else str(cmp.calibration_bins()),
+            "bins": ", ".join(str(b) for b in bins) if bins else "15",
             "data_root": latest.get("data_root")}
 
 
@@ -323,13 +313,14 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     latest = runs[-1]["config"] if runs else {}
     n_boot = int(n_boot if n_boot is not None else latest.get("n_boot", 1000))
     seed = int(seed if seed is not None else latest.get("seed", 0))
-    env = cmp.Env(data_root=latest.get("data_root"), options=dict(latest.get("options") or {}), artifacts=artifacts)
     compare_error = None
     try:
-        comparisons = cmp.compare_all(out_dir, rows, output_keys, models, env, alpha, n_boot, seed)
-    except Exception as e:  # the rest of the report is still worth having
-        compare_error = f"the paired tests failed: {type(e).__name__}: {e}"
-        comparisons = cmp.CompareResult([], [], alpha, n_boot, seed)
+        comps, settings = cmp.comparisons(artifacts, alpha)
+    except (KeyError, TypeError, ValueError) as e:  # a malformed artifact must not take the report down
+        compare_error = f"the stored paired tests are unreadable: {type(e).__name__}: {e}"
+        comps, settings = {}, {}
+    n_boot = int(settings.get("n_boot") or n_boot)
+    seed = int(settings["seed"] if settings.get("seed") is not None else seed)
     index = cmp.RowIndex.build(rows)
     missing_data, skips = layout.split_missing(skips, latest.get("data_root"), models)
     bundled = layout.bundled_in_use(latest.get("data_root"), [d for (_, d, _) in output_keys])
@@ -344,46 +335,51 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     # Summary table and model selection
     columns, missing, selection = [], [], []
     for prop in PROPS:
-        key = resolve_prop(prop, index, comparisons)
-        vals = prop_values(prop, key, index, comparisons, models) if key else {}
-        vals = {m: v for m, v in vals.items() if v[0] is not None and math.isfinite(v[0])}
+        key = resolve_prop(prop, index)
+        per = index.rows.get(key, {}) if key else {}
+        vals = {m: (r.value, r.ci_low, r.ci_high) for m, r in per.items()}
+        ns = {m: int(r.n) for m, r in per.items()}
         if not vals:
             missing.append(prop.title)
             continue
-        comp = comparisons.get(*key)
-        choice = cmp.choose({m: v[0] for m, v in vals.items()}, prop.higher_is_better, comp)
+        title = prop_title(prop, key)
+        comp = comps.get(key)
+        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp)
         mark = len(vals) >= 2
         pct = prop.unit.startswith("%")
-        columns.append({"prop": prop, "key": key, "metric": key[2], "dataset": key[1], "choice": choice,
-                        "cells": {m: {"text": _pct(vals[m]) if pct else fmt_ci(*vals[m]),
+        columns.append({"prop": prop, "title": title, "key": key, "metric": key[2], "dataset": key[1],
+                        "choice": choice,
+                        "cells": {m: {"text": (_pct(vals[m]) if pct else fmt_ci(*vals[m])) + too_few_note(ns[m]),
+                                      "too_few": ns[m] < MIN_UNITS,
                                       "best": mark and m == choice.best,
                                       "tied": mark and choice.tested and m in choice.tied and m != choice.best}
                                   for m in vals}})
-        selection.append({"title": prop.title, "direction": "higher" if prop.higher_is_better else "lower",
+        selection.append({"title": title, "direction": "higher" if prop.higher_is_better else "lower",
                           "best": choice.best, "tied": choice.tied, "tested": choice.tested, "text": choice.text,
                           "n_models": len(vals), "metric": _metric_label(*key)})
 
     # Paired tests, headline metrics first
     headline = [c["key"] for c in columns]
     tests_head, tests_other = [], {}
-    for c in sorted(comparisons.comparisons, key=lambda c: headline.index(c.key) if c.key in headline else 0):
+    for c in sorted(comps.values(), key=lambda c: headline.index(c.key) if c.key in headline else len(headline)):
         if not c.pairs:
             continue
         if c.key in headline:
-            title = next(col["prop"].title for col in columns if col["key"] == c.key)
+            title = next(col["title"] for col in columns if col["key"] == c.key)
             tests_head.append(_comparison_view(c, f"{title} ({_metric_label(*c.key)})"))
         else:
             tests_other.setdefault(c.analysis, []).append(_comparison_view(c))
-    untested = [{"label": _metric_label(u.analysis, u.dataset, u.metric), "reason": u.reason}
-                for u in comparisons.untested]
+    untested = [{"label": f"{s.dataset}", "reason": s.reason} for s in skips if s.analysis == cmp.SIGNIFICANCE]
 
     # Analysis sections
     by_analysis: dict[str, list[Row]] = {}
     for r in rows:
-        by_analysis.setdefault(r.analysis, []).append(r)
+        if r.analysis != cmp.SIGNIFICANCE:  # shown in "Which differences are real"
+            by_analysis.setdefault(r.analysis, []).append(r)
     skips_by: dict[str, list[Skip]] = {}
     for s in skips:
-        skips_by.setdefault(s.analysis, []).append(s)
+        if s.analysis != cmp.SIGNIFICANCE:
+            skips_by.setdefault(s.analysis, []).append(s)
     known = [a for a, _, _ in SECTIONS]
     others = sorted((set(by_analysis) | set(skips_by)) - set(known))
     sections = []
@@ -511,7 +507,7 @@ def render_markdown(ctx: dict) -> str:
              f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows.", ""]
     parts += ["## Summary", ""]
     if ctx["columns"]:
-        header = ["model"] + [f"{c['prop'].title} ({'↑' if c['prop'].higher_is_better else '↓'})"
+        header = ["model"] + [f"{c['title']} ({'↑' if c['prop'].higher_is_better else '↓'})"
                               for c in ctx["columns"]]
         lines = []
         for m in ctx["models"]:
@@ -523,7 +519,8 @@ def render_markdown(ctx: dict) -> str:
             lines.append(line)
         parts += [_md_table(header, lines), "",
                   "★ best value; = not significantly different from the best (paired test, Holm-corrected, "
-                  f"alpha {ctx['alpha']}); values with 95% CIs; accuracies in %.", ""]
+                  f"alpha {ctx['alpha']}); values with 95% CIs; accuracies in %; \"too few\": the value rests on "
+                  f"fewer than {MIN_UNITS} images and is never marked best.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
     parts += _md_data_notes(ctx)
