@@ -1,6 +1,7 @@
 """The HTML / Markdown report on synthetic output folders (no model is run).
 
-`build_run` writes rows, skips, artifacts and small stored outputs the way the runner does; the
+`build_run` writes rows, skips, artifacts and small stored outputs the way the pipeline does, and runs
+the ``significance`` analysis on the stored outputs (as the pipeline does after all models); the
 paired-test verdicts are checked on constructed cases (A clearly better than B, C identical to A).
 """
 from __future__ import annotations
@@ -17,8 +18,8 @@ import pytest
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.engine.store import Store
-from beyond_inet.report import compare as cmp
-from beyond_inet.report.html import build_context, write_files, write_report
+from beyond_inet.report import verdicts as cmp
+from beyond_inet.report.html import build_context, fmt, write_files, write_report
 from beyond_inet.report.results import ResultsDB
 
 N = 200
@@ -101,7 +102,8 @@ def build_run(out: Path, spec: dict[str, tuple[int, float]], skip_transfer: bool
                  _row(m, "variants", "robustness", "top1_avg", acc * 0.6),
                  _row(m, "pug-imagenet", "synthetic", "top1_avg_any", acc * 0.5),
                  _row(m, "imagenet-val", "invariance", "top1_scale_1", acc),
-                 _row(m, "imagenet-val", "invariance", "top1_scale_2", acc)]
+                 _row(m, "imagenet-val", "invariance", "top1_scale_2", acc),
+                 _row(m, "imagenet-val", "invariance", "top1_mean_scale", acc)]
         rows += [_row(m, "imagenet-val", "imagenet-x", f"error_ratio_{f}", 0.8 + 0.05 * j + 0.1 * k)
                  for j, f in enumerate(FACTORS)]
         rows += [_row(m, "cue-conflict", "shape-bias", f"shape_bias_{c}", (0.1 + 0.05 * j + 0.05 * k) % 1)
@@ -126,9 +128,29 @@ def build_run(out: Path, spec: dict[str, tuple[int, float]], skip_transfer: bool
         skips.append(Skip("robustness", m, "imagenet-c", "imagenet-c not available (no corruption parts)"))
     db.add_rows(rows, "r1")
     db.add_skips(skips, "r1")
+    if len(models) >= 2:
+        run_significance(db, out, models, "r1")
     db.finish_run("r1", "2024-01-01T00:01:00+00:00")
     db.close()
     return out
+
+
+def run_significance(db: ResultsDB, out: Path, models: list[str], run_id: str,
+                     analyses=("accuracy", "calibration", "invariance")) -> None:
+    """The pipeline's cross-model step: the significance analysis on the stored outputs."""
+    from beyond_inet.analyses import Context, get_analysis, load_builtin
+    from beyond_inet.pipeline import cross_fetch
+
+    load_builtin()
+    keys: dict[str, dict] = {}
+    for (m, d, v), k in db.output_keys().items():
+        keys.setdefault(m, {})[(d, v)] = k
+    ctx = Context(None, options={"invariance_scales": [1, 2], "invariance_shifts": [], "invariance_resolutions": []},
+                  available=lambda n: n == "imagenet-val", seed=0, n_boot=200, analyses=tuple(analyses))
+    res = get_analysis("significance").compare(ctx, models, cross_fetch(Store(out / "store"), keys))
+    db.add_rows(res.rows, run_id)
+    db.add_skips(res.skips, run_id)
+    db.add_artifacts("significance", "*", res.artifacts, run_id)
 
 
 THREE = {"model-a": (180, 0.9), "model-b": (100, 0.99), "model-c": (180, 0.9)}
@@ -171,36 +193,64 @@ def test_verdicts_on_constructed_cases(three):
     _, html, ctx = three
     out = three[0]
     db = ResultsDB(out)
-    res = cmp.compare_all(out, db.rows(), db.output_keys(), list(THREE), cmp.Env(artifacts=db.artifacts()),
-                          n_boot=200, seed=0)
+    comps, settings = cmp.comparisons(db.artifacts())
     db.close()
-    top1 = res.get("accuracy", "imagenet-val", "top1")
+    assert settings["n_boot"] == 200
+    top1 = comps[("accuracy", "imagenet-val", "top1")]
     assert top1.test == "mcnemar" and top1.n == N
     ab = top1.pair("model-a", "model-b")
     assert ab.verdict == "model-a > model-b" and (ab.n01, ab.n10) == (80, 0)
     assert ab.p == pytest.approx(2 * 0.5 ** 80)  # binomtest(80, 80, 0.5)
     assert top1.pair("model-a", "model-c").verdict == cmp.NO_DIFF
     assert top1.pair("model-b", "model-c").verdict == "model-c > model-b"
-    # ECE recomputed from the stored logits: A calibrated (0.9 conf, 90% right), B over-confident.
-    ece = res.get("calibration", "imagenet-val", "ece")
+    # ECE from the stored logits: A calibrated (0.9 conf, 90% right), B over-confident.
+    ece = comps[("calibration", "imagenet-val", "ece")]
     assert ece.test == "bootstrap"
-    assert ece.values["model-a"][0] == pytest.approx(0.0, abs=1e-6)
-    assert ece.values["model-b"][0] == pytest.approx(0.49, abs=1e-6)
-    assert ece.pair("model-a", "model-b").verdict == "model-a > model-b"  # lower ECE is better
+    ab = ece.pair("model-a", "model-b")
+    assert ab.value_a == pytest.approx(0.0, abs=1e-6) and ab.value_b == pytest.approx(0.49, abs=1e-6)
+    assert ab.verdict == "model-a > model-b"  # lower ECE is better
     assert ece.pair("model-a", "model-c").verdict == cmp.NO_DIFF
     assert ece.pair("model-a", "model-c").p == 1.0
-    # Derived invariance summary over the two scale views, with a CI per model.
-    inv = res.get("invariance", "imagenet-val", "top1_mean_scale")
-    assert inv.derived and inv.values["model-a"][0] == pytest.approx(0.9)
-    assert inv.values["model-a"][1] <= 0.9 <= inv.values["model-a"][2]
-    # Rows whose values do not match the stored outputs are flagged (top5 rows are made up here).
-    assert any("differs from the stored row" in n for n in res.get("accuracy", "imagenet-val", "top5").notes)
-    assert not top1.notes
+    # The invariance sweep mean is a declared metric: every image one unit across its views.
+    inv = comps[("invariance", "imagenet-val", "top1_mean_scale")]
+    assert inv.pair("model-a", "model-b").value_a == pytest.approx(0.9)
     # Shown in the page: verdict text and the model-selection line.
     assert "model-a &gt; model-b" in html
     sel = next(s for s in ctx["selection"] if s["title"] == "Top-1")
     assert sorted(sel["tied"]) == ["model-a", "model-c"]
     assert "Holm-corrected" in html and "α = 0.05" in html
+
+
+def test_too_few_units_are_flagged_and_never_best(tmp_path):
+    """A random-weight model must not win "best shape bias" from 3 decisions."""
+    out = build_run(tmp_path, THREE)
+    db = ResultsDB(out)
+    db.add_rows([Row("model-b", "cue-conflict", "shape-bias", "shape_bias", 1.0, 1.0, 1.0, 3)], "r1")
+    db.close()
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    col = next(c for c in ctx["columns"] if c["prop"].key == "shape_bias")
+    assert col["cells"]["model-b"]["too_few"] and "too few" in col["cells"]["model-b"]["text"]
+    assert not col["cells"]["model-b"]["best"]
+    assert col["cells"]["model-c"]["best"]  # the best among models resting on enough decisions
+    html = write_files(out, ctx).read_text()
+    assert "too few" in html and "too few" in (out / "report.md").read_text()
+
+
+def test_ece_column_is_named_after_the_dataset_measured(tmp_path):
+    """"ECE IN-1K" only when computed on ImageNet val; the 1000-image sample set is named as such."""
+    out = build_run(tmp_path, {"m1": (150, 0.8), "m2": (120, 0.8)})
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    assert "ECE IN-1K" in [c["title"] for c in ctx["columns"]]
+    db = ResultsDB(out)
+    db.con.execute("UPDATE results SET dataset = 'imagenet-sample' WHERE analysis = 'calibration' "
+                   "AND dataset = 'imagenet-val'")
+    db.con.commit()
+    db.close()
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    col = next(c for c in ctx["columns"] if c["prop"].key == "ece_in1k")
+    assert col["dataset"] == "imagenet-sample"
+    assert col["title"] != "ECE IN-1K" and col["title"].startswith("ECE IN-1K sample")
+    assert "ECE IN-1K sample" in write_files(out, ctx).read_text()
 
 
 def test_best_is_marked_in_the_right_direction(three):
@@ -214,23 +264,18 @@ def test_best_is_marked_in_the_right_direction(three):
     assert cols["top1"]["cells"]["model-a"]["text"].startswith("90.0 [")  # percent with its 95% CI
 
 
-def test_mcnemar_p_equals_binomtest_on_handmade_discordant_counts(tmp_path):
+def test_mcnemar_p_equals_binomtest_on_handmade_discordant_counts():
     from scipy.stats import binomtest
 
-    a = np.array([1] * 15 + [0] * 5 + [1] * 30 + [0] * 10, bool)
-    b = np.array([0] * 15 + [1] * 5 + [1] * 30 + [0] * 10, bool)
-    db = ResultsDB(tmp_path)
-    ids, labels = val_ids(len(a)), labels_for(len(a))
-    for m, c in (("A", a), ("B", b)):
-        store_outputs(tmp_path, db, m, "imagenet-val", "standard", ids, labels, model_logits(c, 0.8, labels))
-        db.add_rows([_row(m, "imagenet-val", "accuracy", "top1", c.mean(), len(a))], "r")
-    res = cmp.compare_all(tmp_path, db.rows(), db.output_keys(), ["A", "B"])
-    db.close()
-    p = res.get("accuracy", "imagenet-val", "top1").pair("A", "B")
-    assert (p.n01, p.n10) == (15, 5)
+    a = np.array([1] * 15 + [0] * 5 + [1] * 30 + [0] * 10, float)
+    b = np.array([0] * 15 + [1] * 5 + [1] * 30 + [0] * 10, float)
+    ids = val_ids(len(a))
+    decl = [stats.mean_metric("imagenet-val", "top1", c, ids) for c in (a, b)]
+    p = stats.paired(["A", "B"], decl)[0]
+    assert p.test == "mcnemar" and (p.n01, p.n10) == (15, 5)
     assert p.p == pytest.approx(binomtest(15, 20, 0.5).pvalue)
     assert p.p_holm == pytest.approx(p.p)  # one pair: Holm changes nothing
-    assert p.verdict == "A > B"  # p = 0.041 < 0.05
+    assert stats.verdict(p, 0.05, True) == "A > B"  # p = 0.041 < 0.05
 
 
 def test_malicious_names_are_text(tmp_path):
@@ -278,16 +323,16 @@ def test_single_model_report(tmp_path):
     assert (out / "figures" / "invariance.png").exists()
 
 
-def test_missing_store_falls_back_to_rows(tmp_path):
+def test_report_needs_no_store(tmp_path):
+    """The paired tests are results in the database: the report renders them with the store deleted."""
     out = build_run(tmp_path, THREE)
     import shutil
 
     shutil.rmtree(out / "store")
     ctx, _ = build_context(out, 0.05, 100, 0)
-    assert not ctx["tests_head"]
-    assert any("no stored outputs" in u["reason"] or "missing from the store" in u["reason"] for u in ctx["untested"])
+    assert any(t["metric"] == "top1" for t in ctx["tests_head"])
     col = next(c for c in ctx["columns"] if c["prop"].key == "inv_scale")
-    assert col["cells"]["model-a"]["text"] == "90.0"  # plain mean of the view rows, no CI
+    assert col["cells"]["model-a"]["text"].startswith("90.0 [")
 
 
 def test_report_with_real_analyses(tmp_path):
@@ -323,6 +368,7 @@ def test_report_with_real_analyses(tmp_path):
             db.add_rows(res.rows, "r")
             db.add_skips(res.skips, "r")
             db.add_artifacts(a.name, m, res.artifacts, "r")
+    run_significance(db, tmp_path, ["good", "bad"], "r")
     rows = db.rows()
     db.close()
     assert rows
@@ -330,8 +376,12 @@ def test_report_with_real_analyses(tmp_path):
     html = write_files(tmp_path, ctx_r).read_text()
     heads = {(t["analysis"], t["dataset"], t["metric"]): t for t in ctx_r["tests_head"]}
     others = [t for _, ts in ctx_r["tests_other"] for t in ts]
+    assert heads and others
+    # The tests' values are the rows' values: one scoring rule.
+    by_key = {(r.analysis, r.dataset, r.metric, r.model): r.value for r in rows}
     for t in list(heads.values()) + others:
-        assert not t["notes"], t["notes"]  # recomputation agrees with every stored row
+        for p in t["pairs"]:
+            assert p["va"] == fmt(by_key[(t["analysis"], t["dataset"], t["metric"], p["a"])], t["metric"])
     if ("accuracy", "imagenet-val", "top1") in heads:
         assert heads[("accuracy", "imagenet-val", "top1")]["pairs"][0]["verdict"] == "good > bad"
     if any(r.analysis == "calibration" for r in rows):

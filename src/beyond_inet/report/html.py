@@ -309,6 +309,8 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         integrity = _integrity(db)
     finally:
         db.close()
+    # The significance analysis' rows ("A vs B") are shown through its artifact, not as model rows.
+    rows = [r for r in rows if r.analysis != cmp.SIGNIFICANCE]
     models = model_order(runs, rows, infos, output_keys)
     latest = runs[-1]["config"] if runs else {}
     n_boot = int(n_boot if n_boot is not None else latest.get("n_boot", 1000))
