@@ -234,6 +234,10 @@ def test_too_few_units_are_flagged_and_never_best(tmp_path):
     assert col["cells"]["model-c"]["best"]  # the best among models resting on enough decisions
     html = write_files(out, ctx).read_text()
     assert "too few" in html and "too few" in (out / "report.md").read_text()
+    section = next(s for s in ctx["sections"] if s["name"] == "shape-bias")
+    line = next(ln for ln in section["table"]["lines"] if ln["metric"] == "shape_bias")
+    cells = dict(zip(section["table"]["models"], line["cells"]))
+    assert "too few: n=3" in cells["model-b"]["text"] and "too few" not in cells["model-a"]["text"]
 
 
 def test_ece_column_is_named_after_the_dataset_measured(tmp_path):

@@ -189,7 +189,8 @@ def _results_table(rows: Sequence[Row], models: Sequence[str]) -> dict:
     lines = []
     for (d, m), per in sorted(cells.items()):
         lines.append({"dataset": d, "metric": m,
-                      "cells": [{"text": fmt_ci(per[c].value, per[c].ci_low, per[c].ci_high, m) if c in per else "—",
+                      "cells": [{"text": fmt_ci(per[c].value, per[c].ci_low, per[c].ci_high, m)
+                                 + (too_few_note(per[c].n) if per[c].n else "") if c in per else "—",
                                  "n": per[c].n if c in per else None} for c in cols]})
     return {"models": cols, "lines": lines, "percent_note": any(is_percent(m) for (_, m) in cells)}
 

@@ -1,0 +1,80 @@
+"""The scoring refactor changes no number: the offline demo's results before it (``tests/fixtures/
+results_before.csv``, written by ``beyond-inet demo --data-root <shared data>`` on the commit before
+the refactor) all exist after it with the same value; CIs and n too, except where a fix changed them on
+purpose (listed below with the reason)."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results_before.csv"
+
+# (analysis, metric prefix) -> why its n may differ now; value and CI must still match.
+N_CHANGED = {
+    ("shape-bias", "shape_bias"): "n = shape-or-texture decisions the ratio rests on, not all conflict images",
+}
+# (analysis, metric prefix) -> why its CI may differ (beyond float rounding); the value must still match.
+CI_CHANGED = {
+    ("robustness", ""): "image bootstrap (ImageNet-C images one unit) instead of per-set binomial draws",
+    ("synthetic", "top1_avg"): "one bootstrap over every factor's images instead of averaged per-factor replicates",
+}
+CI_TOL = 1e-6  # calibration used float32 replicate sums, the shared scorer float64
+
+
+def _matches(rules: dict, analysis: str, metric: str) -> bool:
+    return any(a == analysis and metric.startswith(p) for a, p in rules)
+
+
+def read(path: Path) -> dict[tuple[str, str, str, str], dict]:
+    with open(path, newline="") as f:
+        return {(r["model"], r["dataset"], r["analysis"], r["metric"]): r for r in csv.DictReader(f)}
+
+
+def _num(x: str) -> float:
+    return math.nan if x in ("", "nan", "None") else float(x)
+
+
+def _same(a: float, b: float, tol: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+def differences(before: dict, after: dict) -> list[str]:
+    """Every way `after` departs from `before` that is not a listed, deliberate change."""
+    bad = []
+    for key, b in before.items():
+        a = after.get(key)
+        if a is None:
+            bad.append(f"missing after: {key}")
+            continue
+        model, ds, analysis, metric = key
+        if not _same(_num(a["value"]), _num(b["value"]), 1e-9 * max(1.0, abs(_num(b["value"])))):
+            bad.append(f"value {key}: {b['value']} -> {a['value']}")
+        if not _matches(CI_CHANGED, analysis, metric):
+            for c in ("ci_low", "ci_high"):
+                if not _same(_num(a[c]), _num(b[c]), CI_TOL):
+                    bad.append(f"{c} {key}: {b[c]} -> {a[c]}")
+        if a["n"] != b["n"] and not _matches(N_CHANGED, analysis, metric):
+            bad.append(f"n {key}: {b['n']} -> {a['n']}")
+    return bad
+
+
+def test_differences_catches_a_changed_value():
+    before = {("m", "d", "accuracy", "top1"): {"value": "0.5", "ci_low": "0.4", "ci_high": "0.6", "n": "100"}}
+    same = {k: dict(v) for k, v in before.items()}
+    assert differences(before, same) == []
+    changed = {k: {**v, "value": "0.51"} for k, v in before.items()}
+    assert differences(before, changed) and differences(before, {})
+
+
+@pytest.mark.slow
+def test_demo_numbers_unchanged(shared_data, tmp_path):
+    from beyond_inet.cli import main
+
+    out = tmp_path / "after"
+    assert main(["demo", "--out", str(out), "--data-root", str(shared_data), "--no-progress", "--no-report"]) == 0
+    before, after = read(FIXTURE), read(out / "results.csv")
+    assert len(before) > 100
+    assert differences(before, after) == []
