@@ -20,6 +20,7 @@ N_CHANGED = {
 CI_CHANGED = {
     ("robustness", ""): "image bootstrap (ImageNet-C images one unit) instead of per-set binomial draws",
     ("synthetic", "top1_avg"): "one bootstrap over every factor's images instead of averaged per-factor replicates",
+    ("transfer", "top1_avg"): "one bootstrap over every task's test images instead of averaged per-task replicates",
     # The old calibration bootstrap drew its resample indices over the images sorted by confidence (for its
     # equal-mass bins); the shared scorer draws them over the images in dataset order: the same bootstrap
     # law, other draws. (ece_adaptive and temperature keep the old code and match.)

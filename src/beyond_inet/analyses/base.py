@@ -51,6 +51,8 @@ class Analysis:
     info: ClassVar["AnalysisInfo | None"] = None
     # True: `compare(ctx, models, fetch)` runs once after all models; `compute` is not called.
     compares_models: ClassVar[bool] = False
+    # False: the significance analysis does not re-declare this analysis (too costly, e.g. probe training).
+    paired_tests: ClassVar[bool] = True
 
     def requests(self, ctx: Context) -> list[Request]:
         raise NotImplementedError

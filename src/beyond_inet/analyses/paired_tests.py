@@ -51,10 +51,10 @@ class Significance(Analysis):
             cls = ANALYSES.get(name)
             if cls is None or cls.compares_models:
                 continue
-            if not cls.declares():
-                res.skips.append(Skip(self.name, "*", name, f"{name} declares no per-sample metrics "
-                                                            "(e.g. per-image probe predictions are not stored); "
-                                                            "compare its CIs instead"))
+            if not cls.declares() or not cls.paired_tests:
+                why = ("declares no per-sample metrics" if not cls.declares() else
+                       "its declarations are not re-derived for paired tests (e.g. linear probes would be retrained)")
+                res.skips.append(Skip(self.name, "*", name, f"{name}: {why}; compare its CIs instead"))
                 continue
             analysis = cls()
             by_key: dict[tuple[str, str], dict[str, Metric]] = {}

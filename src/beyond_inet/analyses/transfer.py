@@ -23,8 +23,9 @@ Validation split: the hosted ``val`` when present, else a seeded 20% of train (o
 
 Rows: ``top1`` per task (dataset ``vtab/<task>``, CI by bootstrap over test images), ``val_top1`` (the chosen
 setting's validation accuracy), the chosen hyper-parameter as ``lbfgs_c`` or ``paper_weight_decay`` (which one
-is present says the mode), and ``top1_avg`` (dataset ``vtab``): the plain mean over tasks, its CI from averaged
-per-task bootstrap replicates. Artifact ``transfer/probe`` records mode, per-task results and timings.
+is present says the mode), and ``top1_avg`` (dataset ``vtab``): the plain mean over tasks, declared over every
+task's test images (one unit each). top1 and top1_avg are declared per-sample metrics (scored by the shared
+code); the paired tests skip them (declaring retrains the probes). Artifact ``transfer/probe`` records mode, per-task results and timings.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -348,7 +349,10 @@ class Transfer(Analysis):
                 reqs += [Request(f"vtab/{task}/{s}", "standard") for s in ("train", "val", "test") if s in splits]
         return reqs
 
-    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+    # Declaring means training every probe again: the paired tests compare CIs instead.
+    paired_tests: ClassVar[bool] = False
+
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         mode = str(ctx.options.get("probe", "lbfgs"))
         if mode not in MODES:
@@ -360,7 +364,8 @@ class Transfer(Analysis):
         if not tasks:
             res.skips.append(Skip(self.name, model, "vtab", "no VTAB tasks present under the data root"))
             return res
-        accs, reps, n_total, info = {}, [], 0, {}
+        accs, info = {}, {}
+        gm = stats.GroupedMeans(list(tasks))
         for task, splits in tasks.items():
             ds = f"vtab/{task}"
             if "train" not in splits:
@@ -381,23 +386,21 @@ class Transfer(Analysis):
                           va.features if va is not None else None, va.labels if va is not None else None,
                           n_classes, device, ctx.seed, frac)
             correct = (r.test_pred == te.labels).astype(np.float64)
-            v, lo, hi = stats.mean_ci(correct, ctx.n_boot, ctx.seed)
-            res.rows.append(Row(model, ds, self.name, "top1", v, lo, hi, int(correct.size)))
+            v = float(correct.mean())
+            res.metrics.append(stats.mean_metric(ds, "top1", correct, te.ids))
+            gm.add(task, correct, [f"{task}:{i}" for i in te.ids])
             n_val = len(va) if va is not None else int(round(frac * len(tr)))
             res.rows.append(Row(model, ds, self.name, "val_top1", r.val_acc, n=n_val))
             n_fit = len(tr) + (len(va) if va is not None else 0)
             res.rows.append(Row(model, ds, self.name, r.hyper_name, r.hyper, n=n_fit))
             accs[task] = v
-            reps.append(stats.bootstrap_replicates(lambda idx, c=correct: c[idx].mean(axis=1), correct.size,
-                                                   ctx.n_boot, ctx.seed + len(reps)))
-            n_total += int(correct.size)
             info[task] = {"top1": v, r.hyper_name: r.hyper, "val_top1": r.val_acc, "seconds": r.seconds,
                           "n_train": len(tr), "n_val": n_val, "n_test": len(te), "hosted_val": va is not None,
                           "search": {f"{k:.6g}": a for k, a in r.search.items()}}
         if accs:
             avg = float(np.mean(list(accs.values())))
-            rep = np.mean(np.stack(reps), axis=0)
-            lo, hi = np.quantile(rep, [stats.ALPHA / 2, 1 - stats.ALPHA / 2])
-            res.rows.append(Row(model, "vtab", self.name, "top1_avg", avg, float(lo), float(hi), n_total))
+            cols = [list(tasks).index(t) for t in accs]
+            res.metrics.append(gm.metric("vtab", "top1_avg", lambda M, c=cols: M[:, c].mean(axis=1),
+                                         description="mean top-1 over the VTAB tasks"))
             res.artifacts["transfer/probe"] = {"mode": mode, "device": str(device), "tasks": info, "average": avg}
         return res
