@@ -506,7 +506,7 @@ def _md_data_notes(ctx: dict) -> list[str]:
 
 
 def render_markdown(ctx: dict) -> str:
-    parts = [f"# {ctx['title']}", "", f"Generated {ctx['generated']} from `results.sqlite` and the stored outputs; "
+    parts = [f"# {ctx['title']}", "", f"Generated {ctx['generated']} from `results.sqlite`; "
              f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows.", ""]
     parts += ["## Summary", ""]
     if ctx["columns"]:
