@@ -1,5 +1,5 @@
 """Compatibility alias: the run orchestration moved to ``beyond_inet.pipeline`` (it sits above engine,
-analyses and report). ``from beyond_inet.pipeline import RunConfig, run`` keeps working; the
+analyses and report). ``from beyond_inet.engine.runner import RunConfig, run`` keeps working; the
 lookup is lazy so the engine package itself never imports the pipeline."""
 from __future__ import annotations
 
