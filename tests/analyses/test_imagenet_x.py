@@ -105,12 +105,23 @@ def test_metaclass_error_ratios_equal_package(synthetic):
                 assert got["error_ratio"][i] == pytest.approx(r, abs=1e-9), (m, f)
 
 
-def test_factor_bootstrap_is_the_loop_bootstrap():
+def test_factor_declarations_bootstrap_is_the_loop_bootstrap():
+    """The declared error ratios, scored by the shared bootstrap, equal a per-replicate loop over
+    `factor_accuracies` on the same resamples."""
+    from beyond_inet.analyses import stats
+
     rng = np.random.default_rng(0)
     n = 200
     F = np.eye(4)[rng.integers(0, 4, n)]
     correct = (rng.random(n) < 0.7).astype(float)
-    ci = X.factor_bootstrap(correct, F, 50, 5)
+    F16 = np.hstack([F, np.zeros((n, len(X.FACTORS) - 4))])
+    scored = {m.metric: stats.score(m, 50, 5) for m in
+              X.factor_metrics("d", correct, F16, [str(i) for i in range(n)], per_factor_acc=True)}
+    ci = {"error_ratio": ([scored[f"error_ratio_{f}"].ci_low for f in X.FACTORS[:4]],
+                          [scored[f"error_ratio_{f}"].ci_high for f in X.FACTORS[:4]]),
+          "error_ratio_mean": (scored["error_ratio_mean"].ci_low, scored["error_ratio_mean"].ci_high),
+          "acc_annotated": (scored["acc_annotated"].ci_low, scored["acc_annotated"].ci_high)}
+    assert [scored[f"error_ratio_{f}"].n for f in X.FACTORS[:4]] == F.sum(axis=0).astype(int).tolist()
     loop = []
     for idx in replicate_indices(n, 50, 5):
         for row in idx:

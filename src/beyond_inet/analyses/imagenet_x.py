@@ -20,8 +20,9 @@ Beyond the paper (other dataset names so that the main table stays the paper's):
   ``imagenet-val/multi-factor``      the multi-factor annotations (an image counts for every factor
       marked), when ``ctx.options["imagenet_x_multi_factor"]`` is true.
 
-CIs: percentile bootstrap over annotated images, all factors from the same resamples; per-replicate
-factor sums are ``counts @ V`` (see ``calibration.resampled_sums``).
+Every row is a declared per-sample metric (``factor_metrics``: columns [factor*correct, factor, correct, 1],
+every number a function of their sums), scored by the shared bootstrap over annotated images; per-factor
+rows rest on (n =) their factor's images. The figure's error bars are the scored rows' CIs.
 """
 from __future__ import annotations
 
@@ -40,10 +41,11 @@ from beyond_inet.analyses.base import (
     Fetch,
     Request,
     Metric,
+    Row,
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.stats import jsonable, percentile_ci, resampled_sums
+from beyond_inet.analyses.stats import jsonable
 
 # Order as in imagenet_x.utils (tested against the package).
 FACTORS = (
@@ -120,30 +122,6 @@ def factor_accuracies(correct: np.ndarray, factors: np.ndarray) -> dict[str, np.
             "error_ratio_mean": mean}
 
 
-def factor_bootstrap(correct: np.ndarray, factors: np.ndarray, n_boot: int, seed: int) -> dict[str, tuple]:
-    """Percentile CIs (low, high) of every quantity of `factor_accuracies`, vectorised over replicates."""
-    c = np.asarray(correct, np.float64)
-    f = np.asarray(factors, np.float64)
-    n, k = f.shape
-    present = f.sum(axis=0) > 0
-    V = np.concatenate([f * c[:, None], f, c[:, None]], axis=1)
-    reps = []
-    for _, S in resampled_sums(V, n_boot, seed):
-        S = S.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc_f = S[:, :k] / S[:, k:2 * k]
-            overall = S[:, 2 * k] / n
-            ratio = (1.0 - acc_f) / (1.0 - overall)[:, None]
-            r = np.where(present[None, :], ratio, np.nan)
-            fin = np.isfinite(r)
-            mean = np.where(fin.any(axis=1), np.where(fin, r, 0.0).sum(axis=1) / fin.sum(axis=1), np.nan)
-        reps.append(np.concatenate([acc_f, ratio, overall[:, None], mean[:, None]], axis=1))
-    lo, hi = percentile_ci(np.concatenate(reps))
-    return {"acc": (lo[:k], hi[:k]), "error_ratio": (lo[k:2 * k], hi[k:2 * k]),
-            "acc_annotated": (float(lo[2 * k]), float(hi[2 * k])),
-            "error_ratio_mean": (float(lo[2 * k + 1]), float(hi[2 * k + 1]))}
-
-
 def factor_metrics(dataset: str, correct: np.ndarray, factors: np.ndarray, ids: list[str],
                    per_factor_acc: bool) -> list[Metric]:
     """Declarations of one factor table: columns [factor*correct (F), factor (F), correct, 1]; every
@@ -182,11 +160,18 @@ def factor_metrics(dataset: str, correct: np.ndarray, factors: np.ndarray, ids: 
     return out
 
 
-def _artifact(point: dict, ci: dict) -> dict:
-    return {"factors": list(FACTORS), "acc": jsonable(point["acc"]), "error_ratio": jsonable(point["error_ratio"]),
-            "error_ratio_ci_low": jsonable(ci["error_ratio"][0]), "error_ratio_ci_high": jsonable(ci["error_ratio"][1]),
-            "count": point["count"].astype(int).tolist(), "acc_annotated": point["acc_annotated"],
-            "error_ratio_mean": jsonable([point["error_ratio_mean"]])[0]}
+def _artifact(point: dict, dataset: str) -> dict:
+    """Figure data of one factor table; its error-ratio CIs are filled from the scored rows (`compute`)."""
+    return {"dataset": dataset, "factors": list(FACTORS), "acc": jsonable(point["acc"]),
+            "error_ratio": jsonable(point["error_ratio"]), "count": point["count"].astype(int).tolist(),
+            "acc_annotated": point["acc_annotated"], "error_ratio_mean": jsonable([point["error_ratio_mean"]])[0]}
+
+
+def _fill_cis(artifact: dict, rows: list[Row]) -> None:
+    by = {r.metric: r for r in rows if r.dataset == artifact["dataset"]}
+    for end, attr in (("low", "ci_low"), ("high", "ci_high")):
+        artifact[f"error_ratio_ci_{end}"] = jsonable(
+            [getattr(by[f"error_ratio_{f}"], attr) if f"error_ratio_{f}" in by else math.nan for f in FACTORS])
 
 
 @register_analysis
@@ -200,6 +185,14 @@ class ImageNetX(Analysis):
 
     def requests(self, ctx: Context) -> list[Request]:
         return [Request(DATASET, "standard")]
+
+    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        """Scored rows; the figures' error bars are those rows' CIs."""
+        res = super().compute(ctx, model, fetch)
+        for key, art in res.artifacts.items():
+            for a in (art.values() if key == "imagenet-x/metaclass" else [art]):
+                _fill_cis(a, res.rows)
+        return res
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
@@ -241,9 +234,8 @@ class ImageNetX(Analysis):
 
         ids = [out.ids[i] for i in out_pos]
         point = factor_accuracies(correct, F)
-        ci = factor_bootstrap(correct, F, ctx.n_boot, ctx.seed)  # figure error bars only
         res.metrics += factor_metrics(DATASET, correct, F, ids, per_factor_acc=True)
-        res.artifacts["imagenet-x/factors"] = _artifact(point, ci)
+        res.artifacts["imagenet-x/factors"] = _artifact(point, DATASET)
 
         # Per metaclass: the same table within each group.
         meta = sub["metaclass"].to_numpy()
@@ -253,10 +245,9 @@ class ImageNetX(Analysis):
             if not sel.any():
                 continue
             p = factor_accuracies(correct[sel], F[sel])
-            c = factor_bootstrap(correct[sel], F[sel], ctx.n_boot, ctx.seed)
             res.metrics += factor_metrics(f"{DATASET}/metaclass/{m}", correct[sel], F[sel],
                                           [i for i, k in zip(ids, sel) if k], per_factor_acc=False)
-            per_meta[m] = {**_artifact(p, c), "n": int(sel.sum())}
+            per_meta[m] = {**_artifact(p, f"{DATASET}/metaclass/{m}"), "n": int(sel.sum())}
         res.artifacts["imagenet-x/metaclass"] = per_meta
 
         if ctx.options.get("imagenet_x_multi_factor"):
@@ -266,8 +257,7 @@ class ImageNetX(Analysis):
             mcorrect = (pred_all[mo] == msub["class"].to_numpy()).astype(np.float64)
             MF = msub[list(FACTORS)].to_numpy(np.float64)
             p = factor_accuracies(mcorrect, MF)
-            c = factor_bootstrap(mcorrect, MF, ctx.n_boot, ctx.seed)
             res.metrics += factor_metrics(f"{DATASET}/multi-factor", mcorrect, MF, [out.ids[i] for i in mo],
                                           per_factor_acc=True)
-            res.artifacts["imagenet-x/multi-factor"] = _artifact(p, c)
+            res.artifacts["imagenet-x/multi-factor"] = _artifact(p, f"{DATASET}/multi-factor")
         return res
