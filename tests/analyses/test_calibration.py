@@ -230,6 +230,15 @@ def test_vectorised_bootstrap_equals_loop_reference():
         assert np.allclose(cis[k], ref, atol=1e-5), k
     assert np.allclose(C.ece_bootstrap(conf, correct, n_boot=n_boot, seed=seed)[1:],
                        np.quantile(loops["ece"], [0.025, 0.975]), atol=1e-5)
+    # the declared metrics, scored by the shared bootstrap on the same (sorted) order, give the same CIs
+    from beyond_inet.analyses import stats
+
+    ids = [str(i) for i in range(conf.size)]
+    for k in ("ece", "mce"):
+        s = stats.score(C.ece_metric("d", k, conf, correct, ids, 15, k), n_boot, seed)
+        assert np.allclose((s.ci_low, s.ci_high), np.quantile(loops[k], [0.025, 0.975]), atol=1e-9), k
+    s = stats.score(stats.mean_metric("d", "nll", st["nll"], ids), n_boot, seed)
+    assert np.allclose((s.ci_low, s.ci_high), np.quantile(loops["nll"], [0.025, 0.975]), atol=1e-9)
 
 
 def test_ece_bootstrap_50k_samples_1000_replicates_runs():

@@ -379,35 +379,19 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = N_
                         seed: int = 0) -> tuple[dict[str, tuple[float, float, float, int]], dict]:
     """All calibration metrics of one dataset: {metric: (value, ci_low, ci_high, n)} and artifacts.
 
+    The analysis' own path (declarations scored by the shared bootstrap), for callers with bare arrays.
     `labels` must index the columns of `logits` (already restricted for ImageNet-R) and be >= 0.
     """
-    labels = np.asarray(labels, np.int64)
-    st = softmax_stats(logits, labels)
-    conf, correct = st["conf"], st["correct"]
-    n = conf.size
-    eq = _ece_from_sums(*binned(conf, correct, n_bins))
-    point = {"ece": float(eq["ece"]), "mce": float(eq["mce"]), "overconfidence": float(eq["overconfidence"]),
-             "top1": float(correct.mean()), "brier": float(st["brier"].mean()), "nll": float(st["nll"].mean()),
-             "ece_adaptive": adaptive_ece(conf, correct, n_bins)}
-    cis = _bootstrap_main(conf, correct, st["brier"], st["nll"], n_bins, n_boot, seed)
-    out = {k: (v, *cis[k], n) for k, v in point.items()}
-    artifacts = {"reliability": {**reliability(conf, correct, n_bins), "ece": point["ece"], "top1": point["top1"],
-                                 "n": n}}
-    artifacts["confidence_hist"] = {"edges": artifacts["reliability"]["edges"],
-                                    "fraction": artifacts["reliability"]["fraction"], "n": n}
+    from beyond_inet.analyses.base import score_metrics
 
-    if n >= 4:
-        fit, ev = split_halves(n, seed)
-        z = np.asarray(logits)
-        t, g, h = _fit_temperature(z[fit], labels[fit])  # g, h at the converged iterate (within tol)
-        t_lo, t_hi = _temperature_ci(g, h, 1.0 / t, n_boot, seed)
-        st_ev = softmax_stats(z[ev], labels[ev], temperature=t)
-        ece_ts, lo, hi = ece_bootstrap(st_ev["conf"], st_ev["correct"], n_bins, n_boot, seed)
-        out["temperature"] = (t, t_lo, t_hi, int(fit.size))
-        out["ece_temp_scaled"] = (ece_ts, lo, hi, int(ev.size))
-        artifacts["reliability_temp_scaled"] = {**reliability(st_ev["conf"], st_ev["correct"], n_bins),
-                                                "ece": ece_ts, "temperature": t, "n": int(ev.size)}
-    return out, artifacts
+    ctx = Context(None, n_boot=n_boot, seed=seed)
+    res = AnalysisResult()
+    ids = [str(i) for i in range(len(labels))]
+    Calibration()._declare_dataset(ctx, "", "d", ids, np.asarray(logits), np.asarray(labels, np.int64), None, res,
+                                   n_bins)
+    rows = score_metrics(ctx, "", Calibration.name, res.metrics) + res.rows
+    return ({r.metric: (r.value, r.ci_low, r.ci_high, r.n) for r in rows},
+            {k.rsplit("/", 1)[0]: v for k, v in res.artifacts.items()})
 
 
 def ece_columns(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
@@ -472,22 +456,23 @@ class Calibration(Analysis):
         return res
 
     def _declare_dataset(self, ctx: Context, model: str, ds: str, ids: list[str], logits: np.ndarray,
-                         labels: np.ndarray, truth: np.ndarray | None, res: AnalysisResult) -> None:
+                         labels: np.ndarray, truth: np.ndarray | None, res: AnalysisResult,
+                         n_bins: int = N_BINS) -> None:
         st = softmax_stats(logits, labels)
         conf, correct = st["conf"], st["correct"]
         if truth is not None:
             correct = labelspaces.in_truth(np.asarray(logits).argmax(axis=1), truth)
         n = conf.size
         for which in ("ece", "mce", "overconfidence"):
-            res.metrics.append(ece_metric(ds, which, conf, correct, ids, N_BINS, which))
+            res.metrics.append(ece_metric(ds, which, conf, correct, ids, n_bins, which))
         res.metrics.append(mean_metric(ds, "top1", correct, ids))
         res.metrics.append(mean_metric(ds, "brier", st["brier"], ids, higher_is_better=False, unit="Brier score"))
         res.metrics.append(mean_metric(ds, "nll", st["nll"], ids, higher_is_better=False, unit="nats"))
-        cis = _bootstrap_main(conf, correct, st["brier"], st["nll"], N_BINS, ctx.n_boot, ctx.seed)
-        res.rows.append(Row(model, ds, self.name, "ece_adaptive", adaptive_ece(conf, correct, N_BINS),
+        cis = _bootstrap_main(conf, correct, st["brier"], st["nll"], n_bins, ctx.n_boot, ctx.seed)
+        res.rows.append(Row(model, ds, self.name, "ece_adaptive", adaptive_ece(conf, correct, n_bins),
                             *cis["ece_adaptive"], n))
-        point_ece = float(_ece_from_sums(*binned(conf, correct, N_BINS))["ece"])
-        rel = {**reliability(conf, correct, N_BINS), "ece": point_ece, "top1": float(correct.mean()), "n": n}
+        point_ece = float(_ece_from_sums(*binned(conf, correct, n_bins))["ece"])
+        rel = {**reliability(conf, correct, n_bins), "ece": point_ece, "top1": float(correct.mean()), "n": n}
         res.artifacts[f"reliability/{ds}"] = rel
         res.artifacts[f"confidence_hist/{ds}"] = {"edges": rel["edges"], "fraction": rel["fraction"], "n": n}
         if n >= 4:
@@ -497,7 +482,7 @@ class Calibration(Analysis):
             st_ev = softmax_stats(logits[ev], labels[ev], temperature=t)
             res.rows.append(Row(model, ds, self.name, "temperature", t, t_lo, t_hi, int(fit.size)))
             res.metrics.append(ece_metric(ds, "ece_temp_scaled", st_ev["conf"], st_ev["correct"],
-                                          [ids[i] for i in ev], N_BINS))
+                                          [ids[i] for i in ev], n_bins))
             res.artifacts[f"reliability_temp_scaled/{ds}"] = {
-                **reliability(st_ev["conf"], st_ev["correct"], N_BINS),
-                "ece": ece(st_ev["conf"], st_ev["correct"], N_BINS), "temperature": t, "n": int(ev.size)}
+                **reliability(st_ev["conf"], st_ev["correct"], n_bins),
+                "ece": ece(st_ev["conf"], st_ev["correct"], n_bins), "temperature": t, "n": int(ev.size)}
