@@ -142,3 +142,14 @@ def test_too_few_flag():
     assert stats.too_few(29) and not stats.too_few(30)
     s = stats.score(stats.mean_metric("d", "m", np.array([1.0]), ["x"]), 100, 0)
     assert s.n == 1 and s.too_few
+
+
+def test_paired_n_counts_the_units_a_ratio_rests_on():
+    """Shape bias of two models on 6 shared images: decisions on 3 of them (either model) -> n = 3."""
+    ids = [f"i{i}" for i in range(6)]
+    sa = np.array([1, 0, 0, 0, 0, 0.0]); ta = np.array([0, 1, 0, 0, 0, 0.0])
+    sb = np.array([0, 0, 1, 0, 0, 0.0]); tb = np.zeros(6)
+    decl = [Metric("cue-conflict", "shape_bias", np.stack([s, s + t], 1), ids, stats.ratio_finish, rests_on=1)
+            for s, t in ((sa, ta), (sb, tb))]
+    t = stats.paired(["A", "B"], decl, 50, 0)[0]
+    assert t.n == 3 and t.value_a == 0.5 and t.value_b == 1.0

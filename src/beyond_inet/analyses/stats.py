@@ -312,6 +312,9 @@ def paired(models: Sequence[str], metrics: Sequence[Metric], n_boot: int = 1000,
     if n == 0 or len(models) < 2:
         return []
     k = Us[0].shape[1]
+    rest = metrics[0].rests_on
+    if rest is not None:  # n = shared units at least one model's metric rests on (e.g. a cue decision)
+        n = int(np.any([U[:, rest] > 0 for U in Us], axis=0).sum())
     points = [float(_finish(m, U.sum(axis=0))[0]) for m, U in zip(metrics, Us)]
     pairs = [(i, j) for i in range(len(models)) for j in range(i + 1, len(models))]
     out = []
