@@ -394,12 +394,20 @@ class GroupedMeans:
         idx = np.fromiter((self.index.setdefault(u, len(self.index)) for u in units), np.int64, count=len(units))
         self._adds.append((idx, g, np.asarray(values, np.float64), float(weight)))
 
+    def _columns(self) -> np.ndarray:
+        """The [n_units, 2G] matrix, built once and shared by every metric of this builder (75 ImageNet-C
+        parts x 50k images: one 60 MB array per model, not one per declared metric)."""
+        if getattr(self, "_V", None) is None or self._V.shape[0] != len(self.index) or self._built != len(self._adds):
+            V = np.zeros((len(self.index), 2 * len(self.groups)))
+            for idx, g, vals, w in self._adds:
+                np.add.at(V[:, 2 * g], idx, w * vals)
+                np.add.at(V[:, 2 * g + 1], idx, w)
+            self._V, self._built = V, len(self._adds)
+        return self._V
+
     def metric(self, dataset: str, metric: str, combine: Callable[[np.ndarray], np.ndarray], **kw) -> Metric:
         """combine(group means [b, G]) -> values [b]; e.g. the mean over groups, or mCE."""
-        V = np.zeros((len(self.index), 2 * len(self.groups)))
-        for idx, g, vals, w in self._adds:
-            np.add.at(V[:, 2 * g], idx, w * vals)
-            np.add.at(V[:, 2 * g + 1], idx, w)
+        V = self._columns()
 
         def finish(S: np.ndarray) -> np.ndarray:
             return combine(S[:, 0::2] / S[:, 1::2])
