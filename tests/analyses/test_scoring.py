@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import Context, Outputs, Request
+from beyond_inet.analyses.base import Context, Outputs
 from beyond_inet.analyses.robustness import ALEXNET_ERR, SEVERITIES, Robustness
 from beyond_inet.contracts import Metric
 

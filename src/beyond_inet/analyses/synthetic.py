@@ -21,7 +21,6 @@ Factors whose outputs are absent are named in one Skip; the average is over the 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
