@@ -231,6 +231,16 @@ _declare(AnalysisInfo(
                minimum=16, maximum=4096),
     )))
 
+_declare(AnalysisInfo(
+    "significance", "Which differences are real", "Paired tests between models on the same images (McNemar for "
+                                                  "accuracies, paired bootstrap otherwise), Holm-corrected; runs "
+                                                  "by itself whenever two or more models ran.",
+    (),
+    options=(
+        Option("alpha", "float", 0.05, "level of the paired tests' verdicts (Holm-corrected p < alpha)",
+               minimum=0.0, maximum=1.0, exclusive=True),
+    )))
+
 
 # Options of the pipeline itself (read by the engine, recorded with every run), shown as analysis "(run)".
 RUN_OPTIONS: tuple[Option, ...] = (

@@ -386,7 +386,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     known = [a for a, _, _ in SECTIONS]
     others = sorted((set(by_analysis) | set(skips_by)) - set(known))
     sections = []
-    for name, title, blurb in list(SECTIONS) + [(a, a, "") for a in others]:
+    for name, title, blurb in [sec for sec in SECTIONS if sec[0] != cmp.SIGNIFICANCE] + [(a, a, "") for a in others]:
         rs = by_analysis.get(name, [])
         groups, more = _group_skips(skips_by.get(name, []))
         figs = figures.get(name, [])
