@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from beyond_inet import registry
 from beyond_inet.analyses import ANALYSES
-from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, CrossFetch, Request, Row
+from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, CrossFetch, Request, Row, register_analysis
 from beyond_inet.pipeline import RunConfig, run
 from beyond_inet.report.results import ResultsDB
 
@@ -33,7 +34,7 @@ class CountImages(Analysis):
 
 
 def test_cross_model_analyses_run_once_after_all_models(tmp_path):
-    ANALYSES[CountImages.name] = CountImages
+    register_analysis(CountImages)
     try:
         cfg = RunConfig(models=MODELS, analyses=["accuracy", CountImages.name], out=str(tmp_path),
                         options={"accuracy_datasets": ["skimage-photos"]}, n_boot=100, num_workers=0,
@@ -41,6 +42,7 @@ def test_cross_model_analyses_run_once_after_all_models(tmp_path):
         run(cfg)
     finally:
         del ANALYSES[CountImages.name]
+        del registry.ANALYSES[CountImages.name]
     assert CountImages.calls == [MODELS]
     db = ResultsDB(tmp_path)
     rows = db.rows()

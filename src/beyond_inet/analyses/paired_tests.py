@@ -30,6 +30,9 @@ from beyond_inet.analyses.base import (
 )
 
 
+ALPHA = stats.ALPHA  # the option `alpha`'s fallback (declared in the registry)
+
+
 def pair_name(a: str, b: str) -> str:
     return f"{a} vs {b}"
 
@@ -45,7 +48,7 @@ class Significance(Analysis):
 
     def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
         res = AnalysisResult()
-        alpha = float(ctx.options.get("alpha", stats.ALPHA))
+        alpha = float(ctx.options.get("alpha", ALPHA))
         tests: list[dict] = []
         for name in ctx.analyses:
             cls = ANALYSES.get(name)
