@@ -35,12 +35,10 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip, register_analysis
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Request, Row,
+                                       Skip, register_analysis)
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
 from beyond_inet.engine.outputs import Outputs
-
-# (model spec, request) -> outputs, or None when that model has none (the shared cross-model contract).
-CrossFetch = Callable[[str, Request], "Outputs | None"]
 
 HUMANS = "human-subjects"  # the "model" column of the human-human rows
 DECISION_SETS = ("cue-conflict", "edge", "silhouette")  # scored by 16-class decisions, with human data
@@ -92,13 +90,11 @@ def finish(sums: np.ndarray) -> np.ndarray:
 
 def value_ci(columns: np.ndarray, reducer: Callable[[np.ndarray], np.ndarray], n_boot: int, seed: int
              ) -> tuple[float, float, float]:
-    """reducer(column sums) with a percentile bootstrap CI over the rows (images)."""
-    value = float(reducer(columns.sum(axis=0, keepdims=True))[0])
-    if n_boot <= 0 or columns.shape[0] < 2:
-        return value, math.nan, math.nan
-    reps = np.concatenate([reducer(s.astype(np.float64)) for _, s in stats.resampled_sums(columns, n_boot, seed)])
-    lo, hi = stats.percentile_ci(reps)
-    return value, float(lo[0]), float(hi[0])
+    """reducer(column sums) with the shared bootstrap over images (a ``contracts.Metric`` scored by
+    ``stats.score``: the same resampling as every other metric)."""
+    decl = Metric("", "", columns, [str(i) for i in range(columns.shape[0])], reducer)
+    s = stats.score(decl, n_boot if columns.shape[0] >= 2 else 0, seed)
+    return s.value, s.ci_low, s.ci_high
 
 
 def model_correct(ds: str, out: Outputs) -> dict[str, float]:

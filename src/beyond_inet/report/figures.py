@@ -622,16 +622,15 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
             "synthetic", pug_m, "top-1 (%)", "PUG-ImageNet: top-1 per factor of variation", "pug", "PUG",
             f"Top-1 per PUG factor (metric {rule}); Average = mean over factors."))
         attempt("invariance", inv_fig)
-
-        def ec_figs():
-            from beyond_inet.report.figures_consistency import consistency_figures
-
-            return consistency_figures(artifacts, models, fig_dir, colors)
-
-        attempt("error-consistency", ec_figs)
+        for section, builder in SECTION_FIGURES.items():  # figure modules of their own (no import cycle)
+            attempt(section, lambda b=builder: b(artifacts, models, fig_dir, colors))
     remove_stale(fig_dir, {f.name for fs in out.values() for f in fs})
     return out, errors
 
+
+# section -> builder(artifacts, models, fig_dir, colors) -> [FigureFile]: figure modules that import this one
+# register here (``figures_consistency``), so this module never imports them back.
+SECTION_FIGURES: dict = {}
 
 OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "invariance",
                "error-consistency-matrix", "error-consistency-humans")

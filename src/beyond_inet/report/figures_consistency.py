@@ -111,3 +111,6 @@ def consistency_figures(artifacts: dict, models: Sequence[str], fig_dir, colors:
                            f"averaged; whiskers: 95% bootstrap CI over images. Black diamonds: mean kappa over all "
                            f"pairs of subjects (the human ceiling); grey: its range over the pairs." + few))
     return out
+
+
+fg.SECTION_FIGURES["error-consistency"] = consistency_figures

@@ -27,8 +27,9 @@ from beyond_inet import registry
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.contracts import MIN_UNITS
 from beyond_inet.report import effective_robustness_figure as er_figure
-from beyond_inet.report import reproduction as reproduction_check
+from beyond_inet.report import figures_consistency  # noqa: F401  (registers its section's figures)
 from beyond_inet.report import layout
+from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
 from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
