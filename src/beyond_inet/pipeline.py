@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from beyond_inet import __version__
-from beyond_inet.analyses import ANALYSES, Context, Request, Skip, get_analysis, load_builtin
+from beyond_inet.analyses import ANALYSES, Analysis, Context, ModelEnv, Request, Skip, get_analysis, load_builtin
 from beyond_inet.data import catalog
 from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
@@ -211,8 +211,14 @@ def run(cfg: RunConfig) -> dict:
                 _loaded[(req.dataset, req.view)] = store.existing(key).load()
             return _loaded[(req.dataset, req.view)]
 
+        # The layer-statistics pass decodes on the CPU: its numerics never include GPU decoding.
+        env = ModelEnv(str(out), datasets, cfg.device, cfg.num_workers, cfg.amp,
+                       numerics_of(cfg.device, cfg.amp, False))
         for a in analyses:
             db.clear_skips(a.name, spec)
+            prepare_skips = run_prepare(a, ctx, model, env, cfg.progress)
+            db.add_skips(prepare_skips, run_id)
+            summary["skips"] += prepare_skips
             missing = [r.dataset for r in requests[a.name] if (r.dataset, r.view) not in keys]
             skips = [Skip(a.name, spec, d, datasets.missing.get(d, "dataset not available"))
                      for d in dict.fromkeys(missing)]
@@ -303,6 +309,22 @@ def record_unreadable(store: Store, jobs, db: ResultsDB, run_id: str, seen: dict
 def unreadable_text(counts: dict[str, int]) -> str:
     """`imagenet-val 2, imagenet-r 1` or `none`: the summary line's per-dataset count."""
     return ", ".join(f"{d} {n}" for d, n in counts.items()) if counts else "none"
+
+
+def run_prepare(a: Analysis, ctx: Context, model, env: ModelEnv, progress: bool) -> list[Skip]:
+    """An analysis' per-model step (`Analysis.prepare`, e.g. cka's layer-statistics pass) under a progress bar."""
+    if type(a).prepare is Analysis.prepare:
+        return []
+    prog = _progress(progress)
+    env.progress = prog
+    if prog is not None:
+        prog.start()
+    try:
+        return a.prepare(ctx, model, env)
+    finally:
+        if prog is not None:
+            prog.stop()
+        env.progress = None
 
 
 def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], store: Store, db: ResultsDB,

@@ -7,6 +7,7 @@ from beyond_inet.analyses.base import (  # noqa: F401
     Analysis,
     AnalysisResult,
     Context,
+    ModelEnv,
     Request,
     Row,
     Skip,
@@ -16,7 +17,7 @@ from beyond_inet.analyses.base import (  # noqa: F401
 )
 
 _BUILTIN = ["accuracy", "calibration", "imagenet_x", "robustness", "shape_bias", "invariance", "synthetic", "transfer",
-            "error_consistency", "paired_tests"]
+            "error_consistency", "paired_tests", "cka"]
 
 
 def load_builtin() -> None:

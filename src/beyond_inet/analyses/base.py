@@ -13,7 +13,8 @@ The data classes live in ``beyond_inet.contracts`` and are re-exported here.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from beyond_inet import registry
 from beyond_inet.analyses import stats
@@ -39,6 +40,20 @@ def score_metrics(ctx: Context, model: str, analysis: str, metrics: list[Metric]
         s = stats.score(m, ctx.n_boot, ctx.seed)
         rows.append(Row(model, m.dataset, analysis, m.metric, s.value, s.ci_low, s.ci_high, s.n))
     return rows
+
+
+@dataclass
+class ModelEnv:
+    """What a per-model `Analysis.prepare` step may use besides the built model: the run's output
+    folder, its opened datasets (an ``engine.plan.DatasetCache``) and the engine settings."""
+
+    out: str
+    datasets: Any
+    device: str = "cpu"
+    num_workers: int = 0
+    amp: bool = True
+    numerics: str = "fp32"
+    progress: Any = None
 
 
 class Analysis:
@@ -76,6 +91,12 @@ class Analysis:
     def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
         """Cross-model rows (only when `compares_models`)."""
         raise NotImplementedError
+
+    def prepare(self, ctx: Context, model: Any, env: ModelEnv) -> list[Skip]:
+        """Optional per-model step while the model (a ``VisionModel``) is built, for analyses that need
+        more than stored logits/features (e.g. `cka`'s layer statistics). Runs after the model's
+        inference jobs, before `compute`; returns what it could not do. Default: nothing."""
+        return []
 
     def summarize(self, ctx: Context, rows: list[Row]) -> AnalysisResult:
         """Cross-model rows computed from every model's rows; default: none."""

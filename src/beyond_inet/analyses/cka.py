@@ -36,6 +36,7 @@ DEFAULT_DATASET = "imagenet-val"
 DEFAULT_IMAGES = 10_000
 DEFAULT_BATCH = 256
 MIN_BATCH = 4  # the unbiased HSIC estimator divides by n(n-3)
+MIN_BOOT_BATCHES = 10  # fewer minibatches give no meaningful bootstrap interval: none is reported
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,8 +214,8 @@ def compare_pair(a, b, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         sel = np.arange(s, e)
         V = diagonal_columns(per_batch, sel)
         value = float(diagonal_finish(V.sum(0)))
-        lo, hi = bootstrap_columns(V, n_boot, seed)
-        summary[p] = {"value": value, "ci": [lo, hi], "pairs": [list(w) for w in watch[s:e]],
+        lo, hi = bootstrap_columns(V, n_boot, seed) if n_batches >= MIN_BOOT_BATCHES else (math.nan, math.nan)
+        summary[p] = {"value": value, "ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi], "pairs": [list(w) for w in watch[s:e]],
                       "diagonal": [float(full[i, j]) for i, j in watch[s:e]]}
     return {"cka": full, "summary": summary, "n_images": n_images, "n_batches": n_batches}
 
@@ -248,16 +249,21 @@ class CKA(Analysis):
         self.prepare_skips: dict[str, Skip] = {}
 
     def requests(self, ctx: Context) -> list[Request]:
-        return []  # no logits/features: the statistics come from this analysis' own pass (`prepare`)
+        """None: the statistics come from this analysis' own pass (`prepare`). Called before any work,
+        so bad `cka_*` options stop the run here, with one line."""
+        from beyond_inet.errors import UserError
+
+        try:
+            parse_options(ctx)
+        except ValueError as e:
+            raise UserError(f"bad cka option: {e}") from None
+        return []
 
     def prepare(self, ctx: Context, model, env) -> list[Skip]:
         """Run (or find stored) layer statistics of a built `model`; see ``engine.layer_stats``."""
         from beyond_inet.engine.layer_stats import compute_layer_stats
 
-        try:
-            dataset, cfg = parse_options(ctx)
-        except ValueError as e:
-            return [self._skip(model.spec, "*", f"bad cka option: {e}")]
+        dataset, cfg = parse_options(ctx)  # validated by `requests`
         got = env.datasets.get(dataset)
         if got is None:
             return [self._skip(model.spec, dataset, env.datasets.missing.get(dataset, "dataset not available"))]
@@ -296,10 +302,15 @@ class CKA(Analysis):
                 except BatchMismatch as e:
                     res.skips.append(Skip(self.name, f"{a} vs {b}", dataset, f"statistics not comparable: {e}"))
                     continue
+                if out["n_batches"] < MIN_BOOT_BATCHES:
+                    res.skips.append(Skip(self.name, f"{a} vs {b}", dataset,
+                                          f"no confidence interval: {out['n_batches']} minibatches, at least "
+                                          f"{MIN_BOOT_BATCHES} needed (raise cka_images or lower cka_batch_size)"))
                 for p, s in out["summary"].items():
+                    lo, hi = (math.nan if v is None else v for v in s["ci"])
                     for m, other in ((a, b), (b, a)) if a != b else ((a, a),):
                         res.rows.append(Row(m, sa.meta["dataset"], self.name, f"diag[{p}] vs {other}", s["value"],
-                                            s["ci"][0], s["ci"][1], out["n_images"]))
+                                            lo, hi, out["n_images"]))
                 matrices.append({"a": a, "b": b, "dataset": sa.meta["dataset"], "n_images": out["n_images"],
                                  "n_batches": out["n_batches"], "batch_size": sa.meta["config"]["batch_size"],
                                  "reduce": sa.meta["config"]["reduce"],
