@@ -499,6 +499,52 @@ def invariance_figure(curves: dict[str, dict[str, dict]], models: Sequence[str],
     return fig
 
 
+CKA_PANELS = ("all", "block", "attn", "linear", "norm")
+
+
+def collect_cka(artifacts: dict, models: Sequence[str]) -> list[dict]:
+    """The cka analysis' layer x layer matrices, pairs ordered by the report's model order."""
+    pairs = [p for p in (_art(artifacts, "cka", "*", "matrices") or []) if isinstance(p, dict) and p.get("cka")]
+    rank = {m: i for i, m in enumerate(models)}
+    return sorted(pairs, key=lambda p: (rank.get(p["a"], len(rank)), rank.get(p["b"], len(rank))))
+
+
+def _depth_ticks(n: int) -> tuple[list[float], list[str]]:
+    """Tick positions (layer indices) at relative depths 0, 0.25, ..., 1 of n layers."""
+    qs = (0.0, 0.25, 0.5, 0.75, 1.0) if n >= 5 else tuple(np.linspace(0, 1, max(n, 1)))
+    return [q * (n - 1) for q in qs], [f"{q:.2g}" for q in qs]
+
+
+def cka_figure(pair: dict) -> Figure:
+    """One heatmap per layer type (the paper's `*_1x8_cka` panels): rows = model A's layers, columns =
+    model B's, both in forward order, axes in relative depth (0 = input side, 1 = output side)."""
+    full = np.array([[math.nan if v is None else v for v in row] for row in pair["cka"]], float)
+    ta, tb = list(pair["types_a"]), list(pair["types_b"])
+    panels = []
+    for p in CKA_PANELS:
+        ia = [i for i, t in enumerate(ta) if p == "all" or t == p]
+        ib = [j for j, t in enumerate(tb) if p == "all" or t == p]
+        if ia and ib and (p == "all" or len(set(ta)) > 1 or len(set(tb)) > 1):
+            panels.append((p, ia, ib))
+    fig = Figure(figsize=(2.6 * len(panels) + 1.4, 3.5))
+    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={"wspace": 0.25})[0]
+    im = None
+    for ax, (p, ia, ib) in zip(axes, panels):
+        im = ax.imshow(full[np.ix_(ia, ib)], origin="lower", cmap="magma", vmin=0.0, vmax=1.0, aspect="auto",
+                       interpolation="nearest")
+        ax.set_xticks(*_depth_ticks(len(ib)))
+        ax.set_yticks(*_depth_ticks(len(ia)))
+        ax.set_title(f"{p} ({len(ia)}x{len(ib)} layers)")
+        ax.set_xlabel("relative depth")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+    axes[0].set_ylabel(label(pair["a"], 40) + "\nrelative depth")
+    fig.supxlabel(label(pair["b"], 80), y=-0.1, fontsize=10)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), fraction=0.025, pad=0.02, label="linear CKA")
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------
 # Writing
 # ------------------------------------------------------------------------------------------------
@@ -624,6 +670,13 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
         attempt("invariance", inv_fig)
         for section, builder in SECTION_FIGURES.items():  # figure modules of their own (no import cycle)
             attempt(section, lambda b=builder: b(artifacts, models, fig_dir, colors))
+        for i, pair in enumerate(collect_cka(artifacts, models), 1):
+            attempt("cka", lambda i=i, pair=pair: save(
+                cka_figure(pair), fig_dir, f"cka-{i:02d}", f"CKA: {pair['a']} vs {pair['b']}",
+                f"Linear CKA (minibatch, unbiased HSIC) between every layer of {pair['a']} (rows) and of "
+                f"{pair['b']} (columns) on {pair['n_images']} {pair['dataset']} images in {pair['n_batches']} "
+                f"fixed batches of {pair['batch_size']}; layer outputs reduced by {pair['reduce']}. One panel per "
+                f"layer type; axes in relative depth."))
     remove_stale(fig_dir, {f.name for fs in out.values() for f in fs})
     return out, errors
 
@@ -658,5 +711,5 @@ def remove_stale(fig_dir: Path, keep: set[str]) -> None:
     if not fig_dir.is_dir():
         return
     for f in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
-        if f.stem not in keep and (f.stem in OWN_FIGURES or f.stem.startswith("reliability-")):
+        if f.stem not in keep and (f.stem in OWN_FIGURES or f.stem.startswith(("reliability-", "cka-"))):
             f.unlink()
