@@ -148,3 +148,16 @@ def test_real_weights_pair_then_third_model_reuses_stored_statistics(shared_data
     assert ls.FORWARD_CALLS == {lite2: 2}  # A and B: read from the store, no forward pass
     assert rows2[(lite0, f"diag[block] vs {lite1}")].value == pair.value
     assert (lite1, f"diag[all] vs {lite2}") in rows2
+
+
+def test_compare_memory_is_flat_in_the_number_of_images():
+    import tracemalloc
+
+    peaks = {}
+    for n in (256, 512):
+        A, B = _models(n=n)  # features made before tracing: only compare's own allocations count
+        tracemalloc.start()
+        compare_pair(A, B, n_boot=50)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[512] < 1.15 * peaks[256]  # 16 vs 32 minibatches: per-batch work, no per-image growth
