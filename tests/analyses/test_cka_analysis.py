@@ -161,3 +161,44 @@ def test_compare_memory_is_flat_in_the_number_of_images():
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[512] < 1.15 * peaks[256]  # 16 vs 32 minibatches: per-batch work, no per-image growth
+
+
+@pytest.mark.slow
+def test_run_across_timm_open_clip_and_hf_models(tiny_imagenet, tmp_path):
+    import json
+
+    import open_clip
+    import torch
+
+    from beyond_inet.engine.runner import RunConfig, run
+    from beyond_inet.report.results import ResultsDB
+
+    transformers = pytest.importorskip("transformers")
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                                           "patch_size": 32},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "bi-cka-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "bi-cka-clip.json")
+    hf_dir = tmp_path / "hf"
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64,
+        patch_size=16, num_labels=1000)).save_pretrained(hf_dir)
+    transformers.ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(hf_dir)
+    models = ["timm:test_vit@random", "open_clip:bi-cka-clip@random", f"hf:{hf_dir}"]
+    out = tmp_path / "run"
+    run(RunConfig(models=models, analyses=["cka"], out=str(out), data_root=str(tiny_imagenet), num_workers=0,
+                  options={"cka_images": 12, "cka_batch_size": 4, "cka_reduce": "mean"}, n_boot=50,
+                  progress=False))
+    db = ResultsDB(out)
+    try:
+        rows = {(r.model, r.metric): r.value for r in db.rows()}
+        mats = db.artifacts()[("cka", "*", "matrices")]
+    finally:
+        db.close()
+    assert len(mats) == 6  # 3 self pairs + 3 cross pairs
+    for a in models:
+        for b in models:
+            assert -1e-9 <= rows[(a, f"diag[block] vs {b}")] <= 1 + 1e-9
+        assert rows[(a, f"diag[attn] vs {a}")] == pytest.approx(1.0)
+    assert len(list((out / "figures").glob("cka-*.png"))) == 6
