@@ -215,7 +215,8 @@ def compare_pair(a, b, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         V = diagonal_columns(per_batch, sel)
         value = float(diagonal_finish(V.sum(0)))
         lo, hi = bootstrap_columns(V, n_boot, seed) if n_batches >= MIN_BOOT_BATCHES else (math.nan, math.nan)
-        summary[p] = {"value": value, "ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi], "pairs": [list(w) for w in watch[s:e]],
+        summary[p] = {"value": value, "ci": [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi],
+                      "pairs": [list(w) for w in watch[s:e]],
                       "diagonal": [float(full[i, j]) for i, j in watch[s:e]]}
     return {"cka": full, "summary": summary, "n_images": n_images, "n_batches": n_batches}
 
