@@ -185,6 +185,7 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
         stats = LayerStats(folder, meta)
     todo = stats.missing_chunks() if stats.layers else list(range(len(chunks)))
     if not todo:
+        log.info("%s: layer statistics on %d %s images reused (%s)", model.spec, len(chosen), dataset, folder)
         return stats
     folder.mkdir(parents=True, exist_ok=True)
     selected = typed_modules(model.module, cfg.types)
@@ -229,6 +230,8 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
                 _write_chunk(stats, c, pending.pop(c))
             if progress is not None:
                 progress.advance(task, len(js))
+    log.info("%s: layer statistics of %d layers on %d %s images in %d batches of %d (%d chunk(s) computed) -> %s",
+             model.spec, len(stats.layers), len(chosen), dataset, len(bounds), cfg.batch_size, len(todo), folder)
     return stats
 
 
