@@ -62,6 +62,10 @@ def test_grams_match_the_model_and_a_rerun_makes_no_forward(vit_and_data, tmp_pa
     other = compute_layer_stats(model, ds, pos, "imagenet-val", fp, tmp_path,
                                 StatsConfig(n_images=10, batch_size=5, types=("block", "linear")))
     assert other.root != stats.root  # another batch composition is another key
+    ids = [ds.sample_id(int(p)) for p in chosen]
+    assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32") == stats.root.name
+    assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32", "exif_transpose") != stats.root.name
+    assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "bf16") != stats.root.name
 
 
 def test_killed_pass_resumes_at_the_missing_chunk(vit_and_data, tmp_path, monkeypatch):

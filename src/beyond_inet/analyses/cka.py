@@ -272,7 +272,8 @@ class CKA(Analysis):
         try:
             stats = compute_layer_stats(model, ds, positions, dataset, fingerprint, Path(env.out) / "layer-stats",
                                         cfg, device=env.device, num_workers=env.num_workers, amp=env.amp,
-                                        numerics=env.numerics, progress=env.progress)
+                                        numerics=env.numerics, progress=env.progress,
+                                        decoding=env.datasets.decoding)
         except ValueError as e:
             return [self._skip(model.spec, dataset, str(e))]
         if not stats.complete():

@@ -82,15 +82,19 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def stats_key(model: VisionModel, dataset: str, fingerprint: str, chosen: list[str], cfg: StatsConfig,
-              numerics: str) -> str:
-    ids = json.dumps(chosen).encode()
+              numerics: str, decoding: str = "") -> str:
+    """`decoding` names a non-default image decoding (``exif_transpose``), as in the output store's key."""
     import hashlib
 
-    return make_key({"kind": "layer-stats", "version": STATS_VERSION, "weights": model.weights_id,
-                     "pre": model.preprocessing.describe(), "dataset": dataset, "samples": fingerprint,
-                     "images": hashlib.sha256(ids).hexdigest()[:16], "batch_size": cfg.batch_size,
-                     "types": list(cfg.types), "reduce": cfg.reduce, "numerics": numerics,
-                     "logit_scale": model.info.get("logit_scale")})
+    ids = json.dumps(chosen).encode()
+    fields = {"kind": "layer-stats", "version": STATS_VERSION, "weights": model.weights_id,
+              "pre": model.preprocessing.describe(), "dataset": dataset, "samples": fingerprint,
+              "images": hashlib.sha256(ids).hexdigest()[:16], "batch_size": cfg.batch_size,
+              "types": list(cfg.types), "reduce": cfg.reduce, "numerics": numerics,
+              "logit_scale": model.info.get("logit_scale")}
+    if decoding:
+        fields["decoding"] = decoding
+    return make_key(fields)
 
 
 @dataclass
@@ -159,7 +163,7 @@ class _GramSink:
 def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndarray, dataset: str,
                         fingerprint: str, root: str | Path, cfg: StatsConfig, device: str = "cpu",
                         num_workers: int = 0, amp: bool = True, numerics: str = "fp32",
-                        progress=None) -> LayerStats:
+                        progress=None, decoding: str = "") -> LayerStats:
     """Fill (or reuse) the statistics of `model` on `cfg.n_images` evenly spaced `positions` of `ds`.
 
     Nothing runs when every chunk is stored; a partial folder resumes at its first missing chunk.
@@ -171,7 +175,7 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
 
     chosen = choose_positions(positions, cfg.n_images)
     ids = [ds.sample_id(int(p)) for p in chosen]
-    key = stats_key(model, dataset, fingerprint, ids, cfg, numerics)
+    key = stats_key(model, dataset, fingerprint, ids, cfg, numerics, decoding)
     folder = Path(root) / key
     bounds = batch_bounds(len(chosen), cfg.batch_size)
     per_chunk = max(1, SHARD_SIZE // cfg.batch_size)
@@ -181,7 +185,7 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
         meta = {"model": model.spec, "weights": model.weights_id, "preprocessing": model.preprocessing.describe(),
                 "dataset": dataset, "samples": fingerprint, "n_images": len(chosen), "n_batches": len(bounds),
                 "n_chunks": len(chunks), "config": {**asdict(cfg), "types": list(cfg.types)},
-                "numerics": numerics, "version": STATS_VERSION, "layers": [], "types": []}
+                "numerics": numerics, "decoding": decoding, "version": STATS_VERSION, "layers": [], "types": []}
         stats = LayerStats(folder, meta)
     todo = stats.missing_chunks() if stats.layers else list(range(len(chunks)))
     if not todo:
