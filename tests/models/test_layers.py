@@ -66,6 +66,23 @@ def test_efficientnet_blocks_look_through_stages_and_pointwise_convs_are_linear(
     torch.testing.assert_close(got["bn1"], stem.mean(dim=(2, 3)))  # mean over space: one value per channel
 
 
+def test_mean_over_space_for_channels_last_layers_in_convnext_blocks():
+    import timm
+
+    m = timm.create_model("test_convnext", pretrained=False).eval()
+    blk = m.stages[1].blocks[0]
+    fc1 = "stages.1.blocks.0.mlp.fc1"
+    assert typed_modules(m)[fc1] == "linear"
+    x = torch.randn(2, 3, 96, 96)
+    order, got = _capture(m, {fc1: "linear", "stages.1.blocks.0": "block"}, "mean", x)
+    hidden = blk.mlp.fc1.out_features
+    assert got[fc1].shape == (2, hidden)  # [B, H, W, C] inside the block: the mean is over H and W
+    assert got["stages.1.blocks.0"].shape == (2, blk.mlp.fc2.out_features)  # the block returns NCHW
+    _, flat = _capture(m, {fc1: "linear"}, "flatten", x)
+    side = int(round((flat[fc1].shape[1] / hidden) ** 0.5))
+    torch.testing.assert_close(got[fc1], flat[fc1].reshape(2, side, side, hidden).mean(dim=(1, 2)))
+
+
 def test_open_clip_tower_attention_tuple_output(tmp_path):
     import open_clip
 

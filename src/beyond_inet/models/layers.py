@@ -17,7 +17,7 @@ once per forward contributes its first call.
 
 Reduction to a per-image vector (``reduce``): ``flatten`` keeps every position ([B, C, H, W] -> C*H*W,
 [B, T, D] -> T*D), as AntixK/PyTorch-Model-Compare, which the paper used, does; ``mean`` averages over
-space/tokens ([B, C, H, W] -> C, [B, T, D] -> D). Flattening is memory heavy only transiently: the
+space/tokens ([B, C, H, W] -> C, [B, H, W, C] -> C when the module declares C channels, [B, T, D] -> D). Flattening is memory heavy only transiently: the
 callback turns each output into a [B, B] Gram matrix at once (see ``engine.layer_stats``).
 """
 from __future__ import annotations
@@ -106,14 +106,31 @@ def first_tensor(output) -> torch.Tensor | None:
     return None
 
 
-def per_image(t: torch.Tensor, batch: int, batch_axis: int, reduce: str) -> torch.Tensor | None:
-    """[batch, d] float32 vectors from a layer output, or None when it is not batched like the input."""
+def channel_count(module: nn.Module) -> int | None:
+    """The number of output channels a module declares (Linear, conv, norms), or None."""
+    for attr in ("out_features", "out_channels", "num_features", "num_channels"):
+        v = getattr(module, attr, None)
+        if isinstance(v, int):
+            return v
+    shape = getattr(module, "normalized_shape", None)
+    return int(shape[-1]) if shape else None
+
+
+def per_image(t: torch.Tensor, batch: int, batch_axis: int, reduce: str,
+              channels: int | None = None) -> torch.Tensor | None:
+    """[batch, d] float32 vectors from a layer output, or None when it is not batched like the input.
+
+    `mean` on a 4-D output averages over space: [B, C, H, W] unless the module's channel count
+    `channels` sits last and not second ([B, H, W, C]: Linear/LayerNorm inside ConvNeXt and Swin blocks).
+    """
     if t.ndim < 2 or t.shape[batch_axis] != batch:
         return None
     if batch_axis:
         t = t.movedim(batch_axis, 0)
     t = t.float()
-    if reduce == "mean" and t.ndim == 4:  # [B, C, H, W] (NCHW, as timm and torch convs return)
+    if reduce == "mean" and t.ndim == 4 and channels and t.shape[-1] == channels and t.shape[1] != channels:
+        t = t.mean(dim=(1, 2))  # channels-last
+    elif reduce == "mean" and t.ndim == 4:  # [B, C, H, W] (NCHW, as timm and torch convs return)
         t = t.mean(dim=(2, 3))
     elif reduce == "mean" and t.ndim == 3:  # [B, T, D] tokens
         t = t.mean(dim=1)
@@ -137,12 +154,13 @@ def capture_layers(root: nn.Module, layers: dict[str, str], reduce: str,
 
     def hook(name: str, module: nn.Module):
         axis = 1 if getattr(module, "batch_first", True) is False else 0
+        channels = channel_count(module)
 
         def fn(mod, inputs, output):
             if name in state["seen"] or state["batch"] is None:
                 return
             t = first_tensor(output)
-            x = None if t is None else per_image(t.detach(), state["batch"], axis, reduce)
+            x = None if t is None else per_image(t.detach(), state["batch"], axis, reduce, channels)
             if x is None:
                 return
             state["seen"].add(name)
