@@ -202,3 +202,28 @@ def test_run_across_timm_open_clip_and_hf_models(tiny_imagenet, tmp_path):
             assert -1e-9 <= rows[(a, f"diag[block] vs {b}")] <= 1 + 1e-9
         assert rows[(a, f"diag[attn] vs {a}")] == pytest.approx(1.0)
     assert len(list((out / "figures").glob("cka-*.png"))) == 6
+
+
+def test_prepare_turns_out_of_memory_and_missing_data_into_skips(monkeypatch, tmp_path):
+    import torch
+
+    from beyond_inet.analyses.base import ModelEnv
+    from beyond_inet.engine import layer_stats
+    from beyond_inet.engine.plan import DatasetCache
+    from tests.conftest import make_imagenet_folder
+
+    root = make_imagenet_folder(tmp_path / "data", n_per_photo=1)
+    model = type("M", (), {"spec": "m"})()
+    cka = CKA()
+    ctx = Context(data_root=str(root), options={"cka_batch_size": 8})
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(layer_stats, "compute_layer_stats", oom)
+    skips = cka.prepare(ctx, model, ModelEnv(str(tmp_path / "out"), DatasetCache(str(root), None)))
+    assert len(skips) == 1 and "lower --option cka_batch_size" in skips[0].reason
+    skips = cka.prepare(Context(data_root=str(root), options={"cka_dataset": "imagenet-r"}), model,
+                        ModelEnv(str(tmp_path / "out"), DatasetCache(str(root), None)))
+    assert len(skips) == 1 and skips[0].dataset == "imagenet-r" and "imagenet-r" in skips[0].reason
+    assert cka.compare(ctx, ["m"]).skips == []  # already said once by prepare

@@ -262,6 +262,8 @@ class CKA(Analysis):
 
     def prepare(self, ctx: Context, model, env) -> list[Skip]:
         """Run (or find stored) layer statistics of a built `model`; see ``engine.layer_stats``."""
+        import torch
+
         from beyond_inet.engine.layer_stats import compute_layer_stats
 
         dataset, cfg = parse_options(ctx)  # validated by `requests`
@@ -276,6 +278,10 @@ class CKA(Analysis):
                                         decoding=env.datasets.decoding)
         except ValueError as e:
             return [self._skip(model.spec, dataset, str(e))]
+        except torch.cuda.OutOfMemoryError:  # the chunks already written stay: a rerun resumes
+            torch.cuda.empty_cache()
+            return [self._skip(model.spec, dataset, f"out of memory in the layer-statistics pass at batch size "
+                                                    f"{cfg.batch_size}; lower --option cka_batch_size")]
         if not stats.complete():
             return [self._skip(model.spec, dataset, "no readable image for the layer statistics")]
         self.stats[model.spec] = stats
