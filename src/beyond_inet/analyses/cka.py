@@ -308,12 +308,13 @@ class CKA(Analysis):
                 try:
                     out = compare_pair(sa, sb, ctx.n_boot, ctx.seed)
                 except BatchMismatch as e:
-                    res.skips.append(Skip(self.name, f"{a} vs {b}", dataset, f"statistics not comparable: {e}"))
+                    res.skips.append(Skip(self.name, "*", dataset, f"{a} vs {b}: statistics not comparable: {e}"))
                     continue
                 if out["n_batches"] < MIN_BOOT_BATCHES:
-                    res.skips.append(Skip(self.name, f"{a} vs {b}", dataset,
-                                          f"no confidence interval: {out['n_batches']} minibatches, at least "
-                                          f"{MIN_BOOT_BATCHES} needed (raise cka_images or lower cka_batch_size)"))
+                    res.skips.append(Skip(self.name, "*", dataset,
+                                          f"{a} vs {b}: no confidence interval: {out['n_batches']} minibatches, "
+                                          f"at least {MIN_BOOT_BATCHES} needed (raise cka_images or lower "
+                                          f"cka_batch_size)"))
                 for p, s in out["summary"].items():
                     lo, hi = (math.nan if v is None else v for v in s["ci"])
                     for m, other in ((a, b), (b, a)) if a != b else ((a, a),):
