@@ -18,7 +18,8 @@ once per forward contributes its first call.
 Reduction to a per-image vector (``reduce``): ``flatten`` keeps every position ([B, C, H, W] -> C*H*W,
 [B, T, D] -> T*D), as AntixK/PyTorch-Model-Compare, which the paper used, does; ``mean`` averages over
 space/tokens ([B, C, H, W] -> C, [B, H, W, C] -> C when the module declares C channels, [B, T, D] -> D).
-Flattening is memory heavy only transiently: the callback turns each output into a [B, B] Gram matrix at once (see ``engine.layer_stats``).
+Flattening is memory heavy only transiently: the callback turns each output into a [B, B] Gram matrix at
+once (see ``engine.layer_stats``).
 """
 from __future__ import annotations
 
