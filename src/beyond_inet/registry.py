@@ -241,6 +241,21 @@ _declare(AnalysisInfo(
                minimum=0.0, maximum=1.0, exclusive=True),
     )))
 
+_declare(AnalysisInfo(
+    "cka", "Layer-wise CKA", "Linear CKA between every pair of layers of two models, per layer type, from stored "
+                             "minibatch statistics (paper §2.8); rows: mean CKA at corresponding relative depths.",
+    ("imagenet-val", "imagenet-sample"), figures=("cka-<pair>",),
+    options=(
+        Option("cka_dataset", "dataset", "imagenet-val", "images the layer statistics are taken on"),
+        Option("cka_images", "int", 10000, "evenly spaced images of the dataset", minimum=4),
+        Option("cka_batch_size", "int", 256, "minibatch size (fixes the batch composition; part of the key)",
+               minimum=4),
+        Option("cka_layers", "str", "block,attn,linear,norm", "comma-separated layer types to take "
+                                                              "(block, attn, linear, norm)"),
+        Option("cka_reduce", "choice", "flatten", "per-image vector of a layer output: flatten (paper, AntixK) "
+                                                  "or mean over space/tokens", choices=("flatten", "mean")),
+    )))
+
 
 # Options of the pipeline itself (read by the engine, recorded with every run), shown as analysis "(run)".
 RUN_OPTIONS: tuple[Option, ...] = (

@@ -104,10 +104,12 @@ def test_minibatch_matrix_agrees_with_full_batch():
 def test_bad_option_is_one_line_exit_2(tmp_path, capsys):
     from beyond_inet.cli import main
 
-    rc = main(["run", "--models", "timm:test_vit@random", "--analyses", "cka", "--out", str(tmp_path / "o"),
-               "--option", "cka_batch_size=2", "--no-progress"])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "cka" in err and "at least 4" in err
+    for opt, needle in (("cka_batch_size=2", "4 <= value"), ("cka_layers=block,conv", "unknown layer type")):
+        rc = main(["run", "--models", "timm:test_vit@random", "--analyses", "cka", "--out", str(tmp_path / "o"),
+                   "--option", opt, "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "cka" in err and needle in err, err
+    assert not (tmp_path / "o" / "layer-stats").exists()  # refused before any work
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ from beyond_inet.models.layers import LAYER_TYPES
 DEFAULT_DATASET = "imagenet-val"
 DEFAULT_IMAGES = 10_000
 DEFAULT_BATCH = 256
+DEFAULT_LAYERS = ",".join(LAYER_TYPES)
+DEFAULT_REDUCE = "flatten"
 MIN_BATCH = 4  # the unbiased HSIC estimator divides by n(n-3)
 MIN_BOOT_BATCHES = 10  # fewer minibatches give no meaningful bootstrap interval: none is reported
 
@@ -228,15 +230,15 @@ def parse_options(ctx: Context):
     """(dataset, StatsConfig) from the `cka_*` options; ValueError with the fix on bad values."""
     from beyond_inet.engine.layer_stats import StatsConfig
 
-    o = ctx.options
     try:
-        n = int(o.get("cka_images", DEFAULT_IMAGES))
-        b = int(o.get("cka_batch_size", DEFAULT_BATCH))
+        n = int(ctx.options.get("cka_images", DEFAULT_IMAGES))
+        b = int(ctx.options.get("cka_batch_size", DEFAULT_BATCH))
     except (TypeError, ValueError):
         raise ValueError("cka_images and cka_batch_size must be whole numbers") from None
-    types = tuple(ctx.option_list("cka_layers", LAYER_TYPES))
-    return str(o.get("cka_dataset", DEFAULT_DATASET)), StatsConfig(n_images=n, batch_size=b, types=types,
-                                                                   reduce=str(o.get("cka_reduce", "flatten")))
+    types = tuple(ctx.option_list("cka_layers", DEFAULT_LAYERS))
+    reduce = str(ctx.options.get("cka_reduce", DEFAULT_REDUCE))
+    return str(ctx.options.get("cka_dataset", DEFAULT_DATASET)), StatsConfig(n_images=n, batch_size=b, types=types,
+                                                                             reduce=reduce)
 
 
 @register_analysis
