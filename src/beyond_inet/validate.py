@@ -279,12 +279,14 @@ def check_data_present(analyses: list[str], ctx) -> None:
 
     wanted: list[str] = []
     for name in analyses:
-        reqs = get_analysis(name).requests(ctx)
-        if any(ctx.available(r.dataset) for r in reqs):
+        a = get_analysis(name)
+        reqs = a.requests(ctx)
+        own = a.prepare_datasets(ctx)  # read by a per-model step (cka's layer statistics), not requested
+        if any(ctx.available(r.dataset) for r in reqs) or any(ctx.available(d) for d in own):
             return
         # An analysis with no part present may request nothing (VTAB): name what it would have used.
         info = registry.ANALYSES.get(name)
-        wanted += [r.dataset.split("/")[0] for r in reqs] or list(info.datasets if info else ())
+        wanted += [r.dataset.split("/")[0] for r in reqs] + own or list(info.datasets if info else ())
     looked = ", ".join(dict.fromkeys(wanted)) or "nothing (no analysis requested any data)"
     where = f"under --data-root {ctx.data_root}" if ctx.data_root else "(no --data-root given)"
     raise UserError(f"none of the datasets the requested analyses need is present {where}; looked for: {looked} "

@@ -229,3 +229,13 @@ def test_prepare_turns_out_of_memory_and_missing_data_into_skips(monkeypatch, tm
                         ModelEnv(str(tmp_path / "out"), DatasetCache(str(root), None)))
     assert len(skips) == 1 and skips[0].dataset == "imagenet-r" and "imagenet-r" in skips[0].reason
     assert cka.compare(ctx, ["m"]).skips == []  # already said once by prepare
+
+
+def test_run_without_the_cka_dataset_is_one_line_exit_2(tmp_path, capsys):
+    from beyond_inet.cli import main
+
+    (tmp_path / "empty").mkdir()
+    rc = main(["run", "--models", "timm:test_vit@random", "--analyses", "cka", "--out", str(tmp_path / "o"),
+               "--data-root", str(tmp_path / "empty"), "--option", "cka_dataset=imagenet-sample", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "looked for: imagenet-sample" in err, err

@@ -92,6 +92,10 @@ class Analysis:
         """Cross-model rows (only when `compares_models`)."""
         raise NotImplementedError
 
+    def prepare_datasets(self, ctx: Context) -> list[str]:
+        """Datasets `prepare` reads itself (not through `requests`); the run checks they exist. Default: none."""
+        return []
+
     def prepare(self, ctx: Context, model: Any, env: ModelEnv) -> list[Skip]:
         """Optional per-model step while the model (a ``VisionModel``) is built, for analyses that need
         more than stored logits/features (e.g. `cka`'s layer statistics). Runs after the model's

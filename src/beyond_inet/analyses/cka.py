@@ -262,6 +262,9 @@ class CKA(Analysis):
             raise UserError(f"bad cka option: {e}") from None
         return []
 
+    def prepare_datasets(self, ctx: Context) -> list[str]:
+        return [str(ctx.options.get("cka_dataset", DEFAULT_DATASET))]
+
     def prepare(self, ctx: Context, model, env) -> list[Skip]:
         """Run (or find stored) layer statistics of a built `model`; see ``engine.layer_stats``."""
         import torch
