@@ -391,3 +391,16 @@ def test_report_with_real_analyses(tmp_path):
     if any(r.analysis == "calibration" for r in rows):
         assert (tmp_path / "figures" / "reliability-imagenet-val.png").exists()
         assert 'id="fig-reliability-imagenet-val"' in html
+
+
+def test_reproducibility_block_states_options_in_effect():
+    """The PUG rule (and every other option of the analyses run) is stated even when left at its default."""
+    import json
+
+    from beyond_inet.report.html import _options_in_effect
+
+    (label, text), = _options_in_effect({"analyses": ["synthetic", "accuracy"], "options": {}})
+    shown = json.loads(text)
+    assert label == "options in effect" and shown["pug_rule"] == "any" and "probe" not in shown
+    (_, text), = _options_in_effect({"analyses": ["synthetic"], "options": {"pug_rule": "paper"}})
+    assert json.loads(text)["pug_rule"] == "paper"

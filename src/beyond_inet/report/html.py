@@ -41,6 +41,19 @@ _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture
 # ------------------------------------------------------------------------------------------------
 # Formatting
 # ------------------------------------------------------------------------------------------------
+
+def _options_in_effect(cfg: dict) -> list[tuple[str, str]]:
+    """Every option of the run's analyses with the value it had (the user's, else the declared default), so
+    the reproducibility block states choices such as the PUG rule even when nobody typed them."""
+    ran = set(cfg.get("analyses") or [])
+    given = cfg.get("options") or {}
+    out = {}
+    for key, (owner, opt) in registry.all_options().items():
+        if owner in ran or owner == registry.RUN_SCOPE:
+            out[key] = given.get(key, opt.default)
+    return [("options in effect", json.dumps(out, default=str, sort_keys=True))] if out else []
+
+
 def is_percent(metric: str) -> bool:
     """Accuracy-like fractions are shown in percent (the paper's convention); everything else as is."""
     return bool(_PERCENT.match(metric))
@@ -236,7 +249,7 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
                          "settings": [(k, json.dumps(cfg[k]) if isinstance(cfg[k], (dict, list)) else str(cfg[k]))
                                       for k in ("models", "analyses", "data_root", "limit", "device", "amp", "precision", "numerics",
                                                 "batch_size", "logit_scale", "executor", "seed", "n_boot", "options")
-                                      if k in cfg]})
+                                      if k in cfg] + _options_in_effect(cfg)})
     model_list = []
     for m in models:
         info = dict(infos.get(m, {}))
