@@ -30,9 +30,12 @@ import importlib.util
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas (75 MB resident) is imported by the two functions that read annotations, not by a run
+    import pandas as pd
 
 from beyond_inet.analyses.base import (
     Analysis,
@@ -74,6 +77,8 @@ def load_annotations(which_factor: str = "top", filter_prototypes: bool = True) 
 
     `which_factor`: "top" (one factor per image, the paper) or "multi" (every factor marked).
     """
+    import pandas as pd
+
     d = annotation_dir()
     if d is None:
         raise FileNotFoundError("the imagenet-x package is not installed (pip install imagenet-x==0.0.7)")
@@ -94,6 +99,8 @@ def join_on_file_name(ids: list[str], file_names: pd.Series) -> tuple[np.ndarray
     Returns (positions in the outputs, positions in the annotations) of the matched pairs.
     Raises ValueError when a file name occurs twice in the outputs.
     """
+    import pandas as pd
+
     names = pd.Index([str(i).replace("\\", "/").rsplit("/", 1)[-1] for i in ids])
     if not names.is_unique:
         dup = names[names.duplicated()][:3].tolist()
