@@ -36,7 +36,7 @@ class ReportStep(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, ReportStep())
 from beyond_inet.models import base
-from beyond_inet.engine.runner import RunConfig, run
+from beyond_inet.pipeline import RunConfig, run
 
 forward = base.VisionModel.forward
 def first_forward(self, x):
