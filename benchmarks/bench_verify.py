@@ -1,4 +1,4 @@
-"""What verifying the store costs: loading an entry with vs without the shard checks (CRC-32 + positions).
+"""What verifying the store costs: loading an entry with vs without the shard checks (xxh3_64 + positions).
 
 Builds one synthetic store entry of full-size shards (512 samples, 1000 logits + D features each) and
 times, side by side and interleaved (best of --repeats):
@@ -6,10 +6,12 @@ times, side by side and interleaved (best of --repeats):
   no verification   `Entry.load(verify=False)`: read, parse, concatenate;
   verified load     `Entry.load()` on files this process has not verified yet (what a fresh `report` pays);
   run path          `Entry.verify()` at planning + `Entry.load()` later (the load reuses the verification);
-  previous reader   the reader before checksums (safetensors `safe_open`, per tensor), for reference.
+  CRC-32 verified   the same verified load of the same data written with the previous hash (CRC-32);
+  CRC-32 run path   the run path with the previous hash;
+  safe_open reader  the reader before checksums (safetensors `safe_open`, per tensor), for reference.
 
 The files are in the page cache (just written), the worst case for the relative cost: reading from a
-disk makes loading slower and the CRC no slower.
+disk makes loading slower and the hash no slower.
 
     python benchmarks/bench_verify.py --shards 20 --dim 768
 """
@@ -50,16 +52,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     from beyond_inet.engine import store as st
 
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        e = st.Entry(Path(tmp) / "entry", args.shards * st.SHARD_SIZE, st.SHARD_SIZE)
-        e.root.mkdir()
-        (e.root / "meta.json").write_text(json.dumps({"n_samples": e.n_samples, "shard_size": e.shard_size}))
-        for s in range(e.n_shards):
-            r = e.shard_range(s)
-            e.write_shard(s, np.arange(r.start, r.stop), [f"ILSVRC2012_val_{j:08d}.JPEG" for j in r],
-                          rng.integers(0, 1000, len(r)), rng.normal(size=(len(r), 1000)).astype(np.float32),
-                          rng.normal(size=(len(r), args.dim)).astype(np.float32), None, [])
+        def build(name: str, checksum: str) -> st.Entry:
+            """The same synthetic outputs (seed 0), written with hash `checksum`."""
+            rng = np.random.default_rng(0)
+            e = st.Entry(Path(tmp) / name, args.shards * st.SHARD_SIZE, st.SHARD_SIZE)
+            e.root.mkdir()
+            (e.root / "meta.json").write_text(json.dumps({"n_samples": e.n_samples, "shard_size": e.shard_size}))
+            saved, st.CHECKSUM = st.CHECKSUM, checksum
+            try:
+                for s in range(e.n_shards):
+                    r = e.shard_range(s)
+                    e.write_shard(s, np.arange(r.start, r.stop), [f"ILSVRC2012_val_{j:08d}.JPEG" for j in r],
+                                  rng.integers(0, 1000, len(r)), rng.normal(size=(len(r), 1000)).astype(np.float32),
+                                  rng.normal(size=(len(r), args.dim)).astype(np.float32), None, [])
+            finally:
+                st.CHECKSUM = saved
+            return e
+
+        e, old = build("entry", "xxh3_64"), build("entry-crc32", "crc32")
         size = sum(e.shard_path(s).stat().st_size for s in range(e.n_shards))
 
         def plain():
@@ -74,24 +85,43 @@ def main(argv: list[str] | None = None) -> dict:
             assert e.verify(move=False) == []
             e.load()
 
+        def crc_verified():
+            st._VERIFIED.clear()
+            old.load()
+
+        def crc_run_path():
+            st._VERIFIED.clear()
+            assert old.verify(move=False) == []
+            old.load()
+
         def previous():
             _previous_load(e)
 
-        cases = {"no verification": plain, "verified load": verified, "run path (verify, then load)": run_path,
-                 "previous reader (safe_open)": previous}
+        def planning_only():
+            st._VERIFIED.clear()
+            assert e.verify(move=False) == []
+
+        cases = {"no verification": plain, "verified load (xxh3_64)": verified,
+                 "planning check alone (xxh3_64)": planning_only,
+                 "run path (verify, then load; xxh3_64)": run_path, "verified load (CRC-32, before)": crc_verified,
+                 "run path (CRC-32, before)": crc_run_path, "safe_open reader (no checks)": previous}
         best = {k: float("inf") for k in cases}
+        cpu = {k: float("inf") for k in cases}  # CPU time of all threads: less moved by other jobs' load
         for _ in range(args.repeats):
             for k, fn in cases.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn()
                 best[k] = min(best[k], time.perf_counter() - t)
-    base = best["no verification"]
-    rows = [[k, 1000 * v, size / 2**20 / v, f"{100 * (v / base - 1):+.1f}%"] for k, v in best.items()]
+                cpu[k] = min(cpu[k], time.process_time() - c)
+    base, cbase = best["no verification"], cpu["no verification"]
+    rows = [[k, 1000 * v, size / 2**20 / v, f"{100 * (v / base - 1):+.1f}%", 1000 * cpu[k],
+             f"{100 * (cpu[k] / cbase - 1):+.1f}%"] for k, v in best.items()]
     print(f"machine: {machine()}")
     print_table(f"Loading one entry: {args.shards} shards x 512 samples x (1000 + {args.dim}) floats, "
                 f"{size / 2**20:.0f} MB, best of {args.repeats}",
-                ["reader", "ms", "MB/s", "vs no verification"], rows)
-    result = {"shards": args.shards, "dim": args.dim, "bytes": size, "seconds": best}
+                ["reader", "wall ms", "MB/s", "vs no verification", "CPU ms", "CPU vs no verification"], rows)
+    result = {"machine": machine(), "shards": args.shards, "dim": args.dim, "bytes": size, "seconds": best,
+              "cpu_seconds": cpu}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

@@ -46,6 +46,7 @@ def _flip(buf: bytes, at: int) -> bytes:
     return buf[:at] + bytes([buf[at] ^ 0x40]) + buf[at + 1:]
 
 
+@pytest.mark.parametrize("checksum", ["xxh3_64", "crc32"])  # new shards, and those of older runs
 @pytest.mark.parametrize("damage, reason", [
     (lambda b, other: _flip(b, len(b) - 7), "checksum"),               # a byte in the tensor data
     (lambda b, other: _flip(b, 60), "checksum|bad header"),             # a byte inside the header
@@ -54,12 +55,14 @@ def _flip(buf: bytes, at: int) -> bytes:
     (lambda b, other: b"", "empty"),                                    # zero bytes
     (lambda b, other: b[:8] + b"{not json" + b[17:], "bad header"),     # header garbled, length intact
 ])
-def test_every_kind_of_damage_is_caught(tmp_path, damage, reason):
+def test_every_kind_of_damage_is_caught(tmp_path, monkeypatch, checksum, damage, reason):
     import re
 
     from beyond_inet.engine.store import ShardDamage, check_shard_bytes
 
+    monkeypatch.setattr("beyond_inet.engine.store.CHECKSUM", checksum)
     e = _entry(tmp_path)
+    assert f'\\"{checksum}\\": \\"'.encode() in e.shard_path(1).read_bytes()
     good0, good1 = e.shard_path(0).read_bytes(), e.shard_path(1).read_bytes()
     bad = damage(good1, good0)
     with pytest.raises(ShardDamage, match=reason):
@@ -69,6 +72,54 @@ def test_every_kind_of_damage_is_caught(tmp_path, damage, reason):
     assert [Path(d.path).name for d in found] == ["shard-00001.safetensors"] and re.search(reason, found[0].reason)
     assert not e.shard_path(1).exists() and Path(found[0].moved_to).read_bytes() == bad  # kept, not deleted
     assert e.missing_shards() == [1]
+
+
+def test_new_shards_carry_an_xxh3_64_of_the_whole_file(tmp_path):
+    """The recorded hash is xxhash's own xxh3_64 of the file with the field's 16 hex digits read as zeros."""
+    import re
+
+    import xxhash
+
+    from beyond_inet.engine.store import read_header
+
+    e = _entry(tmp_path)
+    buf = e.shard_path(0).read_bytes()
+    recorded = read_header(e.shard_path(0))["xxh3_64"]
+    assert re.fullmatch("[0-9a-f]{16}", recorded) and "crc32" not in read_header(e.shard_path(0))
+    zeroed = buf.replace(recorded.encode(), b"0" * 16, 1)
+    assert xxhash.xxh3_64_hexdigest(zeroed) == recorded
+
+
+@pytest.mark.parametrize("checksum", ["xxh3_64", "crc32"])
+def test_crc32_and_xxh3_shards_load_alike(tmp_path, monkeypatch, checksum):
+    """A store written with CRC-32 (older runs) verifies and loads to the same outputs as an xxh3 one, and a
+    store mixing both (an old store resumed by a new run) loads too."""
+    from beyond_inet.engine import store as st
+
+    new = _entry(tmp_path / "new")
+    monkeypatch.setattr(st, "CHECKSUM", checksum)
+    old = _entry(tmp_path / "old")
+    st._VERIFIED.clear()
+    assert old.verify(move=False) == []
+    a, b = new.load(), old.load()
+    assert a.ids == b.ids and np.array_equal(a.logits, b.logits) and np.array_equal(a.features, b.features)
+    old.shard_path(1).write_bytes(new.shard_path(1).read_bytes())  # mixed store
+    st._VERIFIED.clear()
+    assert old.verify(move=False) == [] and np.array_equal(old.load().logits, a.logits)
+
+
+@pytest.mark.parametrize("checksum", ["xxh3_64", "crc32"])
+def test_a_flipped_hash_field_name_is_not_taken_for_an_old_unhashed_shard(tmp_path, monkeypatch, checksum):
+    """Shards that record their range always carried a hash: one whose hash field name is garbled (the
+    header still valid JSON) must not pass as a pre-checksum shard with only its positions checked."""
+    from beyond_inet.engine.store import ShardDamage, check_shard_bytes
+
+    monkeypatch.setattr("beyond_inet.engine.store.CHECKSUM", checksum)
+    e = _entry(tmp_path)
+    buf = e.shard_path(1).read_bytes()
+    at = buf.index(f'\\"{checksum}\\"'.encode()) + 2  # the field name's first letter
+    with pytest.raises(ShardDamage, match="checksum missing"):
+        check_shard_bytes(_flip(buf, at), e.shard_range(1))
 
 
 def test_old_shards_without_checksum_still_load(tmp_path):
