@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         cases = {"no verification": plain, "verified load (xxh3_64)": verified,
                  "planning check alone (xxh3_64)": planning_only,
-                 "run path (verify, then load; xxh3_64)": run_path, "verified load (CRC-32, before)": crc_verified,
-                 "run path (CRC-32, before)": crc_run_path, "safe_open reader (no checks)": previous}
+                 "run path (verify, then load; xxh3_64)": run_path, "verified load (CRC-32 shards)": crc_verified,
+                 "run path (CRC-32 shards, new planning check)": crc_run_path, "safe_open reader (no checks)": previous}
         best = {k: float("inf") for k in cases}
         cpu = {k: float("inf") for k in cases}  # CPU time of all threads: less moved by other jobs' load
         for _ in range(args.repeats):

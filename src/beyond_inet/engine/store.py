@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import socket
@@ -259,6 +260,33 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def check_shard_file(path: Path, expected: range, remember: bool = False) -> int:
+    """Verify the shard file at `path` without reading it into memory (it is memory-mapped, so checking
+    costs one pass of the hash over the page cache, no copy); returns its size. With `remember`, a file
+    version (inode, size, mtime) this process already verified is not hashed again, and one that passes
+    is recorded. Raises ShardDamage."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if remember and _VERIFIED.get(str(path)) == _stat_key(st):
+                return st.st_size
+            if st.st_size == 0:
+                raise ShardDamage("empty file")
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise ShardDamage(f"unreadable ({e.strerror})") from None
+    try:
+        check_shard_bytes(m, expected)  # the array views it returns are dropped at once
+    finally:
+        try:
+            m.close()
+        except BufferError:  # a view still held by a traceback: unmapped once that is freed
+            pass
+    if remember:
+        _VERIFIED[str(path)] = _stat_key(st)
+    return st.st_size
+
+
 def move_aside(path: Path) -> Path:
     """Rename a damaged file to ``<name>.corrupt-<n>`` (first free n); nothing is deleted."""
     k = 1
@@ -438,6 +466,11 @@ class Entry:
         _VERIFIED[str(p)] = _stat_key(st)
         return out
 
+    def check_shard(self, s: int) -> None:
+        """Verify one shard in place, once per file version per process, so the load that follows
+        planning reuses the check. Raises ShardDamage."""
+        check_shard_file(self.shard_path(s), self.shard_range(s), remember=True)
+
     def _each_shard(self, shards: list[int], fn):
         """fn(s) for each shard, in order, on a few threads (reading releases the GIL); a
         ShardDamage is returned in place of the result."""
@@ -457,7 +490,7 @@ class Entry:
     def verify(self, move: bool = True) -> list[Damage]:
         """Check every shard on disk; damaged ones are moved aside (when `move`) so they count as missing."""
         present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
-        results = self._each_shard(present, lambda s: self.read_shard(s) and None)
+        results = self._each_shard(present, self.check_shard)
         return [Damage(str(self.shard_path(s)), str(r), str(move_aside(self.shard_path(s))) if move else None)
                 for s, r in zip(present, results) if isinstance(r, ShardDamage)]
 
@@ -617,12 +650,9 @@ def verify_store(store_root: str | Path) -> VerifyReport:
             if not p.exists():
                 continue
             try:
-                check_shard_bytes(p.read_bytes(), e.shard_range(s))
+                rep.bytes += check_shard_file(p, e.shard_range(s))
                 rep.shards += 1
-                rep.bytes += p.stat().st_size
             except ShardDamage as err:
                 rep.damaged.append(Damage(str(p), str(err)))
-            except OSError as err:
-                rep.damaged.append(Damage(str(p), f"unreadable ({err.strerror})"))
     rep.seconds = time.perf_counter() - t0
     return rep
