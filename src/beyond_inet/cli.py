@@ -143,7 +143,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Check a whole output folder's store (CRC and positions of every shard, meta.json) and results database
+    """Check a whole output folder's store (hash and positions of every shard, meta.json) and results database
     without building any model; moves nothing. Exit 2 with one line when anything is damaged."""
     from beyond_inet.engine.store import Damage, verify_store
     from beyond_inet.report.results import check_database
