@@ -28,6 +28,13 @@ CI_CHANGED = {
        ("ece", "mce", "overconfidence", "top1", "brier", "nll")},
 }
 CI_TOL = 1e-6  # calibration used float32 replicate sums, the shared scorer float64
+# Values: the engine now runs CPU forwards in pixel-capped micro-batches (docs/lean.md), which changes the float32
+# summation order of the logits, so probabilities move in the 8th digit (seen: <= 4e-8). A real change of a
+# scoring rule moves a value by at least one image in n (>= 1e-3 here), far above this.
+VALUE_TOL = 1e-6
+# Datasets the demo no longer runs, on purpose: five photos give no meaningful figure or best-model mark
+# (issue "A newcomer's first hour"); their rows are gone, not changed.
+DROPPED_DATASETS = {"skimage-photos"}
 
 
 def _matches(rules: dict, analysis: str, metric: str) -> bool:
@@ -52,11 +59,13 @@ def differences(before: dict, after: dict) -> list[str]:
     bad = []
     for key, b in before.items():
         a = after.get(key)
+        if a is None and key[1] in DROPPED_DATASETS:
+            continue
         if a is None:
             bad.append(f"missing after: {key}")
             continue
         model, ds, analysis, metric = key
-        if not _same(_num(a["value"]), _num(b["value"]), 1e-9 * max(1.0, abs(_num(b["value"])))):
+        if not _same(_num(a["value"]), _num(b["value"]), VALUE_TOL * max(1.0, abs(_num(b["value"])))):
             bad.append(f"value {key}: {b['value']} -> {a['value']}")
         if not _matches(CI_CHANGED, analysis, metric):
             for c in ("ci_low", "ci_high"):
@@ -71,8 +80,10 @@ def test_differences_catches_a_changed_value():
     before = {("m", "d", "accuracy", "top1"): {"value": "0.5", "ci_low": "0.4", "ci_high": "0.6", "n": "100"}}
     same = {k: dict(v) for k, v in before.items()}
     assert differences(before, same) == []
-    changed = {k: {**v, "value": "0.51"} for k, v in before.items()}
+    changed = {k: {**v, "value": "0.501"} for k, v in before.items()}
     assert differences(before, changed) and differences(before, {})
+    rounding = {k: {**v, "value": "0.50000004"} for k, v in before.items()}
+    assert differences(before, rounding) == []
 
 
 @pytest.mark.slow
