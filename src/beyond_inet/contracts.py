@@ -130,6 +130,9 @@ class Metric:
     rests_on: int | None = None
     test: str = "bootstrap"
     description: str = ""
+    # What the columns stand for, when that can differ between models (the groups of a grouped mean: the
+    # ImageNet-C parts or robustness variants a model has). Paired tests compare only equal layouts.
+    layout: tuple = ()
 
     def __post_init__(self) -> None:
         self.columns = np.asarray(self.columns, np.float64)

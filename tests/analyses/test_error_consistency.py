@@ -229,3 +229,18 @@ def test_human_correct_reads_bundled_trials():
     subj, repeats = human_correct(raw, "cue-conflict")
     assert len(subj) == 10 and repeats == 0
     assert all(len(v) == 160 for v in subj.values())
+
+
+def test_imagenet_sets_keep_full_ids_so_same_file_names_in_two_classes_stay_apart():
+    """Class folders may repeat a file name: top-1 correctness keys on the whole sample id there."""
+    import numpy as np
+
+    from beyond_inet.analyses.error_consistency import model_correct
+    from beyond_inet.engine.outputs import Outputs
+
+    logits = np.zeros((2, 1000), np.float32)
+    logits[0, 0] = logits[1, 5] = 1.0
+    out = Outputs(ids=["n01440764/sketch_0.JPEG", "n01443537/sketch_0.JPEG"], labels=np.array([0, 1]),
+                  logits=logits, features=np.zeros((2, 1), np.float32))
+    got = model_correct("imagenet-sketch", out)
+    assert got == {"n01440764/sketch_0.JPEG": 1.0, "n01443537/sketch_0.JPEG": 0.0}

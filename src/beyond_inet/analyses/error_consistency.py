@@ -106,7 +106,14 @@ def model_correct(ds: str, out: Outputs) -> dict[str, float]:
         pred = np.asarray(out.logits[keep]).argmax(axis=1)
     ok = (pred == np.asarray(out.labels)[keep]).astype(np.float64)
     ids = [i for i, k in zip(out.ids, keep) if k]
-    return {image_key(i): float(v) for i, v in zip(ids, ok)}
+    if ds.split("/", 1)[0] not in DECISION_SETS:
+        # ImageNet sets: the sample id is the unit (class folders can repeat a file name).
+        return {i: float(v) for i, v in zip(ids, ok)}
+    keyed = {image_key(i): float(v) for i, v in zip(ids, ok)}
+    if len(keyed) != len(ids):  # two images with one trial name would silently merge
+        raise ValueError(f"{ds}: {len(ids) - len(keyed)} images share a file name after the last '_'; "
+                         f"cannot match them to model-vs-human's trials")
+    return keyed
 
 
 def human_correct(raw_dir: Path, ds: str) -> tuple[dict[str, dict[str, float]], int]:

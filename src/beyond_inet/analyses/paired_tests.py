@@ -74,7 +74,11 @@ class Significance(Analysis):
                 if len(ms) < 2:
                     continue
                 decl = [per_model[m] for m in ms]
-                pairs = stats.paired(ms, decl, ctx.n_boot, ctx.seed, alpha)
+                try:
+                    pairs = stats.paired(ms, decl, ctx.n_boot, ctx.seed, alpha)
+                except stats.IncomparableLayouts as e:
+                    res.skips.append(Skip(self.name, "*", ds, f"{name}/{metric}: not tested: {e}"))
+                    continue
                 if not pairs:
                     res.skips.append(Skip(self.name, "*", ds, f"{name}/{metric}: the models share no images"))
                     continue

@@ -35,6 +35,8 @@ narrow. Averages over variants resample each variant's images (ImageNet-C's as o
 """
 from __future__ import annotations
 
+import re
+
 from functools import lru_cache
 
 import numpy as np
@@ -204,6 +206,20 @@ def _unit_set(ds: str) -> str:
     return "imagenet-val" if ds == "imagenet-real" else ds
 
 
+_VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+def _unit_id(ds: str, sample_id: str) -> str:
+    """The resampling unit of one sample in an average across variants. ImageNet-C's parts and ReaL are the
+    same 50,000 val images: both map to the val file number, so one image is one unit across them (not one
+    per variant); other sets' images are their own units."""
+    if ds in ("imagenet-c", "imagenet-real", "imagenet-val"):
+        m = _VAL_FILE.search(sample_id)
+        if m:
+            return f"ilsvrc2012-val:{m.group(1)}"
+    return f"{_unit_set(ds)}:{sample_id}"
+
+
 def _part_name(part: str) -> tuple[str, int] | None:
     """"fog/3" -> ("fog", 3); None when the part is not <corruption>/<severity>."""
     bits = part.strip("/").split("/")
@@ -299,10 +315,10 @@ class Robustness(Analysis):
             for v in present:
                 if v == "imagenet-c":
                     for part, correct, ids in c_groups[1]:
-                        gm.add(part, correct, [f"imagenet-c:{i}" for i in ids])
+                        gm.add(part, correct, [_unit_id("imagenet-c", i) for i in ids])
                 else:
                     correct, ids = scored[v]
-                    gm.add(v, correct, [f"{_unit_set(v)}:{i}" for i in ids])
+                    gm.add(v, correct, [_unit_id(v, i) for i in ids])
             n_plain = len([v for v in present if v != "imagenet-c"])
             n_parts = len(groups) - n_plain
 

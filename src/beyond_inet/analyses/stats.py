@@ -52,7 +52,9 @@ def bootstrap_p(diffs: np.ndarray) -> float:
     d = d[np.isfinite(d)]
     if d.size == 0:
         return math.nan
-    return float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+    # (1 + count) / (B + 1): a p-value of exactly 0 from B replicates would survive any Holm correction.
+    tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    return float(min(1.0, 2 * (1 + tail) / (d.size + 1)))
 
 
 def bootstrap(stat: Stat, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
@@ -281,6 +283,10 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
+class IncomparableLayouts(ValueError):
+    """Models' declarations of one metric stand for different groups (parts, variants): no paired test."""
+
+
 @dataclass
 class PairTest:
     """One paired comparison of two models on the units both have."""
@@ -307,6 +313,10 @@ def paired(models: Sequence[str], metrics: Sequence[Metric], n_boot: int = 1000,
     McNemar's exact test for accuracies declared ``test="mcnemar"`` (one 0/1 row per unit); otherwise a
     paired bootstrap: both models are scored on the SAME resampled units (one count matrix), and the
     p-value is the two-sided bootstrap p-value of a zero difference."""
+    layouts = {(m.columns.shape[1], tuple(m.layout)) for m in metrics}
+    if len(layouts) > 1:  # e.g. one model lacks an ImageNet-C part: its columns mean other groups
+        raise IncomparableLayouts(f"{metrics[0].metric}: the models' values average different parts "
+                                  f"({'; '.join(sorted(','.join(map(str, lay)) or str(k) for k, lay in layouts))})")
     ids, Us = align_units(metrics)
     n = len(ids)
     if n == 0 or len(models) < 2:
@@ -329,7 +339,7 @@ def paired(models: Sequence[str], metrics: Sequence[Metric], n_boot: int = 1000,
         reps = [_finish(m, S[:, q * k:(q + 1) * k]) for q, m in enumerate(metrics)]
         for i, j in pairs:
             d = reps[i] - reps[j]
-            lo, hi = percentile_interval(d, alpha)
+            lo, hi = percentile_interval(d)  # always the 95% CI; alpha only sets the verdicts
             out.append(PairTest(models[i], models[j], points[i], points[j], points[i] - points[j], lo, hi,
                                 bootstrap_p(d), n, "bootstrap"))
     for t, ph in zip(out, holm([t.p for t in out])):
@@ -412,4 +422,5 @@ class GroupedMeans:
         def finish(S: np.ndarray) -> np.ndarray:
             return combine(S[:, 0::2] / S[:, 1::2])
 
+        kw.setdefault("layout", tuple(self.groups))
         return Metric(dataset, metric, V, list(self.index), finish, **kw)
