@@ -162,3 +162,9 @@ def _rows_of(out: Path) -> list[Row]:
         return db.rows()
     finally:
         db.close()
+
+
+def test_a_difference_of_exactly_the_tolerance_matches_despite_float_noise():
+    from beyond_inet.report.reproduction import MATCHES, verdict
+
+    assert verdict(0.85, float("nan"), float("nan"), 0.8505, 0.0005) == MATCHES

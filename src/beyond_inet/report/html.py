@@ -35,7 +35,8 @@ from beyond_inet.report.figures import FigureFile, build_figures, palette
 from beyond_inet.report.results import ResultsDB
 
 TEMPLATES = Path(__file__).parent / "templates"
-_PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*)$")
+_PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*"
+                      r"|effective_robustness(_.*)?)$")  # effective robustness: a top-1 difference, in points
 
 
 # ------------------------------------------------------------------------------------------------

@@ -86,10 +86,11 @@ class Check:
 
 def verdict(measured: float, ci_low: float, ci_high: float, published: float, tolerance: float) -> str:
     """*matches* when `published` is inside [ci_low - tol, ci_high + tol] (or |diff| <= tol without a CI)."""
+    tol = tolerance + 1e-9  # a difference of exactly the published rounding is a match, float noise aside
     if math.isfinite(ci_low) and math.isfinite(ci_high):
-        ok = ci_low - tolerance <= published <= ci_high + tolerance
+        ok = ci_low - tol <= published <= ci_high + tol
     else:
-        ok = abs(measured - published) <= tolerance
+        ok = abs(measured - published) <= tol
     return MATCHES if ok else DIFFERS
 
 
