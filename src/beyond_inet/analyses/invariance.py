@@ -60,13 +60,6 @@ def choose_dataset(ctx: Context) -> str:
     return "imagenet-val"
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def common_ids(outputs: Sequence[Outputs]) -> list[str]:
     """Ids present in every output, in the order of the first."""
     keep = set(outputs[0].ids)
@@ -91,7 +84,9 @@ def view_metrics(logits: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray | 
     truth = truth_sets(labels, None) if truth is None else truth
     has = (truth >= 0).any(axis=1)
     lab = labels >= 0
-    p = softmax(logits[lab])
+    from scipy.special import softmax  # scipy loads after inference (tests/engine/test_import_footprint.py)
+
+    p = softmax(np.asarray(logits[lab], np.float64), axis=1)
     out = {
         "top1": (in_truth(pred[has], truth[has]), has),
         "true_prob": (p[np.arange(p.shape[0]), labels[lab]], lab),

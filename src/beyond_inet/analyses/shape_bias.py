@@ -50,16 +50,11 @@ def category_indices() -> dict[str, tuple[int, ...]]:
     return {c: tuple(int(i) for i in cats[c]) for c in CATEGORIES}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def category_scores(logits: np.ndarray) -> np.ndarray:
     """[N, 16] mean softmax probability of each category's ImageNet classes."""
-    p = _softmax(logits)
+    from scipy.special import softmax  # scipy loads after inference (tests/engine/test_import_footprint.py)
+
+    p = softmax(np.asarray(logits, np.float64), axis=1)
     idx = category_indices()
     return np.stack([p[:, list(idx[c])].mean(axis=1) for c in CATEGORIES], axis=1)
 
