@@ -2,7 +2,8 @@
 
 ``data/paper_numbers.json`` transcribes paper-spec §3 section by section, in the paper's units (percent
 or fraction, ``scale``), each entry with the (dataset, metric) our analysis writes and the tolerance the
-spec gives (printed rounding, or the ±0.1 / ±0.02 / ±0.3 of the read-off). ``load()`` turns it into
+spec gives (printed rounding, or the ±0.1 / ±0.02 / ±0.3 of the read-off). Values are divided by ``scale``;
+tolerances are stored already in OUR units (±0.1 percentage points is 0.001) and are not rescaled. ``load()`` turns it into
 `Reference`s in our units, keyed by the model aliases (``vit-sup``, ``convnext-sup``, ``vit-clip``,
 ``convnext-clip``).
 """
