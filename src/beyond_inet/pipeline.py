@@ -24,7 +24,7 @@ from beyond_inet.data import catalog
 from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
 from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, numerics_of, plan_model_jobs, validate_spec
-from beyond_inet.engine.store import Store
+from beyond_inet.engine.store import Store, StoreDamaged
 from beyond_inet.report.results import ResultsDB
 
 log = logging.getLogger("beyond_inet")
@@ -166,6 +166,25 @@ def run(cfg: RunConfig) -> dict:
     from beyond_inet.models import create_model
 
     failed: list[str] = []
+    wanted = [r for reqs in requests.values() for r in reqs]
+    live: dict = {}  # the model now in memory (spec -> model), for recomputing damaged shards without a rebuild
+
+    def recompute(spec: str, dataset: str, err: StoreDamaged) -> None:
+        """Shards a load found damaged (already moved aside) are computed again by this run: the dataset's
+        jobs are planned anew and only the now-missing shards run. Planning checks headers and positions;
+        a flipped data byte is found by the hash as the shard is read, so it surfaces here."""
+        store.damaged += err.damages
+        report_damage(store, db, run_id, summary)
+        model = live.get(spec)
+        if model is None:
+            model = create_model(spec, logit_scale=cfg.logit_scale)
+        jobs = plan_model_jobs(model, [r for r in wanted if r.dataset == dataset], datasets, store, numerics)
+        todo = [j for j in jobs if j.shards]
+        for job, st in zip(todo, executor.run(todo, exec_cfg, model, datasets, None)):
+            summary["jobs"] += 1
+            summary["images"] += st.images
+            log.info("recomputed %s: %d images, %d shards", job.label, st.images, st.shards_written)
+
     model_keys: dict[str, dict] = {}  # spec -> {(dataset, view): (store key, n)}: what cross-model analyses read
     for spec in cfg.models:
         try:
@@ -176,7 +195,7 @@ def run(cfg: RunConfig) -> dict:
             db.add_skips([Skip(a.name, spec, "*", f"model could not be built: {e}") for a in analyses], run_id)
             continue
         db.set_model_info(spec, {**model.describe(), "numerics": numerics})
-        wanted = [r for reqs in requests.values() for r in reqs]
+        live[spec] = model
         jobs = plan_model_jobs(model, wanted, datasets, store, numerics)
         report_damage(store, db, run_id, summary)
         todo = [j for j in jobs if j.shards]
@@ -203,12 +222,13 @@ def run(cfg: RunConfig) -> dict:
         db.set_outputs(spec, {dv: k for dv, (k, _) in keys.items()})
         loaded: dict = {}  # outputs shared by the analyses of one model, emptied after each analysis
 
-        def fetch(req: Request, _keys=keys, _loaded=loaded):
+        def fetch(req: Request, _keys=keys, _loaded=loaded, _spec=spec):
             if (req.dataset, req.view) not in _keys:
                 return None
             if (req.dataset, req.view) not in _loaded:
                 key, _ = _keys[(req.dataset, req.view)]
-                _loaded[(req.dataset, req.view)] = store.existing(key).load()
+                _loaded[(req.dataset, req.view)] = load_outputs(
+                    store, key, lambda e: recompute(_spec, req.dataset, e))
             return _loaded[(req.dataset, req.view)]
 
         # The layer-statistics pass decodes on the CPU: its numerics never include GPU decoding.
@@ -240,11 +260,12 @@ def run(cfg: RunConfig) -> dict:
             db.add_artifacts(a.name, spec, res.artifacts, run_id)
             all_rows[a.name] += res.rows
             summary["skips"] += skips + res.skips
-            loaded.clear()  # the next analysis reloads what it needs (memory-mapped shards: cheap)
+            loaded.clear()  # the next analysis reloads what it needs (one read per shard: cheap)
             log.info("analysis %s done for %s; peak RSS so far %.0f MB", a.name, spec, peak_rss_mb())
+        live.clear()
         del model, loaded
     _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
-                     run_id, summary)
+                     run_id, summary, recompute)
     for a in analyses:
         res = a.summarize(ctx, all_rows[a.name])
         db.add_rows(res.rows, run_id)
@@ -328,12 +349,13 @@ def run_prepare(a: Analysis, ctx: Context, model, env: ModelEnv, progress: bool)
 
 
 def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], store: Store, db: ResultsDB,
-                     run_id: str, summary: dict) -> None:
+                     run_id: str, summary: dict, recompute=None) -> None:
     """Cross-model analyses (`compares_models`): one `compare` call with every model that ran, reading the
     store lazily (``cross_fetch``); their rows, skips and artifacts are stored under model ``*``."""
     if not analyses or not model_keys:
         return
-    fetch = cross_fetch(store, {m: {dv: k for dv, (k, _) in keys.items()} for m, keys in model_keys.items()})
+    fetch = cross_fetch(store, {m: {dv: k for dv, (k, _) in keys.items()} for m, keys in model_keys.items()},
+                        recompute)
     for a in analyses:
         db.clear_skips(a.name, "*")
         res = a.compare(ctx, list(model_keys), fetch)
@@ -346,8 +368,29 @@ def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], 
 SIGNIFICANCE = "significance"
 
 
-def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int = 8):
-    """fetch(request) for one model: outputs loaded from the store on first use, a few kept in memory."""
+def load_outputs(store: Store, key: str, recompute=None):
+    """The stored outputs under `key` (None when absent), every byte verified as it is read. Damaged shards
+    are moved aside by the load; `recompute(err)` then computes them again and the entry is read once more
+    (without `recompute`, or damaged a second time, the StoreDamaged error goes up: one line, exit 2)."""
+    entry = store.existing(key)
+    if entry is None:
+        return None
+    try:
+        return entry.load()
+    except StoreDamaged as e:
+        if recompute is None:
+            raise
+        recompute(e)
+    try:
+        return store.existing(key).load()
+    except StoreDamaged as e:
+        raise StoreDamaged(f"{e} (damaged again right after it was recomputed: is the disk failing?)",
+                           e.damages) from None
+
+
+def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int = 8, on_damage=None):
+    """fetch(request) for one model: outputs loaded from the store on first use, a few kept in memory.
+    `on_damage(dataset, err)` recomputes shards found damaged while loading (see `load_outputs`)."""
     from collections import OrderedDict
 
     loaded: OrderedDict = OrderedDict()
@@ -357,10 +400,10 @@ def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int 
         if dv not in keys:
             return None
         if dv not in loaded:
-            entry = store.existing(keys[dv])
-            if entry is None:
+            got = load_outputs(store, keys[dv], None if on_damage is None else lambda e: on_damage(req.dataset, e))
+            if got is None:
                 return None
-            loaded[dv] = entry.load()
+            loaded[dv] = got
             while len(loaded) > cache_size:
                 loaded.popitem(last=False)
         loaded.move_to_end(dv)
@@ -369,9 +412,13 @@ def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int 
     return fetch
 
 
-def cross_fetch(store: Store, keys_by_model: dict[str, dict[tuple[str, str], str]]):
-    """CrossFetch: (model spec, request) -> that model's stored outputs, lazily loaded (None when absent)."""
-    fetchers = {m: store_fetch(store, k, cache_size=2) for m, k in keys_by_model.items()}
+def cross_fetch(store: Store, keys_by_model: dict[str, dict[tuple[str, str], str]], recompute=None):
+    """CrossFetch: (model spec, request) -> that model's stored outputs, lazily loaded (None when absent).
+    `recompute(spec, dataset, err)` recomputes shards found damaged while loading (the model is rebuilt)."""
+    fetchers = {m: store_fetch(store, k, cache_size=2,
+                               on_damage=None if recompute is None else
+                               (lambda dataset, e, _m=m: recompute(_m, dataset, e)))
+                for m, k in keys_by_model.items()}
 
     def fetch(model: str, req: Request):
         f = fetchers.get(model)

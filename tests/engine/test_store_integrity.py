@@ -99,12 +99,10 @@ def test_crc32_and_xxh3_shards_load_alike(tmp_path, monkeypatch, checksum):
     new = _entry(tmp_path / "new")
     monkeypatch.setattr(st, "CHECKSUM", checksum)
     old = _entry(tmp_path / "old")
-    st._VERIFIED.clear()
     assert old.verify(move=False) == []
     a, b = new.load(), old.load()
     assert a.ids == b.ids and np.array_equal(a.logits, b.logits) and np.array_equal(a.features, b.features)
     old.shard_path(1).write_bytes(new.shard_path(1).read_bytes())  # mixed store
-    st._VERIFIED.clear()
     assert old.verify(move=False) == [] and np.array_equal(old.load().logits, a.logits)
 
 
@@ -173,7 +171,7 @@ def _cfg(data, out):
 def _metrics(out: Path) -> dict:
     db = ResultsDB(out)
     try:
-        return {(r.dataset, r.metric): (r.value, r.n) for r in db.rows()}
+        return {(r.analysis, r.model, r.dataset, r.metric): (r.value, r.n) for r in db.rows()}
     finally:
         db.close()
 
@@ -231,3 +229,134 @@ def test_damaged_store_is_recomputed_by_the_same_run(clean, tmp_path, kind, capf
     db = ResultsDB(out)
     assert [Path(d["path"]).name for d in db.damage()] == [damaged.name]
     db.close()
+
+
+# ---- one pass: the load hashes what it reads, and the run recomputes what the load finds damaged ------
+def test_load_reads_each_byte_once_and_hashes_it(tmp_path, monkeypatch):
+    """The hash is fed exactly the bytes of each file, once, during the load's own read: verifying is not
+    a second pass over the data."""
+    from beyond_inet.engine import store as st
+
+    e = _entry(tmp_path)
+    fed, opened = [0], [0]
+    real_update, real_open = st._Hasher.update, st._open_shard
+
+    def update(self, piece):
+        fed[0] += len(memoryview(piece).cast("B"))
+        real_update(self, piece)
+
+    def open_shard(path):
+        opened[0] += 1
+        return real_open(path)
+
+    monkeypatch.setattr(st._Hasher, "update", update)
+    e.load(verify=False)
+    assert fed[0] == 0
+    monkeypatch.setattr(st, "_open_shard", open_shard)
+    e.load()
+    total = sum(e.shard_path(s).stat().st_size for s in range(e.n_shards))
+    assert fed[0] == total  # every byte of every file, each once
+    assert opened[0] == 2 * e.n_shards  # a header pass, then one data pass per shard
+
+
+def test_load_finds_every_damaged_shard_moves_them_aside_and_says_which(tmp_path):
+    from beyond_inet.engine.store import StoreDamaged
+
+    e = _entry(tmp_path)
+    for s in (0, 2):
+        p = e.shard_path(s)
+        p.write_bytes(_flip(p.read_bytes(), p.stat().st_size - 3))  # a data byte: only the hash sees it
+    assert e.missing_shards() == []
+    with pytest.raises(StoreDamaged, match="shard-00000.safetensors is damaged \\(checksum mismatch.*1 more") as ex:
+        e.load()
+    assert [Path(d.path).name for d in ex.value.damages] == ["shard-00000.safetensors", "shard-00002.safetensors"]
+    assert e.missing_shards() == [0, 2] and all(Path(d.moved_to).exists() for d in ex.value.damages)
+
+
+def test_load_assembles_gaps_multilabels_and_empty_shards_like_concatenation(tmp_path):
+    """Unreadable samples (rows absent), a shard with no readable sample at all, and multi-label rows of
+    different widths per shard: the one-copy load equals concatenating each shard's own tensors."""
+    e = Entry(tmp_path / "e", 10, 4)
+    e.root.mkdir()
+    (e.root / "meta.json").write_text(json.dumps({"n_samples": 10, "shard_size": 4}))
+    rng = np.random.default_rng(1)
+    keep = {0: [0, 2, 3], 1: [], 2: [8, 9]}  # shard 1: every image unreadable
+    for s, pos in keep.items():
+        r = e.shard_range(s)
+        width = 1 + s  # multilabels 1, 2, 3 wide
+        e.write_shard(s, np.array(pos, np.int64), [f"i{j}" for j in pos], np.array(pos, np.int64),
+                      rng.normal(size=(len(pos), 1000)).astype(np.float32),
+                      rng.normal(size=(len(pos), 5)).astype(np.float32),
+                      rng.integers(0, 1000, (len(pos), width)),
+                      [(f"i{j}", "OSError") for j in r if j not in pos])
+    out = e.load()
+    parts = [e.read_shard(s)[0] for s in range(3)]
+    assert out.ids == ["i0", "i2", "i3", "i8", "i9"] and out.skipped == ["i1", "i4", "i5", "i6", "i7"]
+    assert np.array_equal(out.labels, [0, 2, 3, 8, 9])
+    assert np.array_equal(out.logits, np.concatenate([p["logits"].reshape(-1, 1000) for p in parts]))
+    assert np.array_equal(out.features, np.concatenate([p["features"].reshape(-1, 5) for p in parts]))
+    assert out.multilabels.shape == (5, 3)
+    assert np.array_equal(out.multilabels[:3, :1], parts[0]["multilabels"]) and (out.multilabels[:3, 1:] == -1).all()
+    assert np.array_equal(out.multilabels[3:], parts[2]["multilabels"])
+
+
+def test_a_shard_damaged_twice_is_one_line_not_a_loop(tmp_path):
+    """A load that finds damage again right after the recompute (a failing disk) stops with one line."""
+    from beyond_inet.engine.store import StoreDamaged
+    from beyond_inet.pipeline import load_outputs
+
+    e = _entry(tmp_path)
+    calls = []
+
+    def damage_shard_1():
+        p = e.shard_path(1)
+        p.write_bytes(_flip(p.read_bytes(), p.stat().st_size - 3))
+
+    def recompute(err):  # "recomputes" by writing a good shard that is damaged again at once
+        calls.append([Path(d.path).name for d in err.damages])
+        _entry(tmp_path)
+        damage_shard_1()
+
+    damage_shard_1()
+    with pytest.raises(StoreDamaged, match="damaged again right after it was recomputed") as ex:
+        load_outputs(Store(tmp_path), "e", recompute)
+    assert calls == [["shard-00001.safetensors"]] and "\n" not in str(ex.value)
+
+
+def test_damage_found_after_the_model_left_memory_is_recomputed_with_a_rebuilt_model(clean, tmp_path, capfd,
+                                                                                      monkeypatch):
+    """Cross-model analyses (here the paired tests of two models) read the store after every model ran and
+    was dropped: a shard damaged by then is found by the load's hash, and the model is built again to
+    recompute it. The numbers equal those of an undamaged run."""
+    from beyond_inet import pipeline
+
+    data, _ = clean
+    two = dict(models=[SPEC, "timm:resnet10t@random"], analyses=["accuracy"], data_root=str(data), num_workers=0,
+               batch_size=4, n_boot=50, progress=False, report=False,
+               options={"accuracy_datasets": ["imagenet-val"]})
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 5)
+    ref = tmp_path / "ref"
+    run(RunConfig(out=str(ref), **two))
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    real = pipeline._run_cross_model
+    damaged = []
+
+    def damage_then_compare(ctx, analyses, model_keys, store, *a, **k):
+        key = model_keys[SPEC][("imagenet-val", "standard")][0]
+        shard = store.root / key / "shard-00001.safetensors"
+        _boost_true_class(shard)
+        damaged.append(shard)
+        return real(ctx, analyses, model_keys, store, *a, **k)
+
+    monkeypatch.setattr(pipeline, "_run_cross_model", damage_then_compare)
+    capfd.readouterr()
+    before = infer.FORWARD_CALLS["n"]
+    run(RunConfig(out=str(out), **two))
+    assert infer.FORWARD_CALLS["n"] - before == 2  # the 5 images of the damaged shard, batch 4, once
+    assert _metrics(out) == _metrics(ref)
+    (shard,) = damaged
+    assert shard.with_name(shard.name + ".corrupt-1").exists()
+    assert shard.read_bytes() == (ref / "store" / shard.parent.name / shard.name).read_bytes()
+    warnings = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("beyond-inet: warning:")]
+    assert len(warnings) == 1 and "shard-00001.safetensors (checksum mismatch" in warnings[0]

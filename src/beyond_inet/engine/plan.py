@@ -150,7 +150,9 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos))
-            store.verify_entry(entry)  # damaged shards are moved aside here, so they count as missing
+            # Shards are not read here: every byte is hashed as a shard is loaded, and a shard found damaged
+            # then is moved aside and recomputed by the same run (pipeline.load_outputs); reading them here
+            # too would cost a second pass over the data (docs/store.md).
             missing |= set(entry.missing_shards())
         jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res))
     return jobs

@@ -9,10 +9,11 @@ weights, preprocessing, view, the dataset's sample list, logit scale and the eng
 Integrity (see docs/store.md): every shard records, in its own safetensors metadata, the range of
 sample positions it covers, the positions of its unreadable samples, and a content hash of the whole
 file (xxh3_64, computed with the hash field itself set to zeros; shards written before it carry a CRC-32,
-which is still checked). Reading checks both, so flipped bytes, a truncated or
-empty file, a bad header and a shard copied over another are all caught; a damaged file is moved aside
-to ``<name>.corrupt-<n>`` and, when found while planning, simply counts as missing, so the same run
-recomputes it. Two processes never compute the same shard: a writer first claims it with an
+which is still checked). A load checks both in its one pass over the bytes (each piece is hashed right
+after it is read, straight into the final arrays), so flipped bytes, a truncated or empty file, a bad
+header and a shard copied over another are all caught at no second pass. A damaged file is moved aside
+to ``<name>.corrupt-<n>`` and the load raises StoreDamaged naming it; the pipeline then recomputes it in
+the same run. Two processes never compute the same shard: a writer first claims it with an
 ``O_CREAT|O_EXCL`` lock file holding its host and pid (stale claims of dead processes are taken over).
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import socket
@@ -46,21 +46,7 @@ VERIFY_THREADS = min(8, os.cpu_count() or 1)  # shards read and checked at once
 CHECKSUM = "xxh3_64"
 
 
-def _xxh3_64(*pieces) -> int:
-    h = xxhash.xxh3_64()
-    for piece in pieces:
-        h.update(piece)
-    return h.intdigest()
-
-
-def _crc32(*pieces) -> int:
-    c = 0
-    for piece in pieces:
-        c = zlib.crc32(piece, c)
-    return c
-
-
-_HASHES = {"xxh3_64": (16, _xxh3_64), "crc32": (8, _crc32)}
+_HASH_WIDTH = {"xxh3_64": 16, "crc32": 8}  # hash field -> hex digits
 _HOST = socket.gethostname().replace(".", "_") or "localhost"
 
 
@@ -69,7 +55,11 @@ class StoreWriteError(UserError):
 
 
 class StoreDamaged(UserError):
-    """A stored file turned out damaged while being read (it has been moved aside)."""
+    """Stored files turned out damaged while being read; they have been moved aside (`damages`)."""
+
+    def __init__(self, message: str, damages: list | None = None):
+        super().__init__(message)
+        self.damages = list(damages or [])
 
 
 def make_key(fields: dict) -> str:
@@ -124,7 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Shard bytes: write with a content hash and the positions; read back verified
+# Shard bytes: written with a content hash and the positions; read back verified in one pass
 # --------------------------------------------------------------------------------------------------
 class ShardDamage(Exception):
     """Why a shard file cannot be trusted (the message is the reason)."""
@@ -139,6 +129,24 @@ class Damage:
     moved_to: str | None = None
 
 
+class _Hasher:
+    """The streaming form of a shard hash (a field name of ``_HASH_WIDTH``), as fixed-width hex."""
+
+    def __init__(self, name: str):
+        self.name, self.width = name, _HASH_WIDTH[name]
+        self._xxh = xxhash.xxh3_64() if name == "xxh3_64" else None
+        self._crc = 0
+
+    def update(self, piece) -> None:
+        if self._xxh is not None:
+            self._xxh.update(piece)
+        else:
+            self._crc = zlib.crc32(piece, self._crc)
+
+    def hexdigest(self) -> str:
+        return f"{self._xxh.intdigest() if self._xxh is not None else self._crc:0{self.width}x}"
+
+
 def _hash_at(buf: bytes | memoryview, name: str) -> int:
     """Where the hex digits of hash field `name` are in a shard's bytes (-1 when it has none).
 
@@ -150,11 +158,13 @@ def _hash_at(buf: bytes | memoryview, name: str) -> int:
     return -1 if i < 0 else 8 + i + len(token)
 
 
-def _file_hash(buf: bytes | memoryview, name: str, at: int) -> str:
-    """Hash `name` of the whole file with its own field (at `at`) read as zeros, as fixed-width hex."""
-    width, fn = _HASHES[name]
-    mv = memoryview(buf)
-    return f"{fn(mv[:at], b'0' * width, mv[at + width:]):0{width}x}"
+def _start_hash(name: str, head: bytes | memoryview, at: int) -> _Hasher:
+    """A hasher fed the first `len(head)` bytes of a file, with hash field `name` (at `at`) read as zeros."""
+    h, mv = _Hasher(name), memoryview(head)
+    h.update(mv[:at])
+    h.update(b"0" * h.width)
+    h.update(mv[at + h.width:])
+    return h
 
 
 def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM) -> bytes:
@@ -164,127 +174,189 @@ def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = C
 
     # One metadata key: safetensors keeps metadata in a hash map, so several keys come out in varying
     # order and the bytes would differ between otherwise identical shards.
-    width = _HASHES[checksum][0]
+    width = _HASH_WIDTH[checksum]
     body = json.dumps({**samples, checksum: "0" * width}, sort_keys=True)
     data = save(tensors, metadata={"samples": body})
     at = _hash_at(data, checksum)
-    return data[:at] + _file_hash(data, checksum, at).encode() + data[at + width:]
-
-
-def _parse_header(buf: bytes) -> tuple[dict, dict]:
-    if len(buf) < 8:
-        raise ShardDamage(f"truncated ({len(buf)} bytes)" if buf else "empty file")
-    n = int.from_bytes(buf[:8], "little")
-    if n <= 0 or 8 + n > len(buf):
-        raise ShardDamage("truncated or bad header length")
-    try:
-        header = json.loads(buf[8:8 + n])
-        samples = json.loads(header["__metadata__"]["samples"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ShardDamage(f"bad header ({type(e).__name__})") from None
-    return header, samples
-
-
-def read_header(path: Path) -> dict:
-    """A shard's `samples` metadata from its header only (cheap; not verified)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else 0
-        return _parse_header(head + f.read(n))[1]
+    return data[:at] + _start_hash(checksum, data, at).hexdigest().encode() + data[at + width:]
 
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
            "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_TENSORS = ("positions", "labels", "logits", "features")  # every shard has these (multilabels: some)
 
 
-def _tensors(buf: bytes, header: dict) -> dict[str, np.ndarray]:
-    """Read-only array views into `buf` (no copy), after checking every descriptor against the file size.
+@dataclass
+class ShardHead:
+    """What a shard's header says, checked against the file's size: everything but its data.
 
     The safetensors layout (8-byte header length, JSON header, packed data) is parsed here rather than by
-    `safetensors.numpy.load`, which copies each tensor once more: on a cached rerun that copy cost as much
-    as the checksum (benchmarks/bench_verify.py)."""
-    n = int.from_bytes(buf[:8], "little")
-    data_len = len(buf) - 8 - n
-    out, end = {}, 0
+    `safetensors`, whose readers copy each tensor once more (on a cached rerun that copy cost as much as
+    the hash; benchmarks/bench_verify.py)."""
+
+    raw: bytes  # the file's first 8 + n bytes
+    samples: dict  # the `samples` metadata: ids, skipped, shard range, hash
+    layout: list[tuple[str, np.dtype, tuple[int, ...], int]]  # (name, dtype, shape, nbytes) in file order
+    size: int  # the file's size in bytes
+    hashes: list[tuple[str, int]]  # (hash field, where its digits are in `raw`)
+
+    @property
+    def rows(self) -> int:
+        return next(shape[0] for name, _, shape, _ in self.layout if name == "positions")
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return next((shape for n, _, shape, _ in self.layout if n == name), None)
+
+
+def _read_exact(f, k: int) -> bytes:
+    out = bytearray()
+    while len(out) < k:
+        piece = f.read(k - len(out))
+        if not piece:
+            break
+        out += piece
+    return bytes(out)
+
+
+def read_head(f, size: int, expected: range | None = None) -> ShardHead:
+    """Read and check a shard's header from open file `f` (at offset 0; `size` bytes long): it parses, its
+    tensors tile the data exactly, its counts agree, it carries a hash, and (given `expected`) it records
+    this shard's range. Catches a truncated, empty or garbled file and a shard copied over another without
+    reading the data. Leaves `f` at the first data byte. Raises ShardDamage."""
+    head = _read_exact(f, 8)
+    if len(head) < 8 or size < 8:
+        raise ShardDamage(f"truncated ({size} bytes)" if size else "empty file")
+    n = int.from_bytes(head, "little")
+    if n <= 0 or 8 + n > size:
+        raise ShardDamage("truncated or bad header length")
+    raw = head + _read_exact(f, n)
+    if len(raw) < 8 + n:
+        raise ShardDamage("truncated (the file shrank while being read)")
+    try:
+        header = json.loads(raw[8:])
+        samples = json.loads(header["__metadata__"]["samples"])
+        if not isinstance(samples, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError) as e:
+        raise ShardDamage(f"bad header ({type(e).__name__})") from None
+    data_len, layout, end = size - 8 - n, [], 0
     for name, d in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
                           key=lambda kv: kv[1]["data_offsets"][0] if isinstance(kv[1], dict) else -1):
         try:
-            dtype, shape = np.dtype(_DTYPES[d["dtype"]]), [int(x) for x in d["shape"]]
+            dtype, shape = np.dtype(_DTYPES[d["dtype"]]), tuple(int(x) for x in d["shape"])
             begin, stop = (int(x) for x in d["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ShardDamage(f"bad header (tensor {name!r})") from None
-        if begin != end or stop < begin or stop > data_len or stop - begin != dtype.itemsize * int(np.prod(shape)):
+        nbytes = dtype.itemsize * int(np.prod(shape))
+        if begin != end or stop < begin or stop - begin != nbytes:
             raise ShardDamage(f"bad header (tensor {name!r} does not fit the file)")
-        out[name] = np.frombuffer(buf, dtype, int(np.prod(shape)), 8 + n + begin).reshape(shape)
+        if stop > data_len:
+            raise ShardDamage(f"truncated ({size} bytes; tensor {name!r} ends at byte {8 + n + stop})")
+        layout.append((name, dtype, shape, nbytes))
         end = stop
     if end != data_len:
         raise ShardDamage("truncated or padded data")
-    return out
-
-
-def check_shard_bytes(buf: bytes, expected: range) -> tuple[dict[str, np.ndarray], dict]:
-    """Tensors and sample metadata of a shard, after checking its hash and that it covers `expected`."""
-    header, samples = _parse_header(buf)
-    names = [name for name in _HASHES if name in samples]  # the field names the hash
+    names = [name for name in _HASH_WIDTH if name in samples]  # the field names the hash
     if not names and "shard" in samples:  # shards recording their range always carried a hash
         raise ShardDamage("checksum missing (flipped bytes in its header?)")
-    for name in names:
-        at = _hash_at(buf, name)
-        if at < 0 or _file_hash(buf, name, at) != samples[name]:
-            raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
-    tensors = _tensors(buf, header)
-    pos = tensors.get("positions")
-    if pos is None or any(k not in tensors for k in ("labels", "logits", "features")):
+    hashes = [(name, _hash_at(raw, name)) for name in names]
+    if any(at < 0 for _, at in hashes):
+        raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
+    h = ShardHead(raw, samples, layout, size, hashes)
+    shapes = {name: h.shape(name) for name in _TENSORS}
+    if any(s is None for s in shapes.values()) or len(shapes["positions"]) != 1:
         raise ShardDamage("tensors missing")
-    ids, skipped = samples.get("ids", []), samples.get("skipped", [])
-    if len(ids) != len(pos) or len(tensors["labels"]) != len(pos):
+    rows = h.rows
+    if len(samples.get("ids", [])) != rows or shapes["labels"][:1] != (rows,):
         raise ShardDamage("sample count does not match the tensors")
+    if expected is not None and "shard" in samples and list(samples["shard"]) != [expected.start, expected.stop]:
+        a, b = samples["shard"][0], samples["shard"][1]
+        raise ShardDamage(f"holds positions {a}..{b - 1}, expected {expected.start}..{expected.stop - 1} "
+                          f"(a shard copied over another?)")
+    return h
+
+
+def _check_positions(pos: np.ndarray, samples: dict, expected: range) -> None:
+    """The stored positions plus the unreadable ones are exactly this shard's range."""
+    skipped = samples.get("skipped", [])
     if "shard" in samples:  # positions are recorded: they must be exactly this shard's range
-        if list(samples["shard"]) != [expected.start, expected.stop]:
-            raise ShardDamage(f"holds positions {samples['shard'][0]}..{samples['shard'][1] - 1}, expected "
-                              f"{expected.start}..{expected.stop - 1} (a shard copied over another?)")
         got = sorted(pos.tolist() + list(samples.get("skipped_positions", [])))
         if got != list(expected):
             raise ShardDamage("its positions do not cover its range exactly")
-    else:  # shards written before positions were recorded: the positions tensor must still fit
-        if len(pos) + len(skipped) != len(expected) or (len(pos) and (pos.min() < expected.start
-                                                                        or pos.max() >= expected.stop)):
-            raise ShardDamage(f"positions outside {expected.start}..{expected.stop - 1} (a shard copied over another?)")
-    return tensors, samples
+    elif len(pos) + len(skipped) != len(expected) or (len(pos) and (pos.min() < expected.start
+                                                                    or pos.max() >= expected.stop)):
+        # shards written before positions were recorded: the positions tensor must still fit
+        raise ShardDamage(f"positions outside {expected.start}..{expected.stop - 1} (a shard copied over another?)")
 
 
-_VERIFIED: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) verified by this process
+READ_CHUNK = 4 << 20  # bytes read at once (a shard's tensors are 0.5-2 MB), hashed while still in the CPU cache
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def read_data(f, head: ShardHead, expected: range, into: dict[str, np.ndarray] | None = None,
+              verify: bool = True) -> dict[str, np.ndarray]:
+    """Read a shard's tensors from `f` (positioned after the header) and, with `verify`, check its hash.
+
+    The hash is fed each piece of `READ_CHUNK` bytes right after the piece is read, while it is still in
+    the CPU cache: verifying costs no second pass over memory. A tensor with an array in `into` of its exact
+    dtype and shape is read straight into it (the loader passes its slice of the final output, so the file
+    is copied once); others get a new array. Raises ShardDamage."""
+    hashers = [_start_hash(name, head.raw, at) for name, at in head.hashes] if verify else []
+    out = {}
+    for name, dtype, shape, nbytes in head.layout:
+        arr = (into or {}).get(name)
+        if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+            arr = np.empty(shape, dtype)
+        mv, done = memoryview(arr.reshape(-1)).cast("B"), 0
+        while done < nbytes:
+            got = f.readinto(mv[done:done + READ_CHUNK])
+            if not got:
+                raise ShardDamage("truncated (the file shrank while being read)")
+            for h in hashers:
+                h.update(mv[done:done + got])
+            done += got
+        out[name] = arr
+    for h in hashers:
+        if h.hexdigest() != head.samples[h.name]:
+            raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
+    _check_positions(out["positions"], head.samples, expected)
+    return out
 
 
-def check_shard_file(path: Path, expected: range, remember: bool = False) -> int:
-    """Verify the shard file at `path` without reading it into memory (it is memory-mapped, so checking
-    costs one pass of the hash over the page cache, no copy); returns its size. With `remember`, a file
-    version (inode, size, mtime) this process already verified is not hashed again, and one that passes
-    is recorded. Raises ShardDamage."""
+def _open_shard(path: Path):
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if remember and _VERIFIED.get(str(path)) == _stat_key(st):
-                return st.st_size
-            if st.st_size == 0:
-                raise ShardDamage("empty file")
-            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        f = open(path, "rb", buffering=0)
+        return f, os.fstat(f.fileno()).st_size
     except OSError as e:
         raise ShardDamage(f"unreadable ({e.strerror})") from None
+
+
+def check_shard_bytes(buf: bytes, expected: range) -> tuple[dict[str, np.ndarray], dict]:
+    """Tensors and sample metadata of a shard held in memory, after every check a load makes."""
+    import io
+
+    f = io.BytesIO(buf)
+    head = read_head(f, len(buf), expected)
+    return read_data(f, head, expected), head.samples
+
+
+def check_shard_file(path: Path, expected: range) -> int:
+    """Check the shard file at `path` as a load does (every byte hashed, read in pieces into scratch
+    arrays, never the whole file at once, and never memory-mapped: a file truncated meanwhile is damage,
+    not a crash); returns its size. Raises ShardDamage."""
+    f, size = _open_shard(path)
     try:
-        check_shard_bytes(m, expected)  # the array views it returns are dropped at once
-    finally:
-        try:
-            m.close()
-        except BufferError:  # a view still held by a traceback: unmapped once that is freed
-            pass
-    if remember:
-        _VERIFIED[str(path)] = _stat_key(st)
-    return st.st_size
+        with f:
+            read_data(f, read_head(f, size, expected), expected)
+    except OSError as e:
+        raise ShardDamage(f"unreadable ({e.strerror})") from None
+    return size
+
+
+def read_header(path: Path) -> dict:
+    """A shard's `samples` metadata from its header only (cheap; the data is not verified)."""
+    f, size = _open_shard(path)
+    with f:
+        return read_head(f, size).samples
 
 
 def move_aside(path: Path) -> Path:
@@ -294,7 +366,6 @@ def move_aside(path: Path) -> Path:
         k += 1
     dest = path.with_name(f"{path.name}.corrupt-{k}")
     os.replace(path, dest)
-    _VERIFIED.pop(str(path), None)
     return dest
 
 
@@ -450,29 +521,26 @@ class Entry:
                    "skipped_positions": [int(p) for p in skipped_positions]}
         atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM))
 
+    def head(self, s: int) -> ShardHead:
+        """Shard `s`'s checked header (a few KB read). Raises ShardDamage."""
+        f, size = _open_shard(self.shard_path(s))
+        with f:
+            return read_head(f, size, self.shard_range(s))
+
     def read_shard(self, s: int, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-        """One shard's tensors and metadata; with `verify`, hash and positions are checked (once per file
-        version per process). Raises ShardDamage."""
-        p = self.shard_path(s)
-        try:
-            buf = p.read_bytes()
-            st = p.stat()
-        except OSError as e:
-            raise ShardDamage(f"unreadable ({e.strerror})") from None
-        if not verify or _VERIFIED.get(str(p)) == _stat_key(st):
-            header, samples = _parse_header(buf)
-            return _tensors(buf, header), samples
-        out = check_shard_bytes(buf, self.shard_range(s))
-        _VERIFIED[str(p)] = _stat_key(st)
-        return out
+        """One shard's tensors and metadata; with `verify`, its hash and positions are checked as it is read.
+        Raises ShardDamage."""
+        f, size = _open_shard(self.shard_path(s))
+        with f:
+            head = read_head(f, size, self.shard_range(s))
+            return read_data(f, head, self.shard_range(s), verify=verify), head.samples
 
     def check_shard(self, s: int) -> None:
-        """Verify one shard in place, once per file version per process, so the load that follows
-        planning reuses the check. Raises ShardDamage."""
-        check_shard_file(self.shard_path(s), self.shard_range(s), remember=True)
+        """Verify one shard in place, as a load would. Raises ShardDamage."""
+        check_shard_file(self.shard_path(s), self.shard_range(s))
 
     def _each_shard(self, shards: list[int], fn):
-        """fn(s) for each shard, in order, on a few threads (reading releases the GIL); a
+        """fn(s) for each shard, in order, on a few threads (reading and hashing release the GIL); a
         ShardDamage is returned in place of the result."""
         def safe(s: int):
             try:
@@ -488,49 +556,86 @@ class Entry:
             return list(pool.map(safe, shards))
 
     def verify(self, move: bool = True) -> list[Damage]:
-        """Check every shard on disk; damaged ones are moved aside (when `move`) so they count as missing."""
+        """Check every shard on disk as a load would; damaged ones are moved aside (when `move`) so they
+        count as missing."""
         present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
         results = self._each_shard(present, self.check_shard)
         return [Damage(str(self.shard_path(s)), str(r), str(move_aside(self.shard_path(s))) if move else None)
                 for s, r in zip(present, results) if isinstance(r, ShardDamage)]
 
+    def _damaged(self, found: dict[int, ShardDamage]) -> StoreDamaged:
+        """Move the damaged shards aside; the error a load raises (the pipeline recomputes them)."""
+        damages = []
+        for s, e in sorted(found.items()):
+            p = self.shard_path(s)
+            damages.append(Damage(str(p), str(e), str(move_aside(p)) if p.exists() else None))
+        first = damages[0]
+        where = f"; moved to {Path(first.moved_to).name}" if first.moved_to else ""
+        more = f" (and {len(damages) - 1} more shard(s))" if len(damages) > 1 else ""
+        return StoreDamaged(f"stored shard {first.path} is damaged ({first.reason}){where}{more}; rerun the same "
+                            f"command to recompute it", damages)
+
     def load(self, verify: bool = True) -> Outputs:
-        ids: list[str] = []
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("labels", "logits", "features", "multilabels")}
-        skipped: list[str] = []
-        width = 0
+        """Every shard's outputs, in order, each shard hashed as it is read (one pass over the bytes).
+
+        Headers first (checked; they give each shard's rows and widths), then each shard's data is read
+        straight into its rows of the final arrays, on a few threads. Raises StoreDamaged, after moving
+        every damaged shard aside."""
         shards = list(range(self.n_shards))
-        for s, got in zip(shards, self._each_shard(shards, lambda s: self.read_shard(s, verify))):
-            if isinstance(got, ShardDamage):
-                e, p = got, self.shard_path(s)
-                where = move_aside(p) if p.exists() else None
-                raise StoreDamaged(f"stored shard {p} is damaged ({e})" + (f"; moved to {where.name}" if where else "")
-                                   + "; rerun the same command to recompute it")
-            t, md = got
-            ids += md["ids"]
-            skipped += [sid for sid, _ in md["skipped"]]
-            for k in ("labels", "logits", "features"):
-                parts[k].append(t[k])
-            ml = t.get("multilabels")
-            parts["multilabels"].append(ml)
-            if ml is not None:
-                width = max(width, ml.shape[1])
+        heads = self._each_shard(shards, self.head)
+        found = {s: h for s, h in zip(shards, heads) if isinstance(h, ShardDamage)}
+        if found:
+            raise self._damaged(found)
+        widths = {}  # tensor -> its row width, from the first shard with rows
+        for s, h in zip(shards, heads):
+            for k in ("logits", "features"):
+                shape = h.shape(k)
+                if h.rows and (len(shape) != 2 or widths.setdefault(k, shape[1]) != shape[1]):
+                    found[s] = ShardDamage(f"bad header ({k} of shape {list(shape)} unlike the other shards')")
+        if found:
+            raise self._damaged(found)
+        starts = np.cumsum([0] + [h.rows for h in heads])
+        n = int(starts[-1])
+        labels = np.empty(n, np.int64)
+        logits = np.empty((n, widths.get("logits", 1000)), np.float32)
+        features = np.empty((n, widths.get("features", 0)), np.float32)
+        extra: dict[int, np.ndarray | None] = {}  # shard -> its multilabels
+
+        def read(s: int) -> None:
+            head, rows = heads[s], slice(int(starts[s]), int(starts[s + 1]))
+            f, size = _open_shard(self.shard_path(s))
+            with f:
+                if size != head.size or _read_exact(f, len(head.raw)) != head.raw:  # changed since its header
+                    f.seek(0)
+                    head = read_head(f, size, self.shard_range(s))
+                    if head.rows != rows.stop - rows.start:
+                        raise ShardDamage("changed while being read")
+                into = {"labels": labels[rows], "logits": logits[rows], "features": features[rows]}
+                t = read_data(f, head, self.shard_range(s), into, verify)
+            for k, dest in into.items():
+                if t[k] is not dest and dest.size:  # stored with another dtype or shape: converted
+                    try:
+                        dest[...] = t[k].reshape(dest.shape)
+                    except ValueError:
+                        raise ShardDamage(f"bad header ({k} does not fit {list(dest.shape)})") from None
+            extra[s] = t.get("multilabels")
+
+        results = self._each_shard(shards, read)
+        found = {s: r for s, r in zip(shards, results) if isinstance(r, ShardDamage)}
+        if found:
+            raise self._damaged(found)
+        width = max((m.shape[1] for m in extra.values() if m is not None and m.ndim == 2), default=0)
         multi = None
         if width:
-            rows = []
-            for ml, lab in zip(parts["multilabels"], parts["labels"]):
-                block = np.full((len(lab), width), -1, np.int64)
-                if ml is not None:
-                    block[:, : ml.shape[1]] = ml
-                rows.append(block)
-            multi = np.concatenate(rows)
+            multi = np.full((n, width), -1, np.int64)
+            for s, m in extra.items():
+                if m is not None and m.ndim == 2:
+                    multi[int(starts[s]):int(starts[s + 1]), : m.shape[1]] = m
+        ids = [i for h in heads for i in h.samples["ids"]]
+        skipped = [sid for h in heads for sid, _ in h.samples.get("skipped", [])]
         meta = _read_meta(self.root / "meta.json") or {}
-        feats = [f for f in parts["features"] if f.size]
-        d = feats[0].shape[1] if feats else 0
-        return Outputs(ids=ids, labels=np.concatenate(parts["labels"]),
-                       logits=np.concatenate([x.reshape(-1, 1000) for x in parts["logits"]]),
-                       features=np.concatenate([x.reshape(-1, d) for x in parts["features"]]),
-                       multilabels=multi, skipped=skipped, meta=meta)
+        return Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
+                       skipped=skipped, meta=meta)
 
     def skipped(self) -> list[tuple[str, str]]:
         """(sample id, reason) of every unreadable sample recorded in the shards on disk (headers only)."""
@@ -590,7 +695,7 @@ class Store:
         return Entry(self.root / key, m["n_samples"], m.get("shard_size", SHARD_SIZE))
 
     def verify_entry(self, entry: Entry) -> list[Damage]:
-        """Verify `entry`'s shards now (moving damaged ones aside, so planning sees them as missing)."""
+        """Verify `entry`'s shards now, moving damaged ones aside so that they count as missing."""
         found = entry.verify(move=True)
         self.damaged += found
         return found
