@@ -143,26 +143,32 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Check a whole output folder's store (hash and positions of every shard, meta.json) and results database
-    without building any model; moves nothing. Exit 2 with one line when anything is damaged."""
-    from beyond_inet.engine.store import Damage, verify_store
+    """Check a whole output folder's store (hash and positions of every shard, meta.json), its layer
+    statistics (CKA) and its results database without building any model; moves nothing. Exit 2 with one
+    line when anything is damaged."""
+    from beyond_inet.engine.store import Damage, verify_layer_stats, verify_store
     from beyond_inet.report.results import check_database
 
     store = os.path.join(args.out_dir, "store")
+    stats = os.path.join(args.out_dir, "layer-stats")
     db = os.path.join(args.out_dir, "results.sqlite")
-    if not os.path.isdir(store) and not os.path.exists(db):
+    if not os.path.isdir(store) and not os.path.exists(db) and not os.path.isdir(stats):
         raise UserError(f"{args.out_dir!r} holds neither a store/ folder nor results.sqlite: nothing to verify")
     rep = verify_store(store)
-    damaged = list(rep.damaged)
+    lrep = verify_layer_stats(stats)
+    damaged = list(rep.damaged) + list(lrep.damaged)
     if os.path.exists(db) and (why := check_database(db)) is not None:
         damaged.append(Damage(db, why))
+    extra = (f"; {lrep.entries} layer-statistics folders, {lrep.shards} chunks ({lrep.bytes / 2**20:.1f} MB)"
+             if lrep.entries else "")
     print(f"{rep.entries} store entries, {rep.shards} shards ({rep.bytes / 2**20:.1f} MB) verified in "
-          f"{rep.seconds:.1f} s; {len(rep.incomplete)} entries still incomplete (a rerun fills them); "
-          f"{len(rep.strays)} stray temp files (the next run removes them)")
+          f"{rep.seconds + lrep.seconds:.1f} s{extra}; {len(rep.incomplete) + len(lrep.incomplete)} entries still "
+          f"incomplete (a rerun fills them); {len(rep.strays) + len(lrep.strays)} stray temp files (the next run "
+          f"removes them)")
     if damaged:
         raise UserError(f"{len(damaged)} damaged file(s) in {args.out_dir}: "
                         + "; ".join(f"{d.path} ({d.reason})" for d in damaged)
-                        + " -- the next `run` moves damaged shards aside and recomputes them")
+                        + " -- the next `run` moves damaged files aside and recomputes them")
     return 0
 
 

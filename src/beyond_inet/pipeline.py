@@ -237,6 +237,10 @@ def run(cfg: RunConfig) -> dict:
         for a in analyses:
             db.clear_skips(a.name, spec)
             prepare_skips = run_prepare(a, ctx, model, env, cfg.progress)
+            if env.damaged:  # stored files of the prepare step found damaged (and recomputed there)
+                store.damaged += env.damaged
+                env.damaged.clear()
+                report_damage(store, db, run_id, summary)
             db.add_skips(prepare_skips, run_id)
             summary["skips"] += prepare_skips
             missing = [r.dataset for r in requests[a.name] if (r.dataset, r.view) not in keys]

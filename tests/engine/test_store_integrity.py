@@ -239,7 +239,7 @@ def test_load_reads_each_byte_once_and_hashes_it(tmp_path, monkeypatch):
 
     e = _entry(tmp_path)
     fed, opened = [0], [0]
-    real_update, real_open = st._Hasher.update, st._open_shard
+    real_update, real_open = st._Hasher.update, st.open_file
 
     def update(self, piece):
         fed[0] += len(memoryview(piece).cast("B"))
@@ -252,7 +252,7 @@ def test_load_reads_each_byte_once_and_hashes_it(tmp_path, monkeypatch):
     monkeypatch.setattr(st._Hasher, "update", update)
     e.load(verify=False)
     assert fed[0] == 0
-    monkeypatch.setattr(st, "_open_shard", open_shard)
+    monkeypatch.setattr(st, "open_file", open_shard)
     e.load()
     total = sum(e.shard_path(s).stat().st_size for s in range(e.n_shards))
     assert fed[0] == total  # every byte of every file, each once

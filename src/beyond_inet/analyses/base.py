@@ -13,7 +13,7 @@ The data classes live in ``beyond_inet.contracts`` and are re-exported here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from beyond_inet import registry
@@ -54,6 +54,7 @@ class ModelEnv:
     amp: bool = True
     numerics: str = "fp32"
     progress: Any = None
+    damaged: list = field(default_factory=list)  # damaged stored files a prepare step found (and recomputed)
 
 
 class Analysis:

@@ -280,7 +280,7 @@ class CKA(Analysis):
             stats = compute_layer_stats(model, ds, positions, dataset, fingerprint, Path(env.out) / "layer-stats",
                                         cfg, device=env.device, num_workers=env.num_workers, amp=env.amp,
                                         numerics=env.numerics, progress=env.progress,
-                                        decoding=env.datasets.decoding)
+                                        decoding=env.datasets.decoding, damaged=env.damaged)
         except ValueError as e:
             return [self._skip(model.spec, dataset, str(e))]
         except torch.cuda.OutOfMemoryError:  # the chunks already written stay: a rerun resumes

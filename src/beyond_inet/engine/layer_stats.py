@@ -19,6 +19,12 @@ within the chunk); the chunk's metadata lists each batch's image ids and the lay
 written atomically, so a killed pass resumes at the first missing chunk. The key hashes the model's
 weights id, preprocessing, the dataset's sample list, the chosen images, batch size, layer selection,
 reduction and numerics.
+
+Integrity, as in the output store (docs/store.md): each chunk's metadata records its index and an xxh3_64
+hash of the whole file, checked whenever the chunk is read. A pass that finds stored statistics verifies
+them first; a damaged chunk (or a corrupt meta.json) is moved aside to ``<name>.corrupt-<n>`` and
+computed again by the same pass. A chunk found damaged later, while CKA reads it, is moved aside and the
+run stops with one line; rerunning recomputes it.
 """
 from __future__ import annotations
 
@@ -32,12 +38,14 @@ import numpy as np
 import torch
 
 from beyond_inet.data.readers import ImageDataset
-from beyond_inet.engine.store import SHARD_SIZE, atomic_write_bytes, make_key
+from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, atomic_write_bytes,
+                                     hashed_safetensors, make_key, move_aside, open_file, read_safetensors_head,
+                                     read_tensors)
 from beyond_inet.models.base import VisionModel
 from beyond_inet.models.layers import LAYER_TYPES, REDUCTIONS, capture_layers, typed_modules
 
 log = logging.getLogger("beyond_inet")
-STATS_VERSION = "1"
+STATS_VERSION = "2"  # 2: chunks carry their index and a hash of the whole file
 FORWARD_CALLS: dict[str, int] = {}  # model spec -> forward passes run by this module (tests count them)
 
 
@@ -105,12 +113,23 @@ class LayerStats:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, root: str | Path) -> "LayerStats | None":
+    def open(cls, root: str | Path, damaged: list[Damage] | None = None) -> "LayerStats | None":
+        """The statistics in `root`, or None when absent; a corrupt meta.json is moved aside (and appended
+        to `damaged`) and reads as absent, so the pass computes everything again."""
         root = Path(root)
         mp = root / "meta.json"
         if not mp.exists():
             return None
-        return cls(root, json.loads(mp.read_text()))
+        try:
+            meta = json.loads(mp.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("n_chunks"), int):
+                raise ValueError
+        except (OSError, ValueError):
+            d = Damage(str(mp), "corrupt meta.json", str(move_aside(mp)))
+            if damaged is not None:
+                damaged.append(d)
+            return None
+        return cls(root, meta)
 
     @property
     def layers(self) -> list[str]:
@@ -133,17 +152,55 @@ class LayerStats:
     def complete(self) -> bool:
         return bool(self.layers) and not self.missing_chunks()
 
-    def batches(self) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(image ids, Grams [L, b, b] float64) per batch, in order; one batch in memory at a time."""
-        from safetensors import safe_open
+    def read_chunk(self, c: int) -> tuple[dict[str, np.ndarray], dict]:
+        """Chunk `c`'s tensors and metadata, its hash checked as it is read, and its index, layers and batch
+        count checked against meta.json. Raises ShardDamage."""
+        f, size = open_file(self.chunk_path(c))
+        with f:
+            head = read_safetensors_head(f, size, "batches")
+            if not head.hashes:
+                raise ShardDamage("checksum missing (flipped bytes in its header?)")
+            tensors = read_tensors(f, head)
+        md = head.meta
+        if md.get("chunk") != c:
+            raise ShardDamage(f"holds chunk {md.get('chunk')}, expected {c} (a chunk copied over another?)")
+        if md.get("layers") != self.layers:
+            raise ShardDamage(f"holds other layers than {self.root / 'meta.json'}")
+        per_chunk = max(1, SHARD_SIZE // int(self.meta["config"]["batch_size"]))
+        expected = min(per_chunk, int(self.meta["n_batches"]) - c * per_chunk)
+        ids = md.get("ids")
+        if not isinstance(ids, list) or len(ids) != expected or any(f"gram.{t}" not in tensors for t in range(expected)):
+            raise ShardDamage(f"holds {len(ids) if isinstance(ids, list) else 'no'} batches, expected {expected}")
+        return tensors, md
 
+    def verify(self, move: bool = True) -> list[Damage]:
+        """Check every chunk on disk as a read would; damaged ones are moved aside (when `move`), so they
+        count as missing."""
+        found = []
         for c in range(self.n_chunks):
-            with safe_open(str(self.chunk_path(c)), framework="numpy") as f:
-                md = json.loads(f.metadata()["batches"])
-                if md["layers"] != self.layers:
-                    raise ValueError(f"{self.chunk_path(c)} holds other layers than {self.root}/meta.json")
-                for t, ids in enumerate(md["ids"]):
-                    yield ids, f.get_tensor(f"gram.{t}")
+            p = self.chunk_path(c)
+            if not p.exists():
+                continue
+            try:
+                self.read_chunk(c)
+            except ShardDamage as e:
+                found.append(Damage(str(p), str(e), str(move_aside(p)) if move else None))
+        return found
+
+    def batches(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(image ids, Grams [L, b, b] float64) per batch, in order; one chunk in memory at a time. A
+        damaged chunk is moved aside and raises StoreDamaged (one line; rerunning recomputes it)."""
+        for c in range(self.n_chunks):
+            try:
+                tensors, md = self.read_chunk(c)
+            except ShardDamage as e:
+                p = self.chunk_path(c)
+                d = Damage(str(p), str(e), str(move_aside(p)) if p.exists() else None)
+                where = f"; moved to {Path(d.moved_to).name}" if d.moved_to else ""
+                raise StoreDamaged(f"stored layer statistics {p} are damaged ({e}){where}; rerun the same command "
+                                   f"to recompute them", [d]) from None
+            for t, ids in enumerate(md["ids"]):
+                yield ids, tensors[f"gram.{t}"]
 
 
 class _GramSink:
@@ -163,10 +220,11 @@ class _GramSink:
 def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndarray, dataset: str,
                         fingerprint: str, root: str | Path, cfg: StatsConfig, device: str = "cpu",
                         num_workers: int = 0, amp: bool = True, numerics: str = "fp32",
-                        progress=None, decoding: str = "") -> LayerStats:
+                        progress=None, decoding: str = "", damaged: list[Damage] | None = None) -> LayerStats:
     """Fill (or reuse) the statistics of `model` on `cfg.n_images` evenly spaced `positions` of `ds`.
 
-    Nothing runs when every chunk is stored; a partial folder resumes at its first missing chunk.
+    Nothing runs when every chunk is stored and verifies; a partial folder resumes at its first missing
+    chunk. Damaged stored files are moved aside, recomputed, and appended to `damaged`.
     """
     from torch.utils.data import DataLoader
 
@@ -180,7 +238,15 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
     bounds = batch_bounds(len(chosen), cfg.batch_size)
     per_chunk = max(1, SHARD_SIZE // cfg.batch_size)
     chunks = [bounds[i:i + per_chunk] for i in range(0, len(bounds), per_chunk)]
-    stats = LayerStats.open(folder)
+    found: list[Damage] = []
+    stats = LayerStats.open(folder, found)
+    if stats is not None and stats.layers:
+        found += stats.verify(move=True)
+    for d in found:
+        log.warning("layer statistics: damaged file %s (%s) moved aside to %s; recomputing it", d.path, d.reason,
+                    d.moved_to)
+    if damaged is not None:
+        damaged += found
     if stats is None:
         meta = {"model": model.spec, "weights": model.weights_id, "preprocessing": model.preprocessing.describe(),
                 "dataset": dataset, "samples": fingerprint, "n_images": len(chosen), "n_batches": len(bounds),
@@ -240,10 +306,8 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
 
 
 def _write_chunk(stats: LayerStats, c: int, batches: list[tuple[list[str], np.ndarray]]) -> None:
-    from safetensors.numpy import save
-
     empty = np.zeros((len(stats.layers), 0, 0))
     tensors = {f"gram.{t}": np.ascontiguousarray(empty if g is None else g, np.float64)
                for t, (_, g) in enumerate(batches)}
-    md = {"batches": json.dumps({"ids": [ids for ids, _ in batches], "layers": stats.layers})}
-    atomic_write_bytes(stats.chunk_path(c), save(tensors, metadata=md))
+    md = {"chunk": c, "ids": [ids for ids, _ in batches], "layers": stats.layers}
+    atomic_write_bytes(stats.chunk_path(c), hashed_safetensors(tensors, "batches", md))

@@ -167,18 +167,24 @@ def _start_hash(name: str, head: bytes | memoryview, at: int) -> _Hasher:
     return h
 
 
-def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM) -> bytes:
-    """A safetensors file whose metadata ``samples`` holds `samples` plus a hash of the whole file (field
-    `checksum`: "xxh3_64", or "crc32" as older runs wrote, kept to test that those still verify)."""
+def hashed_safetensors(tensors: dict[str, np.ndarray], key: str, meta: dict, checksum: str = CHECKSUM) -> bytes:
+    """A safetensors file whose one metadata entry `key` holds `meta` (as JSON) plus a hash of the whole
+    file (field `checksum`: "xxh3_64", or "crc32" as older runs wrote, kept to test that those still verify).
+    Read back, verified, with ``read_safetensors_head`` + ``read_tensors``."""
     from safetensors.numpy import save
 
     # One metadata key: safetensors keeps metadata in a hash map, so several keys come out in varying
-    # order and the bytes would differ between otherwise identical shards.
+    # order and the bytes would differ between otherwise identical files.
     width = _HASH_WIDTH[checksum]
-    body = json.dumps({**samples, checksum: "0" * width}, sort_keys=True)
-    data = save(tensors, metadata={"samples": body})
+    body = json.dumps({**meta, checksum: "0" * width}, sort_keys=True)
+    data = save(tensors, metadata={key: body})
     at = _hash_at(data, checksum)
     return data[:at] + _start_hash(checksum, data, at).hexdigest().encode() + data[at + width:]
+
+
+def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM) -> bytes:
+    """A shard: a hashed safetensors file whose metadata ``samples`` holds `samples`."""
+    return hashed_safetensors(tensors, "samples", samples, checksum)
 
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
@@ -188,17 +194,21 @@ _TENSORS = ("positions", "labels", "logits", "features")  # every shard has thes
 
 @dataclass
 class ShardHead:
-    """What a shard's header says, checked against the file's size: everything but its data.
+    """What a (hashed safetensors) file's header says, checked against the file's size: all but its data.
 
     The safetensors layout (8-byte header length, JSON header, packed data) is parsed here rather than by
     `safetensors`, whose readers copy each tensor once more (on a cached rerun that copy cost as much as
     the hash; benchmarks/bench_verify.py)."""
 
     raw: bytes  # the file's first 8 + n bytes
-    samples: dict  # the `samples` metadata: ids, skipped, shard range, hash
+    meta: dict  # its one metadata entry (a shard's `samples`: ids, skipped, shard range, hash)
     layout: list[tuple[str, np.dtype, tuple[int, ...], int]]  # (name, dtype, shape, nbytes) in file order
     size: int  # the file's size in bytes
     hashes: list[tuple[str, int]]  # (hash field, where its digits are in `raw`)
+
+    @property
+    def samples(self) -> dict:
+        return self.meta
 
     @property
     def rows(self) -> int:
@@ -218,11 +228,10 @@ def _read_exact(f, k: int) -> bytes:
     return bytes(out)
 
 
-def read_head(f, size: int, expected: range | None = None) -> ShardHead:
-    """Read and check a shard's header from open file `f` (at offset 0; `size` bytes long): it parses, its
-    tensors tile the data exactly, its counts agree, it carries a hash, and (given `expected`) it records
-    this shard's range. Catches a truncated, empty or garbled file and a shard copied over another without
-    reading the data. Leaves `f` at the first data byte. Raises ShardDamage."""
+def read_safetensors_head(f, size: int, key: str) -> ShardHead:
+    """Read and check the header of a safetensors file from open file `f` (at offset 0; `size` bytes long):
+    it parses, metadata entry `key` is a JSON object, its tensors tile the data exactly, and the position
+    of each hash field it names is found. Leaves `f` at the first data byte. Raises ShardDamage."""
     head = _read_exact(f, 8)
     if len(head) < 8 or size < 8:
         raise ShardDamage(f"truncated ({size} bytes)" if size else "empty file")
@@ -234,8 +243,8 @@ def read_head(f, size: int, expected: range | None = None) -> ShardHead:
         raise ShardDamage("truncated (the file shrank while being read)")
     try:
         header = json.loads(raw[8:])
-        samples = json.loads(header["__metadata__"]["samples"])
-        if not isinstance(samples, dict):
+        meta = json.loads(header["__metadata__"][key])
+        if not isinstance(meta, dict):
             raise TypeError
     except (ValueError, KeyError, TypeError) as e:
         raise ShardDamage(f"bad header ({type(e).__name__})") from None
@@ -256,13 +265,20 @@ def read_head(f, size: int, expected: range | None = None) -> ShardHead:
         end = stop
     if end != data_len:
         raise ShardDamage("truncated or padded data")
-    names = [name for name in _HASH_WIDTH if name in samples]  # the field names the hash
-    if not names and "shard" in samples:  # shards recording their range always carried a hash
-        raise ShardDamage("checksum missing (flipped bytes in its header?)")
-    hashes = [(name, _hash_at(raw, name)) for name in names]
+    hashes = [(name, _hash_at(raw, name)) for name in _HASH_WIDTH if name in meta]  # the field names the hash
     if any(at < 0 for _, at in hashes):
         raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
-    h = ShardHead(raw, samples, layout, size, hashes)
+    return ShardHead(raw, meta, layout, size, hashes)
+
+
+def read_head(f, size: int, expected: range | None = None) -> ShardHead:
+    """Read and check a shard's header (``read_safetensors_head``), and that it carries a hash, its tensors
+    and counts agree and (given `expected`) it records this shard's range. Catches a truncated, empty or
+    garbled file and a shard copied over another without reading the data. Raises ShardDamage."""
+    h = read_safetensors_head(f, size, "samples")
+    samples = h.meta
+    if not h.hashes and "shard" in samples:  # shards recording their range always carried a hash
+        raise ShardDamage("checksum missing (flipped bytes in its header?)")
     shapes = {name: h.shape(name) for name in _TENSORS}
     if any(s is None for s in shapes.values()) or len(shapes["positions"]) != 1:
         raise ShardDamage("tensors missing")
@@ -292,14 +308,14 @@ def _check_positions(pos: np.ndarray, samples: dict, expected: range) -> None:
 READ_CHUNK = 4 << 20  # bytes read at once (a shard's tensors are 0.5-2 MB), hashed while still in the CPU cache
 
 
-def read_data(f, head: ShardHead, expected: range, into: dict[str, np.ndarray] | None = None,
-              verify: bool = True) -> dict[str, np.ndarray]:
-    """Read a shard's tensors from `f` (positioned after the header) and, with `verify`, check its hash.
+def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
+                 verify: bool = True) -> dict[str, np.ndarray]:
+    """Read a file's tensors from `f` (positioned after the header) and, with `verify`, check its hash.
 
-    The hash is fed each piece of `READ_CHUNK` bytes right after the piece is read, while it is still in
-    the CPU cache: verifying costs no second pass over memory. A tensor with an array in `into` of its exact
-    dtype and shape is read straight into it (the loader passes its slice of the final output, so the file
-    is copied once); others get a new array. Raises ShardDamage."""
+    The hash is fed each piece of up to `READ_CHUNK` bytes right after the piece is read, while it is
+    still in the CPU cache: verifying costs no second pass over memory. A tensor with an array in `into`
+    of its exact dtype and shape is read straight into it (the loader passes its slice of the final
+    output, so the file is copied once); others get a new array. Raises ShardDamage."""
     hashers = [_start_hash(name, head.raw, at) for name, at in head.hashes] if verify else []
     out = {}
     for name, dtype, shape, nbytes in head.layout:
@@ -316,13 +332,21 @@ def read_data(f, head: ShardHead, expected: range, into: dict[str, np.ndarray] |
             done += got
         out[name] = arr
     for h in hashers:
-        if h.hexdigest() != head.samples[h.name]:
+        if h.hexdigest() != head.meta[h.name]:
             raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
-    _check_positions(out["positions"], head.samples, expected)
     return out
 
 
-def _open_shard(path: Path):
+def read_data(f, head: ShardHead, expected: range, into: dict[str, np.ndarray] | None = None,
+              verify: bool = True) -> dict[str, np.ndarray]:
+    """A shard's tensors (``read_tensors``), after checking that its positions cover `expected` exactly."""
+    out = read_tensors(f, head, into, verify)
+    _check_positions(out["positions"], head.meta, expected)
+    return out
+
+
+def open_file(path: Path):
+    """(unbuffered file, its size) of a stored file; ShardDamage when it cannot be opened."""
     try:
         f = open(path, "rb", buffering=0)
         return f, os.fstat(f.fileno()).st_size
@@ -343,7 +367,7 @@ def check_shard_file(path: Path, expected: range) -> int:
     """Check the shard file at `path` as a load does (every byte hashed, read in pieces into scratch
     arrays, never the whole file at once, and never memory-mapped: a file truncated meanwhile is damage,
     not a crash); returns its size. Raises ShardDamage."""
-    f, size = _open_shard(path)
+    f, size = open_file(path)
     try:
         with f:
             read_data(f, read_head(f, size, expected), expected)
@@ -354,7 +378,7 @@ def check_shard_file(path: Path, expected: range) -> int:
 
 def read_header(path: Path) -> dict:
     """A shard's `samples` metadata from its header only (cheap; the data is not verified)."""
-    f, size = _open_shard(path)
+    f, size = open_file(path)
     with f:
         return read_head(f, size).samples
 
@@ -523,14 +547,14 @@ class Entry:
 
     def head(self, s: int) -> ShardHead:
         """Shard `s`'s checked header (a few KB read). Raises ShardDamage."""
-        f, size = _open_shard(self.shard_path(s))
+        f, size = open_file(self.shard_path(s))
         with f:
             return read_head(f, size, self.shard_range(s))
 
     def read_shard(self, s: int, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         """One shard's tensors and metadata; with `verify`, its hash and positions are checked as it is read.
         Raises ShardDamage."""
-        f, size = _open_shard(self.shard_path(s))
+        f, size = open_file(self.shard_path(s))
         with f:
             head = read_head(f, size, self.shard_range(s))
             return read_data(f, head, self.shard_range(s), verify=verify), head.samples
@@ -603,7 +627,7 @@ class Entry:
 
         def read(s: int) -> None:
             head, rows = heads[s], slice(int(starts[s]), int(starts[s + 1]))
-            f, size = _open_shard(self.shard_path(s))
+            f, size = open_file(self.shard_path(s))
             with f:
                 if size != head.size or _read_exact(f, len(head.raw)) != head.raw:  # changed since its header
                     f.seek(0)
@@ -759,5 +783,42 @@ def verify_store(store_root: str | Path) -> VerifyReport:
                 rep.shards += 1
             except ShardDamage as err:
                 rep.damaged.append(Damage(str(p), str(err)))
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def verify_layer_stats(root: str | Path) -> VerifyReport:
+    """Check every layer-statistics folder under `root` (``<out>/layer-stats``): meta.json parses, every
+    chunk's hash matches and it holds its own index (see ``engine.layer_stats``); moves nothing. Kept here,
+    torch-free, so that `beyond-inet verify` builds nothing heavy."""
+    t0 = time.perf_counter()
+    rep = VerifyReport()
+    root = Path(root)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rep.entries += 1
+        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+        meta = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
+        if meta is None or not isinstance(meta.get("n_chunks"), int):
+            rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
+                                      else "meta.json missing"))
+            continue
+        for p in sorted(d.glob("chunk-*.safetensors")):
+            try:
+                f, size = open_file(p)
+                with f:
+                    head = read_safetensors_head(f, size, "batches")
+                    if not head.hashes:
+                        raise ShardDamage("checksum missing (flipped bytes in its header?)")
+                    read_tensors(f, head)
+                if head.meta.get("chunk") != int(p.name[6:11]):
+                    raise ShardDamage(f"holds chunk {head.meta.get('chunk')} (a chunk copied over another?)")
+                rep.shards += 1
+                rep.bytes += size
+            except (ShardDamage, ValueError) as e:
+                rep.damaged.append(Damage(str(p), str(e)))
+            except OSError as e:
+                rep.damaged.append(Damage(str(p), f"unreadable ({e.strerror})"))
+        if len(list(d.glob("chunk-*.safetensors"))) < meta["n_chunks"]:
+            rep.incomplete.append(str(d))
     rep.seconds = time.perf_counter() - t0
     return rep

@@ -1,0 +1,108 @@
+"""Layer statistics (CKA's store) verify what they read, as the output store does: a damaged chunk or
+meta.json is moved aside and recomputed by the next pass (only that chunk), damage found while CKA reads
+is one line, and `beyond-inet verify` checks them too."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from beyond_inet.engine import layer_stats as ls
+from beyond_inet.engine.layer_stats import LayerStats, StatsConfig, compute_layer_stats
+from beyond_inet.engine.store import StoreDamaged
+
+CFG = StatsConfig(n_images=12, batch_size=4, types=("block",), reduce="mean")
+
+
+@pytest.fixture
+def stored(tiny_imagenet, tmp_path, monkeypatch):
+    from beyond_inet.engine.plan import DatasetCache
+    from beyond_inet.models import create_model
+
+    monkeypatch.setattr(ls, "SHARD_SIZE", 4)  # one batch per chunk: 3 chunks
+    model = create_model("timm:test_vit@random")
+    ds, pos, fp = DatasetCache(str(tiny_imagenet), None).get("imagenet-val")
+
+    def again(damaged=None):
+        return compute_layer_stats(model, ds, pos, "imagenet-val", fp, tmp_path / "layer-stats", CFG,
+                                   damaged=damaged)
+
+    stats = again()
+    good = {c: stats.chunk_path(c).read_bytes() for c in range(stats.n_chunks)}
+    return stats, good, again, model
+
+
+def _flip_last(p: Path) -> None:
+    b = bytearray(p.read_bytes())
+    b[-5] ^= 0x20  # a byte of the last Gram matrix: only the hash can see it
+    p.write_bytes(bytes(b))
+
+
+DAMAGES = {
+    "flipped-bytes": lambda st: _flip_last(st.chunk_path(1)),
+    "copied-over": lambda st: shutil.copyfile(st.chunk_path(0), st.chunk_path(1)),
+    "truncated": lambda st: st.chunk_path(1).write_bytes(st.chunk_path(1).read_bytes()[:300]),
+    "empty": lambda st: st.chunk_path(1).write_bytes(b""),
+}
+
+
+def test_chunks_carry_a_hash_and_their_index(stored):
+    from beyond_inet.engine.store import open_file, read_safetensors_head
+
+    stats, _, _, _ = stored
+    f, size = open_file(stats.chunk_path(2))
+    with f:
+        head = read_safetensors_head(f, size, "batches")
+    assert [name for name, _ in head.hashes] == ["xxh3_64"] and head.meta["chunk"] == 2
+
+
+@pytest.mark.parametrize("kind", list(DAMAGES))
+def test_a_damaged_chunk_is_moved_aside_and_only_it_recomputed(stored, kind):
+    stats, good, again, model = stored
+    DAMAGES[kind](stats)
+    ls.FORWARD_CALLS.clear()
+    found = []
+    redone = again(found)
+    assert ls.FORWARD_CALLS.get(model.spec, 0) == 1  # chunk 1's one batch, nothing else
+    assert [Path(d.path).name for d in found] == ["chunk-00001.safetensors"]
+    assert Path(found[0].moved_to).exists()
+    assert {c: redone.chunk_path(c).read_bytes() for c in range(3)} == good
+    assert len(list(redone.batches())) == 3
+
+
+def test_a_corrupt_meta_json_is_moved_aside_and_the_statistics_recomputed(stored):
+    stats, good, again, model = stored
+    (stats.root / "meta.json").write_text('{"n_chunks": 3, "lay')
+    ls.FORWARD_CALLS.clear()
+    found = []
+    redone = again(found)
+    assert [Path(d.path).name for d in found] == ["meta.json"] and ls.FORWARD_CALLS[model.spec] == 3
+    assert {c: redone.chunk_path(c).read_bytes() for c in range(3)} == good
+    assert json.loads((stats.root / "meta.json").read_text())["n_chunks"] == 3
+
+
+def test_damage_found_while_cka_reads_is_one_line_and_the_next_pass_recomputes(stored):
+    stats, good, again, model = stored
+    _flip_last(stats.chunk_path(2))
+    with pytest.raises(StoreDamaged, match="chunk-00002.safetensors are damaged \\(checksum mismatch") as e:
+        list(LayerStats.open(stats.root).batches())
+    assert "\n" not in str(e.value) and not stats.chunk_path(2).exists()
+    ls.FORWARD_CALLS.clear()
+    redone = again()
+    assert ls.FORWARD_CALLS[model.spec] == 1 and redone.chunk_path(2).read_bytes() == good[2]
+
+
+def test_verify_command_checks_layer_statistics(stored, capsys):
+    from beyond_inet.cli import main
+
+    stats, _, _, _ = stored
+    out = stats.root.parent.parent
+    assert main(["verify", str(out)]) == 0
+    assert "1 layer-statistics folders, 3 chunks" in capsys.readouterr().out
+    _flip_last(stats.chunk_path(0))
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "chunk-00000.safetensors (checksum mismatch" in err and len(err.strip().splitlines()) == 1
+    assert stats.chunk_path(0).exists()  # verify moves nothing
