@@ -150,7 +150,9 @@ def test_compute_gives_each_model_its_own_effective_robustness():
     base = timm_results.baseline("imagenet-r")
     hand = 0.75 - 1 / (1 + math.exp(-(base.slope * math.log(0.5 / 0.5) + base.intercept)))
     assert er[0].value == pytest.approx(hand, abs=1e-12)
-    assert er[0].n == 6 and er[0].ci_low < er[0].value < er[0].ci_high
+    # 6 images: a resample is all-correct or all-wrong often enough (logit infinite) that more than 2.5% of
+    # the replicates are undefined, so the interval is withheld rather than shown conditional.
+    assert er[0].n == 6 and np.isnan(er[0].ci_low) and np.isnan(er[0].ci_high)
     fit = res.artifacts["robustness/effective_robustness"]["baselines"]["imagenet-r"]
     assert fit["slope"] == base.slope and fit["n_models"] == len(base.models) and "standard" in fit["rule"]
     # without val there is nothing to predict from: said, not hidden
@@ -217,6 +219,11 @@ def test_compute_end_to_end_with_partial_imagenet_c():
     c_skip = [s for s in res.skips if s.dataset == "imagenet-c"][0]
     assert "fog severities 3,4,5" in c_skip.reason and "snow (all)" in c_skip.reason
     for r in res.rows:
+        if r.dataset == "variants" or r.metric == "effective_robustness":
+            # 2-6 images: resamples often miss a variant (average undefined) or are all-correct (logit
+            # infinite) in more than 2.5% of replicates: the interval is withheld, not shown conditional
+            assert np.isnan(r.ci_low) and np.isnan(r.ci_high), (r.dataset, r.metric)
+            continue
         assert r.ci_low <= r.value + 1e-12 and r.value <= r.ci_high + 1e-12, (r.dataset, r.metric)
     json.dumps(res.artifacts, allow_nan=False)
 

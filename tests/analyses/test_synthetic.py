@@ -72,7 +72,9 @@ def test_compute(tmp_path, rule, worlds, light):
     assert rows[("pug-imagenet/Scene_Light", f"top1_{rule}")].value == light
     avg = rows[("pug-imagenet", f"top1_avg_{rule}")]
     assert avg.value == pytest.approx((worlds + light) / 2) and avg.n == 6
-    assert avg.ci_low <= avg.value <= avg.ci_high
+    # 6 images over two factors: resamples that miss a factor (its accuracy undefined) are over 2.5% of
+    # them, so the average's interval is withheld; each factor's own interval stays.
+    assert np.isnan(avg.ci_low) and np.isnan(avg.ci_high)
     (skip,) = [s for s in res.skips if "not available" in s.reason]
     assert all(f in skip.reason for f in FACTORS if f not in ("Worlds", "Scene_Light"))
     assert res.artifacts["synthetic/pug"]["rule"] == rule

@@ -36,21 +36,36 @@ def replicate_indices(n: int, n_boot: int, seed: int):
         done += b
 
 
+def defined_replicates(values: np.ndarray, alpha: float = ALPHA) -> np.ndarray | None:
+    """The finite replicate values, or None when too many are undefined to use the rest.
+
+    A ratio statistic is undefined (NaN) in a resample that draws none of the units of its denominator
+    (e.g. a shape bias over 3 cue decisions). Dropping those replicates makes the interval conditional on
+    the denominator being drawn; when more than alpha/2 of them are dropped, that conditioning can move a
+    percentile bound by more than its whole tail, so the interval (and the p-value) is withheld, not
+    shown too narrow. Below that, the few dropped replicates are a small, stated approximation."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    ok = np.isfinite(v)
+    if not ok.any() or (~ok).sum() > (alpha / 2) * v.size:
+        return None
+    return v[ok]
+
+
 def percentile_interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
-    """The (alpha/2, 1 - alpha/2) quantiles of replicate values, non-finite replicates dropped."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    """The (alpha/2, 1 - alpha/2) quantiles of replicate values; NaN when more than alpha/2 of the
+    replicates are undefined (``defined_replicates``)."""
+    v = defined_replicates(values, alpha)
+    if v is None:
         return math.nan, math.nan
     lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
 def bootstrap_p(diffs: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a zero difference from replicate differences."""
-    d = np.asarray(diffs, np.float64)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
+    """Two-sided bootstrap p-value of a zero difference from replicate differences (NaN when too many
+    replicates are undefined, as for the interval)."""
+    d = defined_replicates(diffs)
+    if d is None:
         return math.nan
     # (1 + count) / (B + 1): a p-value of exactly 0 from B replicates would survive any Holm correction.
     tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
@@ -148,17 +163,14 @@ def resampled_sums(values: np.ndarray, n_boot: int, seed: int) -> Iterator[tuple
 
 
 def percentile_ci(reps: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
-    """Column-wise percentile interval of replicate values [n_boot, k]; non-finite replicates dropped
-    (the convention of ``stats.bootstrap``)."""
+    """Column-wise ``percentile_interval`` of replicate values [n_boot, k]."""
     reps = np.asarray(reps, np.float64)
     if reps.ndim == 1:
         reps = reps[:, None]
     lo = np.full(reps.shape[1], math.nan)
     hi = np.full(reps.shape[1], math.nan)
     for j in range(reps.shape[1]):
-        col = reps[:, j][np.isfinite(reps[:, j])]
-        if col.size:
-            lo[j], hi[j] = np.quantile(col, [alpha / 2, 1 - alpha / 2])
+        lo[j], hi[j] = percentile_interval(reps[:, j], alpha)
     return lo, hi
 
 
