@@ -35,11 +35,11 @@ def worker_setup() -> None:
         return
     inner = ray_executor.execute_job
 
-    def crashing(job, cfg, model=None, datasets=None, progress=None, task=None, shards=None):
+    def crashing(job, cfg, model=None, datasets=None, progress=None, task=None, shards=None, **kw):
         if shards == [1] and job.resolution is None and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)  # the worker process dies in the middle of its sub-job
-        return inner(job, cfg, model, datasets, progress, task, shards)
+        return inner(job, cfg, model, datasets, progress, task, shards, **kw)
 
     ray_executor.execute_job = crashing
 
@@ -100,6 +100,40 @@ def test_shard_subsets_compose_to_the_full_run(tmp_path, tiny_shards):
     finally:
         torch.set_num_threads(before)
     assert store_files(tmp_path / "split") == ref
+
+
+def test_a_worker_rebuilds_each_resolution_once_for_all_its_sub_jobs(tmp_path, tiny_shards, monkeypatch):
+    """A Ray worker runs many sub-jobs of one job: the res-128 model is rebuilt once per worker, not once
+    per sub-job, and the files are the bytes of the local run. (`run_subjob` is what an actor calls; here
+    it runs in this process, without Ray.)"""
+    from beyond_inet.engine import ray_executor
+    from beyond_inet.models import base, create_model
+
+    make_imagenet_val(tmp_path / "data", n=20)
+    _, _, ref = _local(tmp_path, create_model(SPEC))
+    cfg, datasets, jobs = _plan(tmp_path, "worker", create_model(SPEC))
+    (job,) = jobs
+    rebuilt = []
+    real = base.VisionModel.rebuild
+
+    def counting(self, resolution):
+        rebuilt.append(resolution)
+        return real(self, resolution)
+
+    monkeypatch.setattr(base.VisionModel, "rebuild", counting)
+    monkeypatch.setattr(ray_executor, "_WORKER_MODEL", {})
+    monkeypatch.setattr(ray_executor, "_WORKER_VARIANTS", {})
+    execute_job(job, cfg, create_model(SPEC), datasets, shards=[])  # the driver writes meta.json first
+    rebuilt.clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for shards in ([0], [1], [2]):
+            ray_executor.run_subjob(job, cfg, shards, None, None)
+    finally:
+        torch.set_num_threads(before)
+    assert rebuilt.count(128) == 1  # three sub-jobs, one rebuild
+    assert store_files(tmp_path / "worker") == ref
 
 
 @pytest.mark.ray

@@ -30,17 +30,23 @@ class ExecConfig:
 
 
 def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | None = None,
-                progress=None, task=None, shards: list[int] | None = None) -> PassStats:
+                progress=None, task=None, shards: list[int] | None = None,
+                variants: dict | None = None) -> PassStats:
     """Run one job's missing shards (builds the model and opens the dataset if not given).
 
-    `shards` restricts the run to those shards (a Ray sub-job); `[]` only creates the store entries."""
+    `shards` restricts the run to those shards (a Ray sub-job); `[]` only creates the store entries.
+    `variants` (resolution -> model rebuilt at it) is filled and reused: a Ray worker passes the same dict
+    to every sub-job of a model, so each resolution is rebuilt once per worker, not once per sub-job."""
     from beyond_inet.models import create_model
 
     if model is None:
         model = create_model(job.model, logit_scale=cfg.logit_scale)
     if job.resolution:
         model = model.rebuild(job.resolution)
-    variants: dict[int | None, object] = {None: model}  # the resolution variants, built once each
+    if variants is None or variants.get(None) is not model:  # a cache for another model: start afresh
+        variants = {} if variants is None else variants
+        variants.clear()
+        variants[None] = model
     for v in job.views:
         r = job.view_res.get(v)
         if r not in variants:

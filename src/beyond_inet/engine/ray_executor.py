@@ -36,8 +36,10 @@ from beyond_inet.errors import RunFailed
 
 log = logging.getLogger("beyond_inet")
 
-# Per worker process: the last model built (one at a time keeps memory bounded) and opened datasets.
+# Per worker process: the last model built (one at a time keeps memory bounded), its resolution variants
+# (the views' models rebuilt at 112/336/... px, reused by every sub-job) and opened datasets.
 _WORKER_MODEL: dict[tuple, object] = {}
+_WORKER_VARIANTS: dict = {}
 _WORKER_DATASETS: dict[tuple, DatasetCache] = {}
 
 
@@ -73,6 +75,7 @@ def _worker_model(spec: str, logit_scale: float | None, resolution: int | None =
         from beyond_inet.models import create_model
 
         _WORKER_MODEL.clear()
+        _WORKER_VARIANTS.clear()
         _WORKER_MODEL[base_key] = create_model(spec, logit_scale=logit_scale)
     key = (spec, logit_scale, resolution)
     if key not in _WORKER_MODEL:
@@ -103,7 +106,7 @@ def run_subjob(job: Job, cfg: ExecConfig, shards: list[int], weights_id: str | N
                              f"{datasets.missing.get(job.dataset)} (the data root must be on a shared filesystem)")
     if fingerprint is not None and got[2] != fingerprint:
         raise WorkerMismatch(f"worker sees another sample list for {job.dataset} under {cfg.data_root}")
-    return execute_job(job, cfg, model, datasets, shards=shards)
+    return execute_job(job, cfg, model, datasets, shards=shards, variants=_WORKER_VARIANTS)
 
 
 class _Worker:
