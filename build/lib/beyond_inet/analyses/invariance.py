@@ -1,0 +1,169 @@
+"""Transformation invariance: accuracy under zoom (scale), shifted crops and input resolution (paper §2.7).
+
+Views (see ``data.views``): ``scale-<s>`` (s in 1, 1.25, 1.5, 2, 3), ``shift-<px>`` (0, 5, 30, 75, 100) and
+``res-<r>`` (112, 224, 336, 512, 640); the lists can be overridden with the options ``invariance_scales``,
+``invariance_shifts``, ``invariance_resolutions``. Data: ``imagenet-val``, or ``imagenet-sample`` when the
+val set is absent (the rows' dataset says which was used).
+
+Per view, on the samples present in every fetched view (matched by id, so an image one view skipped does
+not bias the curve):
+  ``top1_<kind>_<x>``       top-1 accuracy (e.g. ``top1_scale_1.25``, ``top1_shift_30``, ``top1_res_336``);
+  ``agree_<kind>_<x>``      label-free: fraction whose top-1 equals the top-1 under the ``standard`` view;
+  ``true_prob_<kind>_<x>``  mean softmax probability of the true class (the paper's ``correct_class_prob``).
+Artifacts ``invariance/<kind>`` hold the curves.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from beyond_inet.analyses import stats
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Skip,
+                                       register_analysis)
+from beyond_inet.data.labelspaces import in_truth, truth_sets
+
+DEFAULT_SCALES: tuple[float, ...] = (1, 1.25, 1.5, 2, 3)
+DEFAULT_SHIFTS: tuple[int, ...] = (0, 5, 30, 75, 100)
+DEFAULT_RESOLUTIONS: tuple[int, ...] = (112, 224, 336, 512, 640)
+KINDS = ("scale", "shift", "res")
+
+
+def fmt_value(x: float) -> str:
+    """1 -> '1', 1.25 -> '1.25', 2.0 -> '2' (the spelling used in view and metric names)."""
+    return f"{float(x):g}"
+
+
+def view_name(kind: str, x: float) -> str:
+    return f"{kind}-{fmt_value(x)}"
+
+
+def sweep(ctx: Context) -> dict[str, list[float]]:
+    """The sweep values per kind, honouring the option overrides."""
+    return {
+        "scale": [float(v) for v in ctx.option_list("invariance_scales", DEFAULT_SCALES)],
+        "shift": [int(v) for v in ctx.option_list("invariance_shifts", DEFAULT_SHIFTS)],
+        "res": [int(v) for v in ctx.option_list("invariance_resolutions", DEFAULT_RESOLUTIONS)],
+    }
+
+
+def choose_dataset(ctx: Context) -> str:
+    """The `invariance_dataset` option, else ``imagenet-val`` when present, else ``imagenet-sample`` when
+    present, else ``imagenet-val`` (-> a skip)."""
+    if ctx.options.get("invariance_dataset"):
+        return str(ctx.options["invariance_dataset"])
+    if ctx.available("imagenet-val"):
+        return "imagenet-val"
+    if ctx.available("imagenet-sample"):
+        return "imagenet-sample"
+    return "imagenet-val"
+
+
+def common_ids(outputs: Sequence[Outputs]) -> list[str]:
+    """Ids present in every output, in the order of the first."""
+    keep = set(outputs[0].ids)
+    for o in outputs[1:]:
+        keep &= set(o.ids)
+    return [i for i in outputs[0].ids if i in keep]
+
+
+def align(out: Outputs, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, labels, truth sets) of `out` reordered to `ids` (all must be present)."""
+    pos = {sid: k for k, sid in enumerate(out.ids)}
+    idx = np.array([pos[i] for i in ids], dtype=np.int64)
+    return out.logits[idx], out.labels[idx], truth_sets(out.labels, out.multilabels)[idx]
+
+
+def view_metrics(logits: np.ndarray, labels: np.ndarray, ref_pred: np.ndarray | None,
+                 truth: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-sample values and the mask of samples they cover: top-1 (the dataset's label rule,
+    ``labelspaces.truth_sets``), true-class probability (single-labelled samples) and agreement with
+    `ref_pred` (every sample)."""
+    pred = logits.argmax(axis=1)
+    truth = truth_sets(labels, None) if truth is None else truth
+    has = (truth >= 0).any(axis=1)
+    lab = labels >= 0
+    from scipy.special import softmax  # scipy loads after inference (tests/engine/test_import_footprint.py)
+
+    p = softmax(np.asarray(logits[lab], np.float64), axis=1)
+    out = {
+        "top1": (in_truth(pred[has], truth[has]), has),
+        "true_prob": (p[np.arange(p.shape[0]), labels[lab]], lab),
+    }
+    if ref_pred is not None:
+        out["agree"] = ((pred == ref_pred).astype(np.float64), np.ones(pred.size, bool))
+    return out
+
+
+@register_analysis
+class Invariance(Analysis):
+    name = "invariance"
+    description = "Top-1, agreement with the standard view and true-class probability under scale, shift, resolution"
+
+    def requests(self, ctx: Context) -> list[Request]:
+        ds = choose_dataset(ctx)
+        reqs = [Request(ds, "standard")]
+        for kind, values in sweep(ctx).items():
+            reqs += [Request(ds, view_name(kind, v)) for v in values]
+        return reqs
+
+    def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        res = AnalysisResult()
+        ds = choose_dataset(ctx)
+        std = fetch(Request(ds, "standard"))
+        fetched: dict[tuple[str, float], Outputs] = {}
+        for kind, values in sweep(ctx).items():
+            for v in values:
+                o = fetch(Request(ds, view_name(kind, v)))
+                if o is None:
+                    res.skips.append(Skip(self.name, model, ds, f"no outputs for view {view_name(kind, v)!r}"))
+                else:
+                    fetched[(kind, v)] = o
+        if not fetched:
+            res.skips.append(Skip(self.name, model, ds, f"{ds}: no outputs for any invariance view"))
+            return res
+        if std is None:
+            res.skips.append(Skip(self.name, model, ds, "no standard-view outputs: agreement rows left out"))
+        everything = list(fetched.values()) + ([std] if std is not None else [])
+        ids = common_ids(everything)
+        if not ids:
+            res.skips.append(Skip(self.name, model, ds, "the views share no sample ids"))
+            return res
+        dropped = len(set().union(*(o.ids for o in everything))) - len(ids)
+        if dropped:
+            res.skips.append(Skip(self.name, model, ds, f"{dropped} samples missing from some view were left out"))
+        ref_pred = align(std, ids)[0].argmax(axis=1) if std is not None else None
+
+        curves: dict[str, dict[str, Any]] = {k: {"x": [], "top1": [], "agree": [], "true_prob": [], "n": len(ids),
+                                                 "dataset": ds} for k in KINDS}
+        per_kind: dict[str, tuple[list[np.ndarray], list[str]]] = {k: ([], []) for k in KINDS}
+        for (kind, v), o in fetched.items():
+            logits, labels, truth = align(o, ids)
+            m = view_metrics(logits, labels, ref_pred, truth)
+            x = fmt_value(v).replace("-", "m")
+            curves[kind]["x"].append(float(v))
+            for metric in ("top1", "agree", "true_prob"):
+                if metric not in m:
+                    curves[kind][metric].append(math.nan)
+                    continue
+                vals, mask = m[metric]
+                units = [i for i, k in zip(ids, mask) if k]
+                res.metrics.append(stats.mean_metric(ds, f"{metric}_{kind}_{x}", vals, units,
+                                                     unit="fraction" if metric != "true_prob" else "probability"))
+                curves[kind][metric].append(float(vals.mean()) if vals.size else math.nan)
+                if metric == "top1":
+                    per_kind[kind][0].append(vals)
+                    per_kind[kind][1].extend(units)
+        for kind, (vals, units) in per_kind.items():
+            if vals:  # every view's rows of one image are ONE resampling unit
+                res.metrics.append(stats.mean_metric(ds, f"top1_mean_{kind}", np.concatenate(vals), units,
+                                                     description=f"mean top-1 over the {len(vals)} {kind} views"))
+        for kind in KINDS:
+            if curves[kind]["x"]:
+                order = np.argsort(curves[kind]["x"], kind="stable")
+                c = curves[kind]
+                for key in ("x", "top1", "agree", "true_prob"):
+                    c[key] = [c[key][i] for i in order]
+                res.artifacts[f"invariance/{kind}"] = c
+        return res

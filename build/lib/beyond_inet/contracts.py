@@ -1,0 +1,194 @@
+"""Shared contracts: the plain data every layer exchanges, in one leaf module.
+
+Nothing here imports from beyond_inet, so models, data, engine, analyses and report can all depend on
+it without cycles. What lives here:
+
+* ``Outputs``: per-sample outputs of one model on one (dataset, view) (what the engine stores);
+* ``Request``: a (dataset, view) an analysis needs; ``Fetch`` / ``CrossFetch`` to get its outputs;
+* ``Row``, ``Skip``, ``AnalysisResult``: what analyses produce (the stable results schema);
+* ``Context``: what an analysis may know besides the outputs;
+* ``Metric``: a per-sample metric declaration (per-unit columns + finish + resampling units +
+  direction + unit), the ONE scoring rule from which values, CIs, paired tests and verdicts derive.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+# Fewer units than this and a metric is flagged "too few" and never marked best.
+MIN_UNITS = 30
+
+
+@dataclass
+class Outputs:
+    """Outputs of one model on one dataset under one view, in dataset order.
+
+    ids:      sample ids (for ImageNet val: the file name ``ILSVRC2012_val_XXXXXXXX.JPEG``).
+    labels:   int64 [N]; the label in the dataset's label space (see ``data.labelspaces``), -1 if none.
+    logits:   float32 [N, 1000] over the ImageNet-1k classes (sorted-wnid order).
+    features: float32 [N, D] pooled pre-logit features (CLIP: the image embedding).
+    multilabels: int64 [N, K] padded with -1, for multi-label sets (ImageNet-Hard); else None.
+    skipped:  ids of samples that could not be decoded (not in the arrays).
+    meta:     provenance: model spec, preprocessing, view, logit scale, dataset revision ...
+    """
+
+    ids: list[str]
+    labels: np.ndarray
+    logits: np.ndarray
+    features: np.ndarray
+    multilabels: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> "Outputs":
+        idx = np.flatnonzero(mask)
+        return Outputs(
+            ids=[self.ids[i] for i in idx],
+            labels=self.labels[idx],
+            logits=self.logits[idx],
+            features=self.features[idx],
+            multilabels=None if self.multilabels is None else self.multilabels[idx],
+            skipped=list(self.skipped),
+            meta=dict(self.meta),
+        )
+
+
+@dataclass(frozen=True)
+class Request:
+    """One set of per-sample outputs an analysis needs.
+
+    dataset: a catalog name, possibly with a part: ``imagenet-val``, ``imagenet-c/fog/3``,
+             ``pug-imagenet/Worlds``, ``vtab/cifar100/train``.
+    view:    a view name from ``data.views`` (``standard``, ``native``, ``scale-1.5``, ``shift-30``,
+             ``res-336`` ...). Resolution views make the engine rebuild the model at that size.
+    """
+
+    dataset: str
+    view: str = "standard"
+
+
+@dataclass
+class Row:
+    """One tidy result row: the stable `results.csv` schema."""
+
+    model: str
+    dataset: str
+    analysis: str
+    metric: str
+    value: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    n: int = 0
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("model", "dataset", "analysis", "metric", "value", "ci_low", "ci_high", "n")
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+
+@dataclass
+class Skip:
+    """Something an analysis could not do, and why (shown in the report)."""
+
+    analysis: str
+    model: str
+    dataset: str
+    reason: str
+
+
+# finish(column sums [b, k]) -> metric values [b]; row 0 of a point estimate is the full-data sums.
+Finish = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Metric:
+    """One metric, declared per sample (the lm-evaluation-harness pattern).
+
+    columns: float [n_rows, k], what each row contributes; every statistic is a function of the
+             column SUMS over rows (means carry a count column, ECE per-bin counts and sums ...).
+    units:   the resampling unit of each row (an image id). Rows that share a unit (one image in the
+             75 ImageNet-C parts, or in several views) are resampled together: ONE unit.
+    finish:  column sums [b, k] -> values [b]; must be vectorised over b.
+    rests_on: column whose per-unit sum > 0 marks a unit the metric rests on (shape bias: shape-or-
+             texture decisions); None = every unit.
+    test:    "mcnemar" for an accuracy (column 0 = correct 0/1, one row per unit), else "bootstrap".
+    """
+
+    dataset: str
+    metric: str
+    columns: np.ndarray
+    units: Sequence[str]
+    finish: Finish
+    higher_is_better: bool | None = True
+    unit: str = "fraction"
+    rests_on: int | None = None
+    test: str = "bootstrap"
+    description: str = ""
+    # What the columns stand for, when that can differ between models (the groups of a grouped mean: the
+    # ImageNet-C parts or robustness variants a model has). Paired tests compare only equal layouts.
+    layout: tuple = ()
+
+    def __post_init__(self) -> None:
+        self.columns = np.asarray(self.columns, np.float64)
+        if self.columns.ndim == 1:
+            self.columns = self.columns[:, None]
+        if self.columns.shape[0] != len(self.units):
+            raise ValueError(f"{self.metric}: {self.columns.shape[0]} rows but {len(self.units)} unit ids")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.dataset, self.metric
+
+
+@dataclass
+class AnalysisResult:
+    rows: list[Row] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    # JSON-able data for figures (reliability bins, per-class shape bias, curves ...), keyed by name.
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    # Per-sample declarations behind the rows (scored by the pipeline/base class into rows).
+    metrics: list[Metric] = field(default_factory=list)
+
+    def extend(self, other: "AnalysisResult") -> None:
+        self.rows += other.rows
+        self.skips += other.skips
+        self.artifacts.update(other.artifacts)
+        self.metrics += other.metrics
+
+
+@dataclass
+class Context:
+    """What an analysis may know besides the outputs: the data root, catalog and options."""
+
+    data_root: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+    # Filled by the pipeline: does the catalog find this dataset name under the data root?
+    available: Callable[[str], bool] = lambda name: False
+    # Parts of a multi-part dataset that are present, e.g. parts("imagenet-c") -> ["fog/1", ...].
+    parts: Callable[[str], list[str]] = lambda name: []
+    seed: int = 0
+    n_boot: int = 1000
+    # The analyses of this run (a cross-model analysis such as the paired tests compares theirs).
+    analyses: tuple[str, ...] = ()
+
+    def option_list(self, key: str, default) -> list:
+        """An option that holds a list; a single value or a comma-separated string (from the command
+        line's ``--option key=a,b``) becomes a list too."""
+        v = self.options.get(key, default)
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        if isinstance(v, (int, float)):
+            return [v]
+        return list(v)
+
+
+# fetch(request) -> Outputs, or None when that dataset is absent (the pipeline records why).
+Fetch = Callable[[Request], "Outputs | None"]
+# cross-model fetch(model spec, request) -> that model's stored outputs, loaded lazily, or None.
+CrossFetch = Callable[[str, Request], "Outputs | None"]

@@ -1,0 +1,1 @@
+"""Data: dataset catalog, readers for on-disk layouts, label spaces and views."""

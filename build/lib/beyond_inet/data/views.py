@@ -1,0 +1,127 @@
+"""Views: named, deterministic image transforms built from a model's preprocessing.
+
+A view turns a decoded RGB PIL image into the normalised tensor the model sees. Several views of
+one dataset are cut from one decoded image in the loader worker (see ``engine.infer``).
+
+Names (stable, used in store keys and results):
+  standard       the model's own eval preprocessing
+  native         no resize/crop when the image already has the model's input size (cue-conflict
+                 protocol of model-vs-human), else ``standard``
+  scale-<s>      Resize(int(s * B)) bilinear + CenterCrop(input), B = the model's resize size
+  shift-<px>     the standard crop box in original pixels, moved <px> along the longer side,
+                 cropped with zero padding, resized to input x input (paper §2.7)
+  res-<r>        Resize(int(r * B / input)) + CenterCrop(r); the engine rebuilds the model at r
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
+
+from beyond_inet.errors import UserError
+from beyond_inet.models.base import Preprocessing
+
+ViewFn = Callable[[Image.Image], torch.Tensor]
+
+_INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+           "nearest": InterpolationMode.NEAREST}
+
+
+def _interp(name: str) -> InterpolationMode:
+    return _INTERP.get(name, InterpolationMode.BICUBIC)
+
+
+def _normalize(img: Image.Image, pre: Preprocessing) -> torch.Tensor:
+    return F.normalize(F.to_tensor(img), pre.mean, pre.std)
+
+
+def _to_uint8(img: Image.Image, pre: Preprocessing) -> torch.Tensor:
+    return F.pil_to_tensor(img)
+
+
+def standard_view(pre: Preprocessing, finish=_normalize) -> ViewFn:
+    def fn(img: Image.Image) -> torch.Tensor:
+        img = F.resize(img, pre.resize, interpolation=_interp(pre.interpolation), antialias=True)
+        return finish(F.center_crop(img, pre.input_size), pre)
+
+    return fn
+
+
+def native_view(pre: Preprocessing, finish=_normalize) -> ViewFn:
+    std = standard_view(pre, finish)
+
+    def fn(img: Image.Image) -> torch.Tensor:
+        if img.size == (pre.input_size, pre.input_size):
+            return finish(img, pre)
+        return std(img)
+
+    return fn
+
+
+def scale_view(pre: Preprocessing, s: float, finish=_normalize) -> ViewFn:
+    def fn(img: Image.Image) -> torch.Tensor:
+        img = F.resize(img, int(s * pre.resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return finish(F.center_crop(img, pre.input_size), pre)
+
+    return fn
+
+
+def shift_box(w: int, h: int, pre: Preprocessing, shift: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the shifted crop in original-image pixels."""
+    scale = pre.resize / min(w, h)
+    crop = pre.input_size / scale  # the standard crop's side in original pixels
+    top = int(round((h - crop) / 2.0))
+    left = int(round((w - crop) / 2.0))
+    side = int(round(crop))
+    if w > h:
+        left += shift
+    else:
+        top += shift
+    return top, left, side, side
+
+
+def shift_view(pre: Preprocessing, shift: int, finish=_normalize) -> ViewFn:
+    def fn(img: Image.Image) -> torch.Tensor:
+        top, left, hh, ww = shift_box(img.width, img.height, pre, shift)
+        img = F.crop(img, top, left, hh, ww)  # zero-pads past the border
+        img = F.resize(img, [pre.input_size, pre.input_size], interpolation=InterpolationMode.BILINEAR,
+                       antialias=True)
+        return finish(img, pre)
+
+    return fn
+
+
+def resolution_of(view: str) -> int | None:
+    """The input resolution a ``res-<r>`` view asks the model to be rebuilt at."""
+    return int(view[4:]) if view.startswith("res-") else None
+
+
+def normalize_uint8(x: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """A uint8 batch [B, 3, H, W] from `build_view(..., uint8=True)` -> exactly the float batch that
+    `build_view` would have produced (same ops, same order: bit-identical)."""
+    return F.normalize(x.float().div(255), pre.mean, pre.std)
+
+
+def build_view(view: str, pre: Preprocessing, uint8: bool = False) -> ViewFn:
+    """The transform for `view` given the (already rebuilt, for res views) model preprocessing.
+
+    uint8=True stops before normalisation: loader workers then ship 4x fewer bytes through shared
+    memory (and to the GPU), and the engine applies `normalize_uint8` on the device."""
+    finish = _to_uint8 if uint8 else _normalize
+    try:
+        if view == "standard":
+            return standard_view(pre, finish)
+        if view == "native":
+            return native_view(pre, finish)
+        if view.startswith("scale-"):
+            return scale_view(pre, float(view[6:]), finish)
+        if view.startswith("shift-"):
+            return shift_view(pre, int(view[6:]), finish)
+        if view.startswith("res-"):
+            return standard_view(pre, finish)  # pre is the rebuilt model's: Resize(r*B/input)+CenterCrop(r)
+    except ValueError:
+        pass
+    raise UserError(f"unknown view {view!r}; use standard, native, scale-<s>, shift-<px> or res-<r>")

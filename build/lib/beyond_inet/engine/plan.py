@@ -1,0 +1,170 @@
+"""Planning: turn (models x analyses) into deduplicated inference jobs, skipping what is stored.
+
+A job is one pass of one model over one dataset for every view it needs: each image is decoded once
+and every view, at every input resolution (`res-*` views run on the model rebuilt at that size), is cut
+from it. Jobs are plain data (picklable), so any executor can run them.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from beyond_inet import ENGINE_VERSION
+from beyond_inet.contracts import Request
+from beyond_inet.data import catalog
+from beyond_inet.data.readers import ImageDataset
+from beyond_inet.data.views import resolution_of
+from beyond_inet.engine.store import Store, make_key
+from beyond_inet.errors import DatasetMissing, UserError
+
+
+def select_positions(n: int, limit: int | None) -> np.ndarray:
+    """All positions, or `limit` evenly spaced ones (spans the classes of a class-sorted dataset)."""
+    if not limit or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+@dataclass
+class Job:
+    model: str
+    dataset: str
+    views: list[str]
+    resolution: int | None
+    keys: dict[str, str]  # view -> store key
+    n_samples: int
+    shards: list[int] = field(default_factory=list)  # shards still missing (union over views)
+    view_res: dict[str, int] = field(default_factory=dict)  # view -> resolution the model is rebuilt at
+
+    @property
+    def label(self) -> str:
+        res = f"@{self.resolution}px" if self.resolution else ""
+        return f"{self.model}{res} on {self.dataset} [{', '.join(self.views)}]"
+
+    def resolution_of(self, view: str) -> int | None:
+        """The input size `view` runs at (None: the model's own)."""
+        return self.view_res.get(view) or self.resolution
+
+
+def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
+              info: dict, numerics: str = "fp32", decoding: str = "") -> str:
+    """`numerics` names what changes the numbers without changing the model: fp32 vs bf16 autocast, and
+    GPU vs CPU JPEG decoding. Outputs computed under different numerics are kept apart. `decoding` names a
+    non-default image decoding (``exif_transpose``); default-decoded keys stay as they were."""
+    fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
+              "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION}
+    if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
+        fields["numerics"] = numerics
+    if decoding:
+        fields["decoding"] = decoding
+    return make_key(fields)
+
+
+def exif_transpose_option(options: dict) -> bool:
+    """The ``exif_transpose`` run option (``--option exif_transpose=1``) as a bool; bad values are a UserError."""
+    v = options.get("exif_transpose", 0)
+    text = str(v).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UserError(f"--option exif_transpose={v!r}: use 1 (apply EXIF orientation) or 0 (ignore it, the default)")
+
+
+def numerics_of(device: str, amp: bool, gpu_decode: bool) -> str:
+    cuda = str(device).startswith("cuda")
+    parts = ["bf16" if cuda and amp else "fp32"] + (["gpu-decode"] if cuda and gpu_decode else [])
+    return "+".join(parts)
+
+
+class DatasetCache:
+    """Opens each dataset once per run; remembers why a dataset could not be opened."""
+
+    def __init__(self, data_root: str | None, limit: int | None, exif_transpose: bool = False):
+        self.data_root, self.limit, self.exif_transpose = data_root, limit, exif_transpose
+        self._open: dict[str, tuple[ImageDataset, np.ndarray, str]] = {}
+        self.missing: dict[str, str] = {}  # every dataset that could not be opened, and why
+        self.refused: dict[str, str] = {}  # those of them that are present but unusable (bad layout or labels)
+
+    @property
+    def decoding(self) -> str:
+        """The store key's name for how images are decoded ("" for the default)."""
+        return "exif_transpose" if self.exif_transpose else ""
+
+    def get(self, name: str) -> tuple[ImageDataset, np.ndarray, str] | None:
+        if name in self._open:
+            return self._open[name]
+        if name in self.missing:
+            return None
+        try:
+            ds = catalog.open_dataset(name, self.data_root, exif_transpose=self.exif_transpose)
+        except DatasetMissing as e:
+            self.missing[name] = str(e)
+            return None
+        except UserError as e:
+            self.missing[name] = self.refused[name] = str(e)
+            return None
+        pos = select_positions(len(ds), self.limit)
+        fp = ds.fingerprint() if len(pos) == len(ds) else _fingerprint_subset(ds, pos)
+        self._open[name] = (ds, pos, fp)
+        return self._open[name]
+
+
+def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in pos:
+        h.update(f"{ds.sample_id(int(i))}\t{ds.label(int(i))}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store,
+                    numerics: str = "fp32") -> list[Job]:
+    """Jobs for one built model: one per dataset with all its views (every resolution), so each image is
+    decoded once; keep only missing shards."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    native = model.preprocessing.input_size
+    for req in requests:
+        if req.view not in groups[req.dataset]:
+            groups[req.dataset].append(req.view)
+    jobs = []
+    for dname, views in sorted(groups.items()):
+        got = datasets.get(dname)
+        if got is None:
+            continue
+        ds, pos, fp = got
+        view_res = {v: r for v in views if (r := resolution_of(v)) and r != native}
+
+        def key(v: str) -> str:
+            r = view_res.get(v)
+            pre = model.preprocessing if r is None else model.preprocessing.at_resolution(r)
+            # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
+            return store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v,
+                             dname, fp, datasets.limit, model.info, numerics,
+                             datasets.decoding)
+
+        keys = {v: key(v) for v in views}
+        missing: set[int] = set()
+        for v, k in keys.items():
+            entry = store.entry(k, len(pos))
+            # Shards are not read here: every byte is hashed as a shard is loaded, and a shard found damaged
+            # then is moved aside and recomputed by the same run (pipeline.load_outputs); reading them here
+            # too would cost a second pass over the data (docs/store.md).
+            missing |= set(entry.missing_shards())
+        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res))
+    return jobs
+
+
+def validate_spec(spec: str) -> None:
+    """Fail fast, before any work, on a spec no builder understands."""
+    from beyond_inet.models import ALIASES, _BUILDERS, resolve_alias
+
+    alias = resolve_alias(spec)
+    target = alias[0] if alias else spec
+    prefix, sep, _ = target.partition(":")
+    if not sep or prefix not in _BUILDERS:
+        raise UserError(f"unknown model spec {spec!r}; use timm:<name>, open_clip:<arch>@<tag>, hf:<repo>, "
+                        f"packaged:<name> or an alias ({', '.join(ALIASES)}); see `beyond-inet models`")

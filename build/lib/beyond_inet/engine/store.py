@@ -1,0 +1,824 @@
+"""The output store: per-sample outputs of one (model, dataset, view) in fixed-size shards.
+
+Layout: ``<out>/store/<key>/meta.json`` and ``shard-00000.safetensors`` ... Each shard covers a fixed
+range of sample positions and is written to a temp file then renamed, so a killed run loses at most the
+shard in flight and a rerun skips every shard already there. Shards are safetensors (deterministic
+bytes: a resumed run produces byte-identical files). The key hashes everything that changes outputs:
+weights, preprocessing, view, the dataset's sample list, logit scale and the engine version.
+
+Integrity (see docs/store.md): every shard records, in its own safetensors metadata, the range of
+sample positions it covers, the positions of its unreadable samples, and a content hash of the whole
+file (xxh3_64, computed with the hash field itself set to zeros; shards written before it carry a CRC-32,
+which is still checked). A load checks both in its one pass over the bytes (each piece is hashed right
+after it is read, straight into the final arrays), so flipped bytes, a truncated or empty file, a bad
+header and a shard copied over another are all caught at no second pass. A damaged file is moved aside
+to ``<name>.corrupt-<n>`` and the load raises StoreDamaged naming it; the pipeline then recomputes it in
+the same run. Two processes never compute the same shard: a writer first claims it with an
+``O_CREAT|O_EXCL`` lock file holding its host and pid (stale claims of dead processes are taken over).
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from beyond_inet import ENGINE_VERSION
+from beyond_inet.engine.outputs import Outputs
+from beyond_inet.errors import UserError
+
+SHARD_SIZE = 512
+LOCK_STALE_S = float(os.environ.get("BEYOND_INET_LOCK_STALE_S", 600))  # a claim not refreshed this long is dead
+LOCK_REFRESH_S = 30.0
+VERIFY_THREADS = min(8, os.cpu_count() or 1)  # shards read and checked at once
+# Content hashes a shard may carry, by metadata field: hex width, and the hash of three byte pieces (the
+# file before the field, the zeroed field, the rest). New shards get xxh3_64 (about 6x faster than zlib's
+# CRC-32 here, so checking costs little next to reading); CRC-32 shards from older runs are still verified.
+CHECKSUM = "xxh3_64"
+
+
+_HASH_WIDTH = {"xxh3_64": 16, "crc32": 8}  # hash field -> hex digits
+_HOST = socket.gethostname().replace(".", "_") or "localhost"
+
+
+class StoreWriteError(UserError):
+    """The store (or the output folder) could not be written: full disk, read-only, no permission."""
+
+
+class StoreDamaged(UserError):
+    """Stored files turned out damaged while being read; they have been moved aside (`damages`)."""
+
+    def __init__(self, message: str, damages: list | None = None):
+        super().__init__(message)
+        self.damages = list(damages or [])
+
+
+def make_key(fields: dict) -> str:
+    blob = json.dumps({**fields, "engine": ENGINE_VERSION}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def write_error(path: Path, exc: OSError, needed: int | None = None) -> StoreWriteError:
+    """One line that says which path could not be written and why (and, on a full disk, how much was needed)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(path.parent if not path.is_dir() else path).free
+            free_s = f"{_human(free)} free"
+        except OSError:
+            free_s = "free space unknown"
+        need = f"needed {_human(needed)} for this file, " if needed is not None else ""
+        return StoreWriteError(f"no space left on the device writing {path} ({need}{free_s}); free some space and "
+                               f"rerun the same command: everything already stored is kept")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreWriteError(f"cannot write {path}: {exc.strerror or exc} (read-only or not permitted); "
+                               f"give --out a writable folder")
+    return StoreWriteError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file named after this host and pid (so a later run knows when it is stray)."""
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        _write_file(tmp, data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise write_error(path, e, len(data)) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Shard bytes: written with a content hash and the positions; read back verified in one pass
+# --------------------------------------------------------------------------------------------------
+class ShardDamage(Exception):
+    """Why a shard file cannot be trusted (the message is the reason)."""
+
+
+@dataclass
+class Damage:
+    """A damaged file found in the store, and where it was moved."""
+
+    path: str
+    reason: str
+    moved_to: str | None = None
+
+
+class _Hasher:
+    """The streaming form of a shard hash (a field name of ``_HASH_WIDTH``), as fixed-width hex."""
+
+    def __init__(self, name: str):
+        self.name, self.width = name, _HASH_WIDTH[name]
+        self._xxh = xxhash.xxh3_64() if name == "xxh3_64" else None
+        self._crc = 0
+
+    def update(self, piece) -> None:
+        if self._xxh is not None:
+            self._xxh.update(piece)
+        else:
+            self._crc = zlib.crc32(piece, self._crc)
+
+    def hexdigest(self) -> str:
+        return f"{self._xxh.intdigest() if self._xxh is not None else self._crc:0{self.width}x}"
+
+
+def _hash_at(buf: bytes | memoryview, name: str) -> int:
+    """Where the hex digits of hash field `name` are in a shard's bytes (-1 when it has none).
+
+    The field is found as it appears in the (JSON-in-JSON) safetensors header, ``\\"name\\": \\"``; a
+    sample id holding the same text is escaped once more there, so it cannot match."""
+    n = int.from_bytes(bytes(buf[:8]), "little")
+    token = b'\\"' + name.encode() + b'\\": \\"'
+    i = bytes(buf[8:8 + n]).rfind(token)
+    return -1 if i < 0 else 8 + i + len(token)
+
+
+def _start_hash(name: str, head: bytes | memoryview, at: int) -> _Hasher:
+    """A hasher fed the first `len(head)` bytes of a file, with hash field `name` (at `at`) read as zeros."""
+    h, mv = _Hasher(name), memoryview(head)
+    h.update(mv[:at])
+    h.update(b"0" * h.width)
+    h.update(mv[at + h.width:])
+    return h
+
+
+def hashed_safetensors(tensors: dict[str, np.ndarray], key: str, meta: dict, checksum: str = CHECKSUM) -> bytes:
+    """A safetensors file whose one metadata entry `key` holds `meta` (as JSON) plus a hash of the whole
+    file (field `checksum`: "xxh3_64", or "crc32" as older runs wrote, kept to test that those still verify).
+    Read back, verified, with ``read_safetensors_head`` + ``read_tensors``."""
+    from safetensors.numpy import save
+
+    # One metadata key: safetensors keeps metadata in a hash map, so several keys come out in varying
+    # order and the bytes would differ between otherwise identical files.
+    width = _HASH_WIDTH[checksum]
+    body = json.dumps({**meta, checksum: "0" * width}, sort_keys=True)
+    data = save(tensors, metadata={key: body})
+    at = _hash_at(data, checksum)
+    return data[:at] + _start_hash(checksum, data, at).hexdigest().encode() + data[at + width:]
+
+
+def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM) -> bytes:
+    """A shard: a hashed safetensors file whose metadata ``samples`` holds `samples`."""
+    return hashed_safetensors(tensors, "samples", samples, checksum)
+
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_TENSORS = ("positions", "labels", "logits", "features")  # every shard has these (multilabels: some)
+
+
+@dataclass
+class ShardHead:
+    """What a (hashed safetensors) file's header says, checked against the file's size: all but its data.
+
+    The safetensors layout (8-byte header length, JSON header, packed data) is parsed here rather than by
+    `safetensors`, whose readers copy each tensor once more (on a cached rerun that copy cost as much as
+    the hash; benchmarks/bench_verify.py)."""
+
+    raw: bytes  # the file's first 8 + n bytes
+    meta: dict  # its one metadata entry (a shard's `samples`: ids, skipped, shard range, hash)
+    layout: list[tuple[str, np.dtype, tuple[int, ...], int]]  # (name, dtype, shape, nbytes) in file order
+    size: int  # the file's size in bytes
+    hashes: list[tuple[str, int]]  # (hash field, where its digits are in `raw`)
+
+    @property
+    def samples(self) -> dict:
+        return self.meta
+
+    @property
+    def rows(self) -> int:
+        return next(shape[0] for name, _, shape, _ in self.layout if name == "positions")
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return next((shape for n, _, shape, _ in self.layout if n == name), None)
+
+
+def _read_exact(f, k: int) -> bytes:
+    out = bytearray()
+    while len(out) < k:
+        piece = f.read(k - len(out))
+        if not piece:
+            break
+        out += piece
+    return bytes(out)
+
+
+def read_safetensors_head(f, size: int, key: str) -> ShardHead:
+    """Read and check the header of a safetensors file from open file `f` (at offset 0; `size` bytes long):
+    it parses, metadata entry `key` is a JSON object, its tensors tile the data exactly, and the position
+    of each hash field it names is found. Leaves `f` at the first data byte. Raises ShardDamage."""
+    head = _read_exact(f, 8)
+    if len(head) < 8 or size < 8:
+        raise ShardDamage(f"truncated ({size} bytes)" if size else "empty file")
+    n = int.from_bytes(head, "little")
+    if n <= 0 or 8 + n > size:
+        raise ShardDamage("truncated or bad header length")
+    raw = head + _read_exact(f, n)
+    if len(raw) < 8 + n:
+        raise ShardDamage("truncated (the file shrank while being read)")
+    try:
+        header = json.loads(raw[8:])
+        meta = json.loads(header["__metadata__"][key])
+        if not isinstance(meta, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError) as e:
+        raise ShardDamage(f"bad header ({type(e).__name__})") from None
+    data_len, layout, end = size - 8 - n, [], 0
+    for name, d in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                          key=lambda kv: kv[1]["data_offsets"][0] if isinstance(kv[1], dict) else -1):
+        try:
+            dtype, shape = np.dtype(_DTYPES[d["dtype"]]), tuple(int(x) for x in d["shape"])
+            begin, stop = (int(x) for x in d["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ShardDamage(f"bad header (tensor {name!r})") from None
+        nbytes = dtype.itemsize * int(np.prod(shape))
+        if begin != end or stop < begin or stop - begin != nbytes:
+            raise ShardDamage(f"bad header (tensor {name!r} does not fit the file)")
+        if stop > data_len:
+            raise ShardDamage(f"truncated ({size} bytes; tensor {name!r} ends at byte {8 + n + stop})")
+        layout.append((name, dtype, shape, nbytes))
+        end = stop
+    if end != data_len:
+        raise ShardDamage("truncated or padded data")
+    hashes = [(name, _hash_at(raw, name)) for name in _HASH_WIDTH if name in meta]  # the field names the hash
+    if any(at < 0 for _, at in hashes):
+        raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
+    return ShardHead(raw, meta, layout, size, hashes)
+
+
+def read_head(f, size: int, expected: range | None = None) -> ShardHead:
+    """Read and check a shard's header (``read_safetensors_head``), and that it carries a hash, its tensors
+    and counts agree and (given `expected`) it records this shard's range. Catches a truncated, empty or
+    garbled file and a shard copied over another without reading the data. Raises ShardDamage."""
+    h = read_safetensors_head(f, size, "samples")
+    samples = h.meta
+    if not h.hashes and "shard" in samples:  # shards recording their range always carried a hash
+        raise ShardDamage("checksum missing (flipped bytes in its header?)")
+    shapes = {name: h.shape(name) for name in _TENSORS}
+    if any(s is None for s in shapes.values()) or len(shapes["positions"]) != 1:
+        raise ShardDamage("tensors missing")
+    rows = h.rows
+    if len(samples.get("ids", [])) != rows or shapes["labels"][:1] != (rows,):
+        raise ShardDamage("sample count does not match the tensors")
+    if expected is not None and "shard" in samples and list(samples["shard"]) != [expected.start, expected.stop]:
+        a, b = samples["shard"][0], samples["shard"][1]
+        raise ShardDamage(f"holds positions {a}..{b - 1}, expected {expected.start}..{expected.stop - 1} "
+                          f"(a shard copied over another?)")
+    return h
+
+
+def _check_positions(pos: np.ndarray, samples: dict, expected: range) -> None:
+    """The stored positions plus the unreadable ones are exactly this shard's range."""
+    skipped = samples.get("skipped", [])
+    if "shard" in samples:  # positions are recorded: they must be exactly this shard's range
+        got = sorted(pos.tolist() + list(samples.get("skipped_positions", [])))
+        if got != list(expected):
+            raise ShardDamage("its positions do not cover its range exactly")
+    elif len(pos) + len(skipped) != len(expected) or (len(pos) and (pos.min() < expected.start
+                                                                    or pos.max() >= expected.stop)):
+        # shards written before positions were recorded: the positions tensor must still fit
+        raise ShardDamage(f"positions outside {expected.start}..{expected.stop - 1} (a shard copied over another?)")
+
+
+READ_CHUNK = 4 << 20  # bytes read at once (a shard's tensors are 0.5-2 MB), hashed while still in the CPU cache
+
+
+def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
+                 verify: bool = True) -> dict[str, np.ndarray]:
+    """Read a file's tensors from `f` (positioned after the header) and, with `verify`, check its hash.
+
+    The hash is fed each piece of up to `READ_CHUNK` bytes right after the piece is read, while it is
+    still in the CPU cache: verifying costs no second pass over memory. A tensor with an array in `into`
+    of its exact dtype and shape is read straight into it (the loader passes its slice of the final
+    output, so the file is copied once); others get a new array. Raises ShardDamage."""
+    hashers = [_start_hash(name, head.raw, at) for name, at in head.hashes] if verify else []
+    out = {}
+    for name, dtype, shape, nbytes in head.layout:
+        arr = (into or {}).get(name)
+        if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+            arr = np.empty(shape, dtype)
+        mv, done = memoryview(arr.reshape(-1)).cast("B"), 0
+        while done < nbytes:
+            got = f.readinto(mv[done:done + READ_CHUNK])
+            if not got:
+                raise ShardDamage("truncated (the file shrank while being read)")
+            for h in hashers:
+                h.update(mv[done:done + got])
+            done += got
+        out[name] = arr
+    for h in hashers:
+        if h.hexdigest() != head.meta[h.name]:
+            raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
+    return out
+
+
+def read_data(f, head: ShardHead, expected: range, into: dict[str, np.ndarray] | None = None,
+              verify: bool = True) -> dict[str, np.ndarray]:
+    """A shard's tensors (``read_tensors``), after checking that its positions cover `expected` exactly."""
+    out = read_tensors(f, head, into, verify)
+    _check_positions(out["positions"], head.meta, expected)
+    return out
+
+
+def open_file(path: Path):
+    """(unbuffered file, its size) of a stored file; ShardDamage when it cannot be opened."""
+    try:
+        f = open(path, "rb", buffering=0)
+        return f, os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise ShardDamage(f"unreadable ({e.strerror})") from None
+
+
+def check_shard_bytes(buf: bytes, expected: range) -> tuple[dict[str, np.ndarray], dict]:
+    """Tensors and sample metadata of a shard held in memory, after every check a load makes."""
+    import io
+
+    f = io.BytesIO(buf)
+    head = read_head(f, len(buf), expected)
+    return read_data(f, head, expected), head.samples
+
+
+def check_shard_file(path: Path, expected: range) -> int:
+    """Check the shard file at `path` as a load does (every byte hashed, read in pieces into scratch
+    arrays, never the whole file at once, and never memory-mapped: a file truncated meanwhile is damage,
+    not a crash); returns its size. Raises ShardDamage."""
+    f, size = open_file(path)
+    try:
+        with f:
+            read_data(f, read_head(f, size, expected), expected)
+    except OSError as e:
+        raise ShardDamage(f"unreadable ({e.strerror})") from None
+    return size
+
+
+def read_header(path: Path) -> dict:
+    """A shard's `samples` metadata from its header only (cheap; the data is not verified)."""
+    f, size = open_file(path)
+    with f:
+        return read_head(f, size).samples
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<n>`` (first free n); nothing is deleted."""
+    k = 1
+    while path.with_name(f"{path.name}.corrupt-{k}").exists():
+        k += 1
+    dest = path.with_name(f"{path.name}.corrupt-{k}")
+    os.replace(path, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims: one writer per shard across processes and hosts
+# --------------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_dead(host: str, pid: int, age_s: float) -> bool:
+    """A claim whose process is gone: on this host its pid is dead (or it is ours, left by an aborted pass);
+    anywhere, it has not been refreshed for LOCK_STALE_S (holders refresh every LOCK_REFRESH_S)."""
+    if age_s > LOCK_STALE_S:
+        return True
+    if host == _HOST and pid != os.getpid():
+        return not _pid_alive(pid)
+    return host == _HOST  # ours but not in our registry: left by an aborted pass of this process
+
+
+_HELD: dict[str, float] = {}  # lock path -> last refresh (this process)
+
+
+def claim(shard: Path) -> bool:
+    """Claim the right to write `shard`; False when another live process holds it or it already exists."""
+    lock = shard.with_name(shard.name + ".lock")
+    for _ in range(5):
+        if shard.exists():
+            return False
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+                info = json.loads(lock.read_text())
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            except (OSError, ValueError):
+                info = None  # being written right now, or left half-written by a killed process
+            if info is None and age < 5:
+                time.sleep(0.05)
+                continue
+            if info is not None and not _owner_dead(str(info.get("host", "")), int(info.get("pid", -1)), age):
+                return False
+            try:  # take over a dead claim: rename first, so only one of several takers wins
+                grave = lock.with_name(f"{lock.name}.stale-{_HOST}-{os.getpid()}")
+                os.replace(lock, grave)
+                grave.unlink()
+            except OSError:
+                pass
+            continue
+        except OSError as e:
+            raise write_error(lock, e) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": _HOST, "pid": os.getpid(), "time": time.time()}, f)
+        _HELD[str(lock)] = time.monotonic()
+        if shard.exists():  # finished by someone else between our look and our claim
+            release(shard)
+            return False
+        return True
+    return False
+
+
+def release(shard: Path) -> None:
+    lock = shard.with_name(shard.name + ".lock")
+    if _HELD.pop(str(lock), None) is not None:
+        try:
+            lock.unlink()
+        except OSError:
+            pass
+
+
+def refresh_claims() -> None:
+    """Touch the claims this process holds (every LOCK_REFRESH_S), so other hosts see them alive."""
+    now = time.monotonic()
+    for lock, last in list(_HELD.items()):
+        if now - last > LOCK_REFRESH_S:
+            try:
+                os.utime(lock)
+            except OSError:
+                pass
+            _HELD[lock] = now
+
+
+def _stray(path: Path) -> bool:
+    """A temp file left by a killed or failed write: its writer (host, pid in the name) is gone."""
+    parts = path.name[:-len(".tmp")].rsplit(".", 2)
+    try:
+        pid = int(parts[-1])
+    except ValueError:
+        return False
+    host = parts[-2] if len(parts) == 3 and not parts[-2].startswith("safetensors") and parts[-2] != "json" else _HOST
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    if host == _HOST:
+        return pid != os.getpid() and not _pid_alive(pid)
+    return age > LOCK_STALE_S
+
+
+# --------------------------------------------------------------------------------------------------
+# Entries and the store
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    """One stored (model, dataset, view) output set."""
+
+    root: Path
+    n_samples: int
+    shard_size: int = SHARD_SIZE
+    has_meta: bool = True
+
+    @property
+    def n_shards(self) -> int:
+        return max(1, -(-self.n_samples // self.shard_size))
+
+    def shard_path(self, s: int) -> Path:
+        return self.root / f"shard-{s:05d}.safetensors"
+
+    def shard_range(self, s: int) -> range:
+        return range(s * self.shard_size, min((s + 1) * self.shard_size, self.n_samples))
+
+    def missing_shards(self) -> list[int]:
+        """Shards not on disk. Without a readable meta.json every shard counts as missing, so the entry gets
+        a job (which rewrites meta.json first and then computes only the shards really absent)."""
+        if not (self.root / "meta.json").exists():
+            return list(range(self.n_shards))
+        return [s for s in range(self.n_shards) if not self.shard_path(s).exists()]
+
+    def complete(self) -> bool:
+        return not self.missing_shards()
+
+    def write_shard(self, s: int, positions: np.ndarray, ids: list[str], labels: np.ndarray, logits: np.ndarray,
+                    features: np.ndarray, multilabels: np.ndarray | None, skipped: list[tuple[str, str]],
+                    skipped_positions: list[int] | None = None) -> None:
+        tensors = {"positions": np.ascontiguousarray(positions, np.int64),
+                   "labels": np.ascontiguousarray(labels, np.int64),
+                   "logits": np.ascontiguousarray(logits, np.float32),
+                   "features": np.ascontiguousarray(features, np.float32)}
+        if multilabels is not None:
+            tensors["multilabels"] = np.ascontiguousarray(multilabels, np.int64)
+        r = self.shard_range(s)
+        if skipped_positions is None:
+            skipped_positions = sorted(set(r) - set(np.asarray(positions).tolist()))
+        samples = {"ids": ids, "skipped": [list(x) for x in skipped], "shard": [r.start, r.stop],
+                   "skipped_positions": [int(p) for p in skipped_positions]}
+        atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM))
+
+    def head(self, s: int) -> ShardHead:
+        """Shard `s`'s checked header (a few KB read). Raises ShardDamage."""
+        f, size = open_file(self.shard_path(s))
+        with f:
+            return read_head(f, size, self.shard_range(s))
+
+    def read_shard(self, s: int, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+        """One shard's tensors and metadata; with `verify`, its hash and positions are checked as it is read.
+        Raises ShardDamage."""
+        f, size = open_file(self.shard_path(s))
+        with f:
+            head = read_head(f, size, self.shard_range(s))
+            return read_data(f, head, self.shard_range(s), verify=verify), head.samples
+
+    def check_shard(self, s: int) -> None:
+        """Verify one shard in place, as a load would. Raises ShardDamage."""
+        check_shard_file(self.shard_path(s), self.shard_range(s))
+
+    def _each_shard(self, shards: list[int], fn):
+        """fn(s) for each shard, in order, on a few threads (reading and hashing release the GIL); a
+        ShardDamage is returned in place of the result."""
+        def safe(s: int):
+            try:
+                return fn(s)
+            except ShardDamage as e:
+                return e
+
+        if len(shards) < 2 or VERIFY_THREADS < 2:
+            return [safe(s) for s in shards]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(VERIFY_THREADS, len(shards))) as pool:
+            return list(pool.map(safe, shards))
+
+    def verify(self, move: bool = True) -> list[Damage]:
+        """Check every shard on disk as a load would; damaged ones are moved aside (when `move`) so they
+        count as missing."""
+        present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
+        results = self._each_shard(present, self.check_shard)
+        return [Damage(str(self.shard_path(s)), str(r), str(move_aside(self.shard_path(s))) if move else None)
+                for s, r in zip(present, results) if isinstance(r, ShardDamage)]
+
+    def _damaged(self, found: dict[int, ShardDamage]) -> StoreDamaged:
+        """Move the damaged shards aside; the error a load raises (the pipeline recomputes them)."""
+        damages = []
+        for s, e in sorted(found.items()):
+            p = self.shard_path(s)
+            damages.append(Damage(str(p), str(e), str(move_aside(p)) if p.exists() else None))
+        first = damages[0]
+        where = f"; moved to {Path(first.moved_to).name}" if first.moved_to else ""
+        more = f" (and {len(damages) - 1} more shard(s))" if len(damages) > 1 else ""
+        return StoreDamaged(f"stored shard {first.path} is damaged ({first.reason}){where}{more}; rerun the same "
+                            f"command to recompute it", damages)
+
+    def load(self, verify: bool = True) -> Outputs:
+        """Every shard's outputs, in order, each shard hashed as it is read (one pass over the bytes).
+
+        Headers first (checked; they give each shard's rows and widths), then each shard's data is read
+        straight into its rows of the final arrays, on a few threads. Raises StoreDamaged, after moving
+        every damaged shard aside."""
+        shards = list(range(self.n_shards))
+        heads = self._each_shard(shards, self.head)
+        found = {s: h for s, h in zip(shards, heads) if isinstance(h, ShardDamage)}
+        if found:
+            raise self._damaged(found)
+        widths = {}  # tensor -> its row width, from the first shard with rows
+        for s, h in zip(shards, heads):
+            for k in ("logits", "features"):
+                shape = h.shape(k)
+                if h.rows and (len(shape) != 2 or widths.setdefault(k, shape[1]) != shape[1]):
+                    found[s] = ShardDamage(f"bad header ({k} of shape {list(shape)} unlike the other shards')")
+        if found:
+            raise self._damaged(found)
+        starts = np.cumsum([0] + [h.rows for h in heads])
+        n = int(starts[-1])
+        labels = np.empty(n, np.int64)
+        logits = np.empty((n, widths.get("logits", 1000)), np.float32)
+        features = np.empty((n, widths.get("features", 0)), np.float32)
+        extra: dict[int, np.ndarray | None] = {}  # shard -> its multilabels
+
+        def read(s: int) -> None:
+            head, rows = heads[s], slice(int(starts[s]), int(starts[s + 1]))
+            f, size = open_file(self.shard_path(s))
+            with f:
+                if size != head.size or _read_exact(f, len(head.raw)) != head.raw:  # changed since its header
+                    f.seek(0)
+                    head = read_head(f, size, self.shard_range(s))
+                    if head.rows != rows.stop - rows.start:
+                        raise ShardDamage("changed while being read")
+                into = {"labels": labels[rows], "logits": logits[rows], "features": features[rows]}
+                t = read_data(f, head, self.shard_range(s), into, verify)
+            for k, dest in into.items():
+                if t[k] is not dest and dest.size:  # stored with another dtype or shape: converted
+                    try:
+                        dest[...] = t[k].reshape(dest.shape)
+                    except ValueError:
+                        raise ShardDamage(f"bad header ({k} does not fit {list(dest.shape)})") from None
+            extra[s] = t.get("multilabels")
+
+        results = self._each_shard(shards, read)
+        found = {s: r for s, r in zip(shards, results) if isinstance(r, ShardDamage)}
+        if found:
+            raise self._damaged(found)
+        width = max((m.shape[1] for m in extra.values() if m is not None and m.ndim == 2), default=0)
+        multi = None
+        if width:
+            multi = np.full((n, width), -1, np.int64)
+            for s, m in extra.items():
+                if m is not None and m.ndim == 2:
+                    multi[int(starts[s]):int(starts[s + 1]), : m.shape[1]] = m
+        ids = [i for h in heads for i in h.samples["ids"]]
+        skipped = [sid for h in heads for sid, _ in h.samples.get("skipped", [])]
+        meta = _read_meta(self.root / "meta.json") or {}
+        return Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
+                       skipped=skipped, meta=meta)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(sample id, reason) of every unreadable sample recorded in the shards on disk (headers only)."""
+        out = []
+        for s in range(self.n_shards):
+            p = self.shard_path(s)
+            if p.exists():
+                try:
+                    out += [tuple(x) for x in read_header(p)["skipped"]]
+                except (ShardDamage, OSError, KeyError):
+                    continue  # damaged: found and reported by verification
+        return out
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and isinstance(m.get("n_samples", 0), int) else None
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.damaged: list[Damage] = []  # found by this Store object, in order; the runner reports them
+
+    def _meta(self, d: Path) -> dict | None:
+        """meta.json of entry folder `d`; a corrupt one is moved aside (and recorded) and reads as absent."""
+        mp = d / "meta.json"
+        if not mp.exists():
+            return None
+        m = _read_meta(mp)
+        if m is None:
+            self.damaged.append(Damage(str(mp), "corrupt meta.json", str(move_aside(mp))))
+        return m
+
+    def entry(self, key: str, n_samples: int, meta: dict | None = None) -> Entry:
+        """The entry for `key`, creating its folder and meta.json on first use (or after a corrupt one)."""
+        d = self.root / key
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(d, e) from None
+        m = self._meta(d)
+        if meta is not None and m is None:
+            m = {**meta, "n_samples": n_samples, "shard_size": SHARD_SIZE}
+            atomic_write_bytes(d / "meta.json", json.dumps(m, indent=1, sort_keys=True).encode())
+        if m is not None:
+            return Entry(d, n_samples, m.get("shard_size", SHARD_SIZE))
+        return Entry(d, n_samples, SHARD_SIZE, has_meta=False)
+
+    def existing(self, key: str) -> Entry | None:
+        m = self._meta(self.root / key)
+        if m is None or "n_samples" not in m:
+            return None
+        return Entry(self.root / key, m["n_samples"], m.get("shard_size", SHARD_SIZE))
+
+    def verify_entry(self, entry: Entry) -> list[Damage]:
+        """Verify `entry`'s shards now, moving damaged ones aside so that they count as missing."""
+        found = entry.verify(move=True)
+        self.damaged += found
+        return found
+
+    def remove_strays(self) -> list[Path]:
+        """Delete temp files of writes whose process is gone (killed or failed runs)."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        for p in self.root.glob("*/.*.tmp"):
+            if _stray(p):
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+        return removed
+
+
+# --------------------------------------------------------------------------------------------------
+# `beyond-inet verify`: a whole store, read-only, without building any model
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    shards: int = 0
+    bytes: int = 0
+    damaged: list[Damage] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # entries with shards still to compute (not damage)
+    strays: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def verify_store(store_root: str | Path) -> VerifyReport:
+    """Check every entry's meta.json and every shard's hash and positions; moves nothing."""
+    t0 = time.perf_counter()
+    rep = VerifyReport()
+    root = Path(store_root)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rep.entries += 1
+        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+        shard_files = sorted(d.glob("shard-*.safetensors"))
+        m = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
+        if m is None or "n_samples" not in m:
+            if (d / "meta.json").exists() or shard_files:
+                rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
+                                          else "meta.json missing"))
+            continue
+        e = Entry(d, int(m["n_samples"]), int(m.get("shard_size", SHARD_SIZE)))
+        expected = {e.shard_path(s) for s in range(e.n_shards)}
+        rep.damaged += [Damage(str(p), "not a shard of this entry (beyond its sample count)")
+                        for p in shard_files if p not in expected]
+        if any(not p.exists() for p in expected):
+            rep.incomplete.append(str(d))
+        for s in range(e.n_shards):
+            p = e.shard_path(s)
+            if not p.exists():
+                continue
+            try:
+                rep.bytes += check_shard_file(p, e.shard_range(s))
+                rep.shards += 1
+            except ShardDamage as err:
+                rep.damaged.append(Damage(str(p), str(err)))
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def verify_layer_stats(root: str | Path) -> VerifyReport:
+    """Check every layer-statistics folder under `root` (``<out>/layer-stats``): meta.json parses, every
+    chunk's hash matches and it holds its own index (see ``engine.layer_stats``); moves nothing. Kept here,
+    torch-free, so that `beyond-inet verify` builds nothing heavy."""
+    t0 = time.perf_counter()
+    rep = VerifyReport()
+    root = Path(root)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rep.entries += 1
+        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+        meta = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
+        if meta is None or not isinstance(meta.get("n_chunks"), int):
+            rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
+                                      else "meta.json missing"))
+            continue
+        for p in sorted(d.glob("chunk-*.safetensors")):
+            try:
+                f, size = open_file(p)
+                with f:
+                    head = read_safetensors_head(f, size, "batches")
+                    if not head.hashes:
+                        raise ShardDamage("checksum missing (flipped bytes in its header?)")
+                    read_tensors(f, head)
+                if head.meta.get("chunk") != int(p.name[6:11]):
+                    raise ShardDamage(f"holds chunk {head.meta.get('chunk')} (a chunk copied over another?)")
+                rep.shards += 1
+                rep.bytes += size
+            except (ShardDamage, ValueError) as e:
+                rep.damaged.append(Damage(str(p), str(e)))
+            except OSError as e:
+                rep.damaged.append(Damage(str(p), f"unreadable ({e.strerror})"))
+        if len(list(d.glob("chunk-*.safetensors"))) < meta["n_chunks"]:
+            rep.incomplete.append(str(d))
+    rep.seconds = time.perf_counter() - t0
+    return rep

@@ -1,0 +1,189 @@
+"""The tidy results table, kept in SQLite in the output folder and exported to CSV and JSON.
+
+Rows are keyed by (model, dataset, analysis, metric): a rerun replaces a metric's row rather than
+duplicating it. Skips (what could not be computed, and why), figure data (artifacts) and run records
+(versions, configuration) live in the same database so the report needs nothing else, as do the
+store's integrity findings (`store_damage`: damaged files moved aside) and the unreadable images of
+every dataset used (`unreadable`, taken from the stored shards, so a cached rerun knows them too).
+A damaged database, or one that cannot be written, is a UserError naming the file (exit 2).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from beyond_inet.analyses.base import Row, Skip
+from beyond_inet.errors import UserError
+
+COLUMNS = Row.COLUMNS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+  model TEXT, dataset TEXT, analysis TEXT, metric TEXT, value REAL, ci_low REAL, ci_high REAL, n INTEGER,
+  run_id TEXT, PRIMARY KEY (model, dataset, analysis, metric));
+CREATE TABLE IF NOT EXISTS skips (
+  analysis TEXT, model TEXT, dataset TEXT, reason TEXT, run_id TEXT, PRIMARY KEY (analysis, model, dataset, reason));
+CREATE TABLE IF NOT EXISTS artifacts (
+  analysis TEXT, model TEXT, name TEXT, data TEXT, run_id TEXT, PRIMARY KEY (analysis, model, name));
+CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, config TEXT);
+CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, info TEXT);
+CREATE TABLE IF NOT EXISTS outputs (model TEXT, dataset TEXT, view TEXT, store_key TEXT,
+  PRIMARY KEY (model, dataset, view));
+CREATE TABLE IF NOT EXISTS store_damage (path TEXT, reason TEXT, moved_to TEXT, run_id TEXT, found TEXT,
+  PRIMARY KEY (path, moved_to));
+CREATE TABLE IF NOT EXISTS unreadable (dataset TEXT, file TEXT, reason TEXT, run_id TEXT,
+  PRIMARY KEY (dataset, file, reason));
+"""
+
+
+def database_error(path: Path, e: Exception) -> UserError:
+    """One line for a results database that is damaged or cannot be written (nothing is deleted)."""
+    msg = str(e)
+    if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+        return UserError(f"cannot write the results database {path} ({msg}); give --out a writable folder")
+    if "disk is full" in msg or "SQLITE_FULL" in msg:
+        return UserError(f"no space left on the device writing {path} ({msg}); free some space and rerun")
+    return UserError(f"the results database {path} is damaged ({msg}); move it aside and rerun: the stored "
+                     f"outputs are kept, so a rerun recomputes the results without inference")
+
+
+def check_database(path: str | Path) -> str | None:
+    """Why the results database at `path` is unusable (None when it passes SQLite's quick check); read-only."""
+    try:
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            got = con.execute("PRAGMA quick_check").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return str(e)
+    return None if got and got[0] == "ok" else str(got[0] if got else "no answer to an integrity check")
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class ResultsDB:
+    def __init__(self, out_dir: str | Path):
+        self.out = Path(out_dir)
+        self.path = self.out / "results.sqlite"
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.con = sqlite3.connect(self.path)
+        except (OSError, sqlite3.Error) as e:
+            raise UserError(f"cannot open the results database {self.path}: {e}") from None
+        try:
+            ok = self.con.execute("PRAGMA quick_check").fetchone()
+            if not ok or ok[0] != "ok":
+                raise sqlite3.DatabaseError(str(ok[0] if ok else "no answer to an integrity check"))
+            self.con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.con.close()
+            raise database_error(self.path, e) from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    def add_rows(self, rows: Iterable[Row], run_id: str) -> None:
+        self.con.executemany(
+            "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+            [(r.model, r.dataset, r.analysis, r.metric, _num(r.value), _num(r.ci_low), _num(r.ci_high), int(r.n),
+              run_id) for r in rows])
+        self.con.commit()
+
+    def clear_skips(self, analysis: str, model: str) -> None:
+        self.con.execute("DELETE FROM skips WHERE analysis=? AND model=?", (analysis, model))
+        self.con.commit()
+
+    def add_skips(self, skips: Iterable[Skip], run_id: str) -> None:
+        self.con.executemany("INSERT OR REPLACE INTO skips VALUES (?,?,?,?,?)",
+                             [(s.analysis, s.model, s.dataset, s.reason, run_id) for s in skips])
+        self.con.commit()
+
+    def add_artifacts(self, analysis: str, model: str, artifacts: dict, run_id: str) -> None:
+        self.con.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)",
+                             [(analysis, model, k, json.dumps(v), run_id) for k, v in artifacts.items()])
+        self.con.commit()
+
+    def set_model_info(self, model: str, info: dict) -> None:
+        self.con.execute("INSERT OR REPLACE INTO models VALUES (?,?)", (model, json.dumps(info)))
+        self.con.commit()
+
+    def set_outputs(self, model: str, keys: dict[tuple[str, str], str]) -> None:
+        """Record which store entry holds each (dataset, view) of a model (for per-sample reuse)."""
+        self.con.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)",
+                             [(model, d, v, k) for (d, v), k in keys.items()])
+        self.con.commit()
+
+    def output_keys(self) -> dict[tuple[str, str, str], str]:
+        """(model, dataset, view) -> store key; load with engine.store.Store(out/'store').existing(key).load()."""
+        return {(m, d, v): k for m, d, v, k in self.con.execute("SELECT model, dataset, view, store_key FROM outputs")}
+
+    def add_damage(self, damaged: Iterable, run_id: str, found: str) -> None:
+        """Record damaged store files (engine.store.Damage: path, reason, moved_to)."""
+        self.con.executemany("INSERT OR REPLACE INTO store_damage VALUES (?,?,?,?,?)",
+                             [(d.path, d.reason, d.moved_to or "", run_id, found) for d in damaged])
+        self.con.commit()
+
+    def damage(self) -> list[dict]:
+        return [{"path": p, "reason": r, "moved_to": m, "run_id": i, "found": f} for p, r, m, i, f in
+                self.con.execute("SELECT path, reason, moved_to, run_id, found FROM store_damage ORDER BY found, path")]
+
+    def set_unreadable(self, dataset: str, items: Iterable[tuple[str, str]], run_id: str) -> None:
+        """Replace the unreadable images recorded for `dataset` by `items` ((file, reason) pairs)."""
+        self.con.execute("DELETE FROM unreadable WHERE dataset=?", (dataset,))
+        self.con.executemany("INSERT OR REPLACE INTO unreadable VALUES (?,?,?,?)",
+                             [(dataset, f, r, run_id) for f, r in items])
+        self.con.commit()
+
+    def unreadable(self) -> list[dict]:
+        return [{"dataset": d, "file": f, "reason": r} for d, f, r in
+                self.con.execute("SELECT dataset, file, reason FROM unreadable ORDER BY dataset, file")]
+
+    def start_run(self, run_id: str, started: str, config: dict) -> None:
+        self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?)", (run_id, started, None, json.dumps(config)))
+        self.con.commit()
+
+    def finish_run(self, run_id: str, finished: str) -> None:
+        self.con.execute("UPDATE runs SET finished=? WHERE run_id=?", (finished, run_id))
+        self.con.commit()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def rows(self) -> list[Row]:
+        cur = self.con.execute(f"SELECT {', '.join(COLUMNS)} FROM results ORDER BY model, analysis, dataset, metric")
+        return [Row(m, d, a, k, *(math.nan if v is None else v for v in (val, lo, hi)), n)
+                for m, d, a, k, val, lo, hi, n in cur.fetchall()]
+
+    def skips(self) -> list[Skip]:
+        return [Skip(*r) for r in self.con.execute("SELECT analysis, model, dataset, reason FROM skips "
+                                                   "ORDER BY analysis, model, dataset")]
+
+    def artifacts(self) -> dict[tuple[str, str, str], Any]:
+        return {(a, m, k): json.loads(d) for a, m, k, d in self.con.execute(
+            "SELECT analysis, model, name, data FROM artifacts")}
+
+    def models(self) -> dict[str, dict]:
+        return {m: json.loads(i) for m, i in self.con.execute("SELECT model, info FROM models")}
+
+    def runs(self) -> list[dict]:
+        return [{"run_id": r, "started": s, "finished": f, "config": json.loads(c)}
+                for r, s, f, c in self.con.execute("SELECT * FROM runs ORDER BY started")]
+
+    def export(self) -> tuple[Path, Path]:
+        """Write results.csv and results.json (the stable columns) next to the database."""
+        rows = self.rows()
+        csv_path, json_path = self.out / "results.csv", self.out / "results.json"
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow(["" if isinstance(x, float) and math.isnan(x) else x for x in r.as_tuple()])
+        json_path.write_text(json.dumps(
+            [{c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in zip(COLUMNS, r.as_tuple())}
+             for r in rows], indent=1))
+        return csv_path, json_path

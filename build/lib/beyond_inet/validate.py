@@ -1,0 +1,329 @@
+"""Check a whole run request before the first model is built.
+
+Why: a mistake found after an hour of inference costs an hour. Everything that can be checked without a
+model is checked here, at the top of `run`, and raised as one `UserError` line (exit 2): numbers, the output
+folder, the data root, analysis names and typed options (with did-you-mean), model specs, the executor and
+a Ray address (with a connection timeout instead of Ray's minutes of retries), and whether any requested
+analysis finds any of its data. Kept apart from the pipeline so the pipeline module can move freely.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from beyond_inet import registry
+from beyond_inet.errors import UserError
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+HUB_PROBE_TIMEOUT_S = 3.0
+RESERVED_OPTIONS = {"device"}  # set by the pipeline from --device
+
+
+def check_int(flag: str, value: int | None, minimum: int, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{flag} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_out_dir(out: str | os.PathLike | None) -> Path:
+    """The output folder exists (or can be created) and is writable; created here."""
+    if out is None or not str(out).strip():
+        raise UserError("--out is required: the folder for results, report and stored outputs")
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--out {str(p)!r} is a file, not a folder; choose another path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {str(p)!r} cannot be created ({e.strerror or type(e).__name__})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"--out {str(p)!r} is not writable")
+    return p
+
+
+def check_data_root(data_root: str | None, flag: str = "--data-root") -> None:
+    if data_root is None:
+        return
+    p = Path(data_root)
+    if not p.exists():
+        raise UserError(f"{flag} {data_root!r} does not exist")
+    if not p.is_dir():
+        raise UserError(f"{flag} {data_root!r} is a file, not a folder (the folder that holds the datasets)")
+
+
+def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any]:
+    """Typed options with the requested analyses' defaults filled in (so the run records every value used)."""
+    raw = {k: v for k, v in options.items() if k not in RESERVED_OPTIONS}
+    if set(options) & RESERVED_OPTIONS:
+        raise UserError("option 'device' is set by --device, not --option")
+    try:
+        typed = registry.typed_options(raw)
+    except registry.OptionError as e:
+        raise UserError(str(e)) from None
+    from beyond_inet.data import catalog
+
+    for key, value in typed.items():
+        opt = registry.all_options()[key][1]
+        if opt.kind in ("dataset", "list[dataset]"):
+            for name in value if isinstance(value, list) else [value]:
+                head = name.split("/")[0]
+                if head not in catalog.ENTRIES:
+                    raise UserError(f"option {key}: unknown dataset {name!r}"
+                                    f"{registry.did_you_mean(head, catalog.ENTRIES)} (see `beyond-inet datasets`)")
+    full = {o.key: o.default for o in registry.RUN_OPTIONS}
+    for a in analyses:
+        info = registry.ANALYSES.get(a)
+        for o in info.options if info else ():
+            full[o.key] = list(o.default) if isinstance(o.default, tuple) else o.default
+    full.update(typed)
+    return full
+
+
+def known_model_names() -> list[str]:
+    """Names a model spec is matched against for did-you-mean (aliases, packaged, timm, open_clip)."""
+    from beyond_inet.models import ALIASES
+    from beyond_inet.models.packaged import PACKAGED
+
+    names = list(ALIASES) + [f"packaged:{n}" for n in PACKAGED]
+    try:
+        import timm
+
+        names += [f"timm:{n}" for n in timm.list_models(pretrained=True)]
+    except Exception:  # noqa: BLE001 - suggestions are a convenience
+        pass
+    try:
+        import open_clip
+
+        names += [f"open_clip:{a}@{t}" for a, t in open_clip.list_pretrained()]
+    except Exception:  # noqa: BLE001
+        pass
+    return names
+
+
+def check_model_spec(spec: str) -> None:
+    """Fail on a spec no builder understands, or an unknown timm/open_clip name, with a suggestion."""
+    from beyond_inet.engine.plan import validate_spec
+    from beyond_inet.models import resolve_alias
+
+    try:
+        validate_spec(spec)
+    except UserError as e:
+        hint = registry.did_you_mean(spec, known_model_names())
+        if not hint:
+            hint = registry.did_you_mean(f"timm:{spec}", known_model_names())
+        raise UserError(f"{str(e).split('; see')[0]}{hint}; see `beyond-inet models --search NAME`") from None
+    alias = resolve_alias(spec)
+    target = alias[0] if alias else spec
+    prefix, _, rest = target.partition(":")
+    name, _, suffix = rest.partition("@")
+    if prefix == "packaged":
+        from beyond_inet.models.packaged import PACKAGED
+
+        if name not in PACKAGED:
+            raise UserError(f"unknown packaged model {name!r}{registry.did_you_mean(target, known_model_names())} "
+                            f"(packaged: {', '.join(PACKAGED)})")
+    elif prefix == "timm" and ":" not in name:
+        import timm
+
+        if suffix and suffix != "random" and not os.path.isfile(suffix):
+            raise UserError(f"checkpoint {suffix!r} does not exist; pass an existing .safetensors/.pth file "
+                            f"(timm:{name}@<path>) or @random")
+
+        if name and not timm.is_model(name.split(".")[0]):
+            archs = [f"timm:{a}" for a in timm.list_models()]
+            raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
+                            f"see `beyond-inet models --search {name.split('_')[0][:4]}`")
+    elif prefix == "open_clip" and name:
+        import open_clip
+
+        archs = open_clip.list_models()
+        if name not in archs:
+            raise UserError(f"unknown open_clip architecture {name!r} in {spec!r}"
+                            f"{registry.did_you_mean(target, known_model_names())}; "
+                            f"see `beyond-inet models --search {name.split('-')[0]}`")
+        if suffix and suffix != "random" and (name, suffix) not in set(open_clip.list_pretrained()):
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise UserError(f"open_clip {name!r} has no pretrained tag {suffix!r}{registry.did_you_mean(suffix, tags)}"
+                            f" (tags: {', '.join(tags) or 'none'})")
+
+
+def needs_hub(spec: str) -> bool:
+    """Whether building `spec` may download weights from the Hugging Face Hub."""
+    from beyond_inet.models import resolve_alias
+
+    alias = resolve_alias(spec)
+    target = alias[0] if alias else spec
+    prefix, _, rest = target.partition(":")
+    if prefix == "packaged":
+        return False
+    suffix = rest.partition("@")[2]
+    if prefix == "timm" and suffix:  # @random or a local checkpoint
+        return False
+    return not (prefix == "open_clip" and suffix == "random")
+
+
+def _resolves(host: str, timeout: float) -> bool:
+    """Whether `host` resolves within `timeout` seconds (getaddrinfo has no timeout of its own)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_offline_mode(models: list[str]) -> bool:
+    """Switch the Hugging Face Hub to offline mode when its host does not resolve.
+
+    Offline mode still loads weights already in the local cache and fails at once, instead of ~60 s of
+    retries per file, for weights that are not. Must run before huggingface_hub is imported."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    if not any(needs_hub(m) for m in models):
+        return False
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if _resolves(host, HUB_PROBE_TIMEOUT_S):
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:  # when huggingface_hub is already imported, its constant was read at import time
+        import sys
+
+        if "huggingface_hub" in sys.modules:
+            sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    except AttributeError:
+        pass
+    return True
+
+
+def has_module(name: str) -> bool:
+    """Whether `name` can be imported (without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
+def check_executor(executor: str, ray_address: str | None) -> None:
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown executor {executor!r}; use local or ray")
+    if executor == "local":
+        if ray_address:
+            raise UserError("--ray-address needs --executor ray")
+        return
+    if not has_module("ray"):
+        raise UserError("--executor ray needs Ray: pip install 'beyond-inet[ray]'")
+    if ray_address and ray_address not in ("auto", "local"):
+        check_ray_address(ray_address)
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """The Ray head answers within `timeout` s (Ray itself retries for minutes on a wrong address).
+
+    HOST:PORT is asked for its cluster id over the GCS's gRPC API; ray://HOST:PORT (Ray Client) gets a TCP
+    connection check."""
+    from urllib.parse import urlparse
+
+    client = address.startswith("ray://")
+    url = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        host, port = None, None
+    if not host:
+        raise UserError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    port = port or (10001 if client else 6379)
+
+    def fail(reason: str) -> UserError:
+        return UserError(f"--ray-address {address!r}: no Ray head answered at {host}:{port} within {timeout:g} s "
+                         f"({reason}); start one with `ray start --head` or fix the address")
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise fail("timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)) from None
+    if client:
+        return
+    try:
+        import grpc
+        from ray._private.gcs_utils import create_gcs_channel
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # Ray's internals moved: the TCP check above is what we can do
+        return
+    channel = create_gcs_channel(f"{host}:{port}")
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+    except grpc.RpcError as e:
+        code = e.code() if hasattr(e, "code") else None
+        raise fail(f"not a Ray GCS: {code.name if code else type(e).__name__}") from None
+    finally:
+        channel.close()
+
+
+def check_data_present(analyses: list[str], ctx) -> None:
+    """At least one requested analysis must find at least one of its datasets; else say what was looked for."""
+    from beyond_inet.analyses import get_analysis
+
+    wanted: list[str] = []
+    for name in analyses:
+        a = get_analysis(name)
+        reqs = a.requests(ctx)
+        own = a.prepare_datasets(ctx)  # read by a per-model step (cka's layer statistics), not requested
+        if any(ctx.available(r.dataset) for r in reqs) or any(ctx.available(d) for d in own):
+            return
+        # An analysis with no part present may request nothing (VTAB): name what it would have used.
+        info = registry.ANALYSES.get(name)
+        wanted += [r.dataset.split("/")[0] for r in reqs] + own or list(info.datasets if info else ())
+    looked = ", ".join(dict.fromkeys(wanted)) or "nothing (no analysis requested any data)"
+    where = f"under --data-root {ctx.data_root}" if ctx.data_root else "(no --data-root given)"
+    raise UserError(f"none of the datasets the requested analyses need is present {where}; looked for: {looked} "
+                    f"(see `beyond-inet datasets --data-root DIR`)")
+
+
+def validate_run(cfg):
+    """Check a `RunConfig`; returns it with analyses resolved and options typed (defaults filled)."""
+    if not cfg.models:
+        raise UserError("no models given; pass --models SPEC [SPEC ...] (see `beyond-inet models`)")
+    check_int("--limit", cfg.limit, 1)
+    check_int("--bootstrap", cfg.n_boot, 1, allow_none=False)
+    check_int("--seed", cfg.seed, 0, allow_none=False)
+    check_int("--workers", cfg.num_workers, 0, allow_none=False)
+    check_int("--batch-size", cfg.batch_size, 1, allow_none=False)
+    if cfg.logit_scale is not None and not (cfg.logit_scale > 0):
+        raise UserError(f"--logit-scale must be > 0, got {cfg.logit_scale!r}")
+    check_data_root(cfg.data_root)
+    from beyond_inet.analyses import load_builtin
+
+    load_builtin()
+    try:
+        analyses = registry.resolve_analyses(cfg.analyses)
+    except registry.OptionError as e:
+        raise UserError(str(e)) from None
+    options = check_options(dict(cfg.options), analyses)
+    check_executor(cfg.executor, cfg.ray_address)
+    for spec in cfg.models:
+        check_model_spec(spec)
+    cfg = replace(cfg, analyses=analyses, options=options)
+    from beyond_inet.analyses import Context
+    from beyond_inet.data import catalog
+
+    ctx = Context(data_root=cfg.data_root, options=options,
+                  available=lambda n: catalog.available(n, cfg.data_root),
+                  parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
+    check_data_present(analyses, ctx)
+    check_out_dir(cfg.out)  # last: a rejected run leaves no empty output folder behind
+    hub_offline_mode(list(cfg.models))  # only for a run that goes ahead: it sets HF_HUB_OFFLINE in this process
+    return cfg
