@@ -351,3 +351,23 @@ def test_pug_folder_and_parquet_releases_give_the_same_labels(tmp_path):
     f = catalog.open_dataset("pug-imagenet/Worlds", tmp_path / "f")
     p = catalog.open_dataset("pug-imagenet/Worlds", tmp_path / "p")
     assert _labels_by_key(f) == _labels_by_key(p) == {"a": 2, "b": 0, "c": 1, "d": 0}
+
+
+def test_pug_class_folders_spelled_like_the_parquet_labels_get_the_same_labels(tmp_path):
+    """The parquet release's labels are matched to the JSON keys up to case and punctuation; class folders
+    spelled the same way (``Gold_Fish``, ``bridge``) get the same labels through the catalog (they were
+    refused before), and a folder matching no key is still refused."""
+    import json
+
+    mapping = {"Goldfish": [1], "Shirt": [841], "Bridge": [821, 839]}
+    root = tmp_path / "pug-imagenet"
+    for cls, name in [("shirt", "a.png"), ("bridge", "b.png"), ("Gold_Fish", "c.png")]:
+        (root / "Worlds" / cls).mkdir(parents=True, exist_ok=True)
+        (root / "Worlds" / cls / name).write_bytes(_image(7, "PNG"))
+    (root / "class_to_imagenet_idx.json").write_text(json.dumps(mapping))
+    ds = catalog.open_dataset("pug-imagenet/Worlds", tmp_path)
+    assert _labels_by_key(ds) == {"a": 2, "b": 0, "c": 1}
+    (root / "Worlds" / "Unicorn").mkdir()
+    (root / "Worlds" / "Unicorn" / "u.png").write_bytes(_image(7, "PNG"))
+    with pytest.raises(UserError, match="Unicorn"):
+        catalog.open_dataset("pug-imagenet/Worlds", tmp_path)

@@ -346,8 +346,9 @@ def _open_pug(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDa
     mapping = root / "class_to_imagenet_idx.json"
     if not mapping.exists():
         raise UserError(f"dataset {name!r}: {mapping} is missing (PUG's class -> ImageNet index mapping)")
-    classes = sorted(json.loads(mapping.read_text()))
-    index = {c: i for i, c in enumerate(classes)}
+    from beyond_inet.data.pug import class_labeller, load_class_mapping
+
+    label = class_labeller(load_class_mapping(mapping))  # the rule the parquet and PugFolder readers use
     sub = root / part
     if part and not sub.is_dir() and part in PUG_FACTORS and any(root.rglob("*.parquet")):
         from beyond_inet.data.pug import PugParquet
@@ -355,7 +356,7 @@ def _open_pug(entry: Entry, part: str, root: Path, name: str) -> readers.ImageDa
         return readers.ReaderAdapter(name, PugParquet(root, mapping, factor=part))
     if not part or not sub.is_dir():
         raise DatasetMissing(name, f"PUG factor folder {part!r} not found at {sub}", entry.how_to_get())
-    return readers.class_folder_dataset(name, sub, index.get)
+    return readers.class_folder_dataset(name, sub, label)
 
 
 def describe(data_root: str | Path | None) -> list[dict]:

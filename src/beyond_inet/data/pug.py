@@ -85,6 +85,18 @@ def _resolve(lookup: Mapping[str, int], name: str) -> int:
     return lookup.get(name, lookup.get(_norm(name), -1))
 
 
+def class_labeller(mapping: Mapping[str, Sequence[int]]):
+    """name -> PUG label (None when unknown), by the one rule every PUG layout uses: the exact JSON key, else
+    its unambiguous case/punctuation-normalised form (so ``GoldFish`` and ``gold_fish`` are ``Goldfish``)."""
+    lookup = class_index_lookup(mapping)
+
+    def label(name: str) -> int | None:
+        i = _resolve(lookup, name)
+        return None if i < 0 else i
+
+    return label
+
+
 class PugFolder:
     """One factor folder ``<root>/<factor>/<class>/<image>`` labelled through ``<root>/class_to_imagenet_idx.json``."""
 
