@@ -1,5 +1,0 @@
-import sys
-
-from beyond_inet.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""Data: dataset catalog, readers for on-disk layouts, label spaces and views."""

@@ -1,1 +1,0 @@
-"""Engine: plan jobs, run models once per (model, dataset, view), store per-sample outputs."""

@@ -1,1 +1,0 @@
-"""Report: the tidy results table (SQLite + CSV/JSON) and the HTML/Markdown report."""
