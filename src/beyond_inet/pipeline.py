@@ -169,21 +169,34 @@ def run(cfg: RunConfig) -> dict:
     wanted = [r for reqs in requests.values() for r in reqs]
     live: dict = {}  # the model now in memory (spec -> model), for recomputing damaged shards without a rebuild
 
+    def run_jobs(todo: list, model, progress: bool, verb: str = "ran") -> None:
+        """Run planned jobs (under a progress bar when `progress`), counting and logging each."""
+        prog = _progress(progress)
+        if prog is not None:
+            prog.start()
+        try:
+            stats = executor.run(todo, exec_cfg, model, datasets, prog)
+        finally:
+            if prog is not None:
+                prog.stop()
+        for job, st in zip(todo, stats):
+            summary["jobs"] += 1
+            summary["images"] += st.images
+            for sid, err in st.skipped:
+                log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
+            log.info("%s %s: %d images, %d shards", verb, job.label, st.images, st.shards_written)
+
     def recompute(spec: str, dataset: str, err: StoreDamaged) -> None:
         """Shards a load found damaged (already moved aside) are computed again by this run: the dataset's
-        jobs are planned anew and only the now-missing shards run. Planning checks headers and positions;
-        a flipped data byte is found by the hash as the shard is read, so it surfaces here."""
+        jobs are planned anew and only the now-missing shards run. Planning reads no shard: damage is found
+        by the load's hash as the shard is read, so it surfaces here."""
         store.damaged += err.damages
         report_damage(store, db, run_id, summary)
         model = live.get(spec)
         if model is None:
             model = create_model(spec, logit_scale=cfg.logit_scale)
         jobs = plan_model_jobs(model, [r for r in wanted if r.dataset == dataset], datasets, store, numerics)
-        todo = [j for j in jobs if j.shards]
-        for job, st in zip(todo, executor.run(todo, exec_cfg, model, datasets, None)):
-            summary["jobs"] += 1
-            summary["images"] += st.images
-            log.info("recomputed %s: %d images, %d shards", job.label, st.images, st.shards_written)
+        run_jobs([j for j in jobs if j.shards], model, False, "recomputed")
 
     model_keys: dict[str, dict] = {}  # spec -> {(dataset, view): (store key, n)}: what cross-model analyses read
     for spec in cfg.models:
@@ -201,20 +214,7 @@ def run(cfg: RunConfig) -> dict:
         todo = [j for j in jobs if j.shards]
         log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
         if todo:
-            prog = _progress(cfg.progress)
-            if prog is not None:
-                prog.start()
-            try:
-                stats = executor.run(todo, exec_cfg, model, datasets, prog)
-            finally:
-                if prog is not None:
-                    prog.stop()
-            for job, st in zip(todo, stats):
-                summary["jobs"] += 1
-                summary["images"] += st.images
-                for sid, err in st.skipped:
-                    log.warning("unreadable image skipped: %s in %s (%s)", sid, job.dataset, err)
-                log.info("ran %s: %d images, %d shards", job.label, st.images, st.shards_written)
+            run_jobs(todo, model, cfg.progress)
             log.info("%s: inference done; peak RSS so far %.0f MB", spec, peak_rss_mb())
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
         record_unreadable(store, jobs, db, run_id, unreadable, summary)

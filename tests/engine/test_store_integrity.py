@@ -68,7 +68,7 @@ def test_every_kind_of_damage_is_caught(tmp_path, monkeypatch, checksum, damage,
     with pytest.raises(ShardDamage, match=reason):
         check_shard_bytes(bad, e.shard_range(1))
     e.shard_path(1).write_bytes(bad)
-    found = Store(tmp_path).verify_entry(e)
+    found = e.verify(move=True)
     assert [Path(d.path).name for d in found] == ["shard-00001.safetensors"] and re.search(reason, found[0].reason)
     assert not e.shard_path(1).exists() and Path(found[0].moved_to).read_bytes() == bad  # kept, not deleted
     assert e.missing_shards() == [1]

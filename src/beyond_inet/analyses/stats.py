@@ -120,9 +120,7 @@ def paired_bootstrap(stat_a: Stat, stat_b: Stat, n: int, n_boot: int = 1000, see
     for idx in replicate_indices(n, n_boot, seed):
         diffs.append(np.asarray(stat_a(idx), np.float64) - np.asarray(stat_b(idx), np.float64))
     d = np.concatenate(diffs)
-    if not np.isfinite(d).any():
-        return math.nan, math.nan, math.nan
-    lo, hi = percentile_interval(d, alpha)
+    lo, hi = percentile_interval(d, alpha)  # both NaN (and p too) when too few replicates are defined
     return lo, hi, bootstrap_p(d)
 
 

@@ -43,8 +43,9 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         model = create_model(job.model, logit_scale=cfg.logit_scale)
     if job.resolution:
         model = model.rebuild(job.resolution)
-    if variants is None or variants.get(None) is not model:  # a cache for another model: start afresh
-        variants = {} if variants is None else variants
+    if variants is None:
+        variants = {}
+    if variants.get(None) is not model:  # a cache filled for another model: start afresh
         variants.clear()
         variants[None] = model
     for v in job.views:

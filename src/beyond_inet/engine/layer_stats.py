@@ -39,8 +39,7 @@ import torch
 
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, atomic_write_bytes,
-                                     hashed_safetensors, make_key, move_aside, open_file, read_safetensors_head,
-                                     read_tensors)
+                                     hashed_safetensors, make_key, move_aside, read_stats_chunk)
 from beyond_inet.models.base import VisionModel
 from beyond_inet.models.layers import LAYER_TYPES, REDUCTIONS, capture_layers, typed_modules
 
@@ -155,23 +154,10 @@ class LayerStats:
     def read_chunk(self, c: int) -> tuple[dict[str, np.ndarray], dict]:
         """Chunk `c`'s tensors and metadata, its hash checked as it is read, and its index, layers and batch
         count checked against meta.json. Raises ShardDamage."""
-        f, size = open_file(self.chunk_path(c))
-        with f:
-            head = read_safetensors_head(f, size, "batches")
-            if not head.hashes:
-                raise ShardDamage("checksum missing (flipped bytes in its header?)")
-            tensors = read_tensors(f, head)
-        md = head.meta
-        if md.get("chunk") != c:
-            raise ShardDamage(f"holds chunk {md.get('chunk')}, expected {c} (a chunk copied over another?)")
-        if md.get("layers") != self.layers:
-            raise ShardDamage(f"holds other layers than {self.root / 'meta.json'}")
         per_chunk = max(1, SHARD_SIZE // int(self.meta["config"]["batch_size"]))
         expected = min(per_chunk, int(self.meta["n_batches"]) - c * per_chunk)
-        ids = md.get("ids")
-        if not isinstance(ids, list) or len(ids) != expected or any(f"gram.{t}" not in tensors for t in range(expected)):
-            raise ShardDamage(f"holds {len(ids) if isinstance(ids, list) else 'no'} batches, expected {expected}")
-        return tensors, md
+        tensors, head = read_stats_chunk(self.chunk_path(c), c, self.layers, expected)
+        return tensors, head.meta
 
     def verify(self, move: bool = True) -> list[Damage]:
         """Check every chunk on disk as a read would; damaged ones are moved aside (when `move`), so they

@@ -207,10 +207,6 @@ class ShardHead:
     hashes: list[tuple[str, int]]  # (hash field, where its digits are in `raw`)
 
     @property
-    def samples(self) -> dict:
-        return self.meta
-
-    @property
     def rows(self) -> int:
         return next(shape[0] for name, _, shape, _ in self.layout if name == "positions")
 
@@ -360,27 +356,59 @@ def check_shard_bytes(buf: bytes, expected: range) -> tuple[dict[str, np.ndarray
 
     f = io.BytesIO(buf)
     head = read_head(f, len(buf), expected)
-    return read_data(f, head, expected), head.samples
+    return read_data(f, head, expected), head.meta
 
 
-def check_shard_file(path: Path, expected: range) -> int:
-    """Check the shard file at `path` as a load does (every byte hashed, read in pieces into scratch
-    arrays, never the whole file at once, and never memory-mapped: a file truncated meanwhile is damage,
-    not a crash); returns its size. Raises ShardDamage."""
+def read_shard_file(path: Path, expected: range, verify: bool = True) -> tuple[dict[str, np.ndarray], ShardHead]:
+    """The shard file at `path`, read with every check a load makes (with `verify`: every byte hashed as it
+    is read; never memory-mapped, so a file truncated meanwhile is damage, not a crash): its tensors and
+    header. Raises ShardDamage."""
     f, size = open_file(path)
     try:
         with f:
-            read_data(f, read_head(f, size, expected), expected)
+            head = read_head(f, size, expected)
+            return read_data(f, head, expected, verify=verify), head
     except OSError as e:
         raise ShardDamage(f"unreadable ({e.strerror})") from None
-    return size
+
+
+def check_shard_file(path: Path, expected: range) -> int:
+    """Check the shard file at `path` as a load does; returns its size. Raises ShardDamage."""
+    return read_shard_file(path, expected)[1].size
+
+
+def read_stats_chunk(path: Path, index: int, layers: list[str] | None = None,
+                     n_batches: int | None = None) -> tuple[dict[str, np.ndarray], ShardHead]:
+    """A layer-statistics chunk (``engine.layer_stats``; metadata entry ``batches``), its hash checked as
+    it is read, holding chunk `index` (and, when given, these `layers` and `n_batches` batches): its
+    tensors and header. Torch-free, so that `beyond-inet verify` can use it. Raises ShardDamage."""
+    f, size = open_file(path)
+    try:
+        with f:
+            head = read_safetensors_head(f, size, "batches")
+            if not head.hashes:
+                raise ShardDamage("checksum missing (flipped bytes in its header?)")
+            tensors = read_tensors(f, head)
+    except OSError as e:
+        raise ShardDamage(f"unreadable ({e.strerror})") from None
+    md = head.meta
+    if md.get("chunk") != index:
+        raise ShardDamage(f"holds chunk {md.get('chunk')}, expected {index} (a chunk copied over another?)")
+    if layers is not None and md.get("layers") != layers:
+        raise ShardDamage(f"holds other layers than {path.parent / 'meta.json'}")
+    if n_batches is not None:
+        ids = md.get("ids")
+        if not isinstance(ids, list) or len(ids) != n_batches or any(f"gram.{t}" not in tensors
+                                                                     for t in range(n_batches)):
+            raise ShardDamage(f"holds {len(ids) if isinstance(ids, list) else 'no'} batches, expected {n_batches}")
+    return tensors, head
 
 
 def read_header(path: Path) -> dict:
     """A shard's `samples` metadata from its header only (cheap; the data is not verified)."""
     f, size = open_file(path)
     with f:
-        return read_head(f, size).samples
+        return read_head(f, size).meta
 
 
 def move_aside(path: Path) -> Path:
@@ -554,10 +582,8 @@ class Entry:
     def read_shard(self, s: int, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         """One shard's tensors and metadata; with `verify`, its hash and positions are checked as it is read.
         Raises ShardDamage."""
-        f, size = open_file(self.shard_path(s))
-        with f:
-            head = read_head(f, size, self.shard_range(s))
-            return read_data(f, head, self.shard_range(s), verify=verify), head.samples
+        tensors, head = read_shard_file(self.shard_path(s), self.shard_range(s), verify)
+        return tensors, head.meta
 
     def check_shard(self, s: int) -> None:
         """Verify one shard in place, as a load would. Raises ShardDamage."""
@@ -655,8 +681,8 @@ class Entry:
             for s, m in extra.items():
                 if m is not None and m.ndim == 2:
                     multi[int(starts[s]):int(starts[s + 1]), : m.shape[1]] = m
-        ids = [i for h in heads for i in h.samples["ids"]]
-        skipped = [sid for h in heads for sid, _ in h.samples.get("skipped", [])]
+        ids = [i for h in heads for i in h.meta["ids"]]
+        skipped = [sid for h in heads for sid, _ in h.meta.get("skipped", [])]
         meta = _read_meta(self.root / "meta.json") or {}
         return Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
                        skipped=skipped, meta=meta)
@@ -717,12 +743,6 @@ class Store:
         if m is None or "n_samples" not in m:
             return None
         return Entry(self.root / key, m["n_samples"], m.get("shard_size", SHARD_SIZE))
-
-    def verify_entry(self, entry: Entry) -> list[Damage]:
-        """Verify `entry`'s shards now, moving damaged ones aside so that they count as missing."""
-        found = entry.verify(move=True)
-        self.damaged += found
-        return found
 
     def remove_strays(self) -> list[Path]:
         """Delete temp files of writes whose process is gone (killed or failed runs)."""
@@ -804,20 +824,10 @@ def verify_layer_stats(root: str | Path) -> VerifyReport:
             continue
         for p in sorted(d.glob("chunk-*.safetensors")):
             try:
-                f, size = open_file(p)
-                with f:
-                    head = read_safetensors_head(f, size, "batches")
-                    if not head.hashes:
-                        raise ShardDamage("checksum missing (flipped bytes in its header?)")
-                    read_tensors(f, head)
-                if head.meta.get("chunk") != int(p.name[6:11]):
-                    raise ShardDamage(f"holds chunk {head.meta.get('chunk')} (a chunk copied over another?)")
+                rep.bytes += read_stats_chunk(p, int(p.name[6:11]))[1].size
                 rep.shards += 1
-                rep.bytes += size
-            except (ShardDamage, ValueError) as e:
+            except (ShardDamage, ValueError) as e:  # ValueError: not a chunk-NNNNN name
                 rep.damaged.append(Damage(str(p), str(e)))
-            except OSError as e:
-                rep.damaged.append(Damage(str(p), f"unreadable ({e.strerror})"))
         if len(list(d.glob("chunk-*.safetensors"))) < meta["n_chunks"]:
             rep.incomplete.append(str(d))
     rep.seconds = time.perf_counter() - t0
