@@ -146,3 +146,13 @@ def test_resolve_analyses_expands_all_and_suggests():
     assert registry.resolve_analyses(["shape-bias", "accuracy", "shape-bias"]) == ["shape-bias", "accuracy"]
     with pytest.raises(OptionError, match="did you mean 'shape-bias'"):
         registry.resolve_analyses(["shape_bias"])
+
+
+def test_auto_means_the_default_for_every_option_shown_as_auto():
+    """The README and `beyond-inet analyses` show these defaults as "auto": typing it must mean the default,
+    not a folder or dataset literally named "auto" (it made mvh_raw_data=auto silently find no human data)."""
+    auto = [o for _, o in registry.all_options().values() if o.default_label() == "auto"]
+    assert auto, "no option shows an auto default"
+    for o in auto:
+        assert o.parse("auto") is None and o.parse("AUTO") is None, o.key
+        assert registry.typed_options({o.key: "auto"})[o.key] is None

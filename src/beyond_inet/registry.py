@@ -61,7 +61,10 @@ class Option:
     def parse(self, value: Any) -> Any:
         """The typed value of `value` (a command-line string or a Python value); OptionError if bad.
 
-        Dataset names are only checked for shape here; `validate.py` checks them against the catalog."""
+        Dataset names are only checked for shape here; `validate.py` checks them against the catalog. An option
+        whose default is chosen at run time (shown as "auto") takes "auto" to mean exactly that default."""
+        if self.default is None and isinstance(value, str) and value.strip().lower() == "auto":
+            return None
         if self.kind.startswith("list["):
             items = _as_list(value)
             if not items:
