@@ -167,10 +167,12 @@ def cmd_verify(args) -> int:
              if lrep.entries else "")
     unchecked = (f"; images of {len(rep.unchecked)} entries not checked (their dataset is not under "
                  f"--data-root {data_root})" if rep.unchecked else "")
+    old = (f"; {len(rep.old)} entries of an older store format, never read again (delete them to reclaim "
+           f"space)" if rep.old else "")
     print(f"{rep.entries} store entries, {rep.shards} shards ({rep.bytes / 2**20:.1f} MB) verified in "
           f"{rep.seconds + lrep.seconds:.1f} s{extra}; {len(rep.incomplete) + len(lrep.incomplete)} entries still "
           f"incomplete (a rerun fills them); {len(rep.strays) + len(lrep.strays)} stray temp files (the next run "
-          f"removes them){unchecked}")
+          f"removes them){unchecked}{old}")
     if damaged:
         raise UserError(f"{len(damaged)} damaged file(s) in {args.out_dir}: " + "; ".join(damaged) + advice)
     return 0

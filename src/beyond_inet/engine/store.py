@@ -585,11 +585,13 @@ def _stray(path: Path) -> bool:
 class Expected:
     """What an entry must hold for the dataset a run uses: its sample count, the fingerprint of its sample
     list, and each shard's images (`images(range)`: ``image_identities`` of those positions, stat'ed when
-    asked). Given one, the store checks meta.json against it and each shard's entry key and images."""
+    asked). Given one, the store checks meta.json against it and each shard's entry key and images.
+    `strict`: meta.json must have every field of this format (a run's and `verify`'s reads)."""
 
-    n_samples: int
+    n_samples: int | None
     fingerprint: str | None = None
     images: Callable[[range], list] | None = None
+    strict: bool = True
 
 
 def meta_problem(m, expect: Expected | None = None) -> str | None:
@@ -608,9 +610,9 @@ def meta_problem(m, expect: Expected | None = None) -> str | None:
         return f"shard_size is {m['shard_size']}, this version writes {SHARD_SIZE}"
     if expect is None:
         return None
-    if m["n_samples"] != expect.n_samples:
+    if expect.n_samples is not None and m["n_samples"] != expect.n_samples:
         return f"n_samples is {m['n_samples']}, the dataset has {expect.n_samples}"
-    if expect.images is not None:  # an entry of this format, read for a dataset: its own fields too
+    if expect.strict:  # an entry of this format, read by a run or verify: its own fields too
         if m.get("format") != STORE_FORMAT:
             return f"format is {m.get('format')!r}, expected {STORE_FORMAT}" if "format" in m else "format missing"
         for k in ("dataset", "samples"):
@@ -883,7 +885,7 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(d, e) from None
-        expect = expect or Expected(n_samples)
+        expect = expect or Expected(n_samples, strict=False)
         m, dmg = self._meta(d, expect)
         if dmg is not None:
             self.damaged.append(dmg)
@@ -931,6 +933,7 @@ class VerifyReport:
     incomplete: list[str] = field(default_factory=list)  # entries with shards still to compute (not damage)
     strays: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)  # entries whose dataset was not found: images unchecked
+    old: list[str] = field(default_factory=list)  # entries of store format 1 (other keys: never read again)
     seconds: float = 0.0
 
 
@@ -950,9 +953,13 @@ def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected |
             rep.incomplete.append(str(d))
             continue
         parsed = _read_meta(mp)
+        if parsed is not None and "format" not in parsed and meta_problem(parsed) is None and "weights" in parsed:
+            rep.old.append(str(d))  # written before format 2: its key is no run's any more
+            continue
         expect = expect_for(parsed) if expect_for is not None and parsed is not None else None
-        if expect is None:
+        if expect is None:  # the dataset is not available: the schema alone, as strictly as a run reads it
             rep.unchecked.append(str(d))
+            expect = Expected(None)
         m, why = read_meta_checked(mp, expect)
         if why is not None:
             rep.damaged.append(Damage(str(mp), why))
