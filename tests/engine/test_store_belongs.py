@@ -115,6 +115,7 @@ CASES = {
     "meta-shard-size-str": (_meta(_set("shard_size", "512")), "meta.json", 0),
     "meta-no-n": (_meta(_drop("n_samples")), "meta.json", 0),
     "meta-no-dataset": (_meta(_drop("dataset")), "meta.json", 0),
+    "meta-no-format": (_meta(_drop("format")), "meta.json", 0),
     "meta-not-json": (_meta('{"n_samples": 12, "shard_'), "meta.json", 0),
     "meta-list": (_meta("[12, 5]"), "meta.json", 0),
 }
@@ -125,7 +126,7 @@ def _verify(out: Path, data: Path, capfd) -> tuple[int, str]:
     rc = cli.main(["verify", str(out), "--data-root", str(data)])
     cap = capfd.readouterr()
     assert "Traceback" not in cap.err
-    return rc, cap.err
+    return rc, cap.err + cap.out
 
 
 def _warnings(err: str) -> list[str]:
@@ -235,3 +236,25 @@ def test_stat_per_image_is_cheap(shared_data):
     st = os.stat(files[3])
     assert got[3] == [os.path.basename(files[3]), st.st_size, st.st_mtime_ns]
     assert dt < 1.0  # a few ms when cached; generous for a loaded CI machine
+
+
+def test_entries_of_the_older_format_are_never_read_and_verify_says_so(stores, tmp_path, capfd, monkeypatch):
+    """A format-1 entry (no `format` in meta.json, shards without entry key or images) is not damage: no
+    run's key points to it any more. verify counts it and exits 0."""
+    data, base = stores
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 5)
+    out = tmp_path / "out"
+    shutil.copytree(base / "ref", out)
+    old = out / "store" / "0123456789abcdef0123"
+    old.mkdir()
+    m = json.loads((_entry_dir(out) / "meta.json").read_text())
+    (old / "meta.json").write_text(json.dumps({k: v for k, v in m.items() if k != "format"}))
+    from beyond_inet.engine.store import Entry, shard_bytes
+
+    e = Entry(old, 12, 5)
+    for s in range(3):  # as format 1 wrote them: no entry key, no images
+        t, meta = Entry(_entry_dir(out), 12, 5).read_shard(s)
+        meta = {k: v for k, v in meta.items() if k not in ("entry", "images", "xxh3_64")}
+        e.shard_path(s).write_bytes(shard_bytes(t, meta))
+    rc, said = _verify(out, data, capfd)
+    assert rc == 0 and "1 entries of an older store format" in said, said

@@ -11,9 +11,13 @@ sample positions it covers, the positions of its unreadable samples, and a conte
 file (xxh3_64, computed with the hash field itself set to zeros; shards written before it carry a CRC-32,
 which is still checked). A load checks both in its one pass over the bytes (each piece is hashed right
 after it is read, straight into the final arrays), so flipped bytes, a truncated or empty file, a bad
-header and a shard copied over another are all caught at no second pass. A damaged file is moved aside
-to ``<name>.corrupt-<n>`` and the load raises StoreDamaged naming it; the pipeline then recomputes it in
-the same run. Two processes never compute the same shard: a writer first claims it with an
+header and a shard copied over another are all caught at no second pass. Each shard also records the key
+of its entry and the identity (sample id, file size, mtime_ns) of every image of its range; a load given
+the dataset (``Expected``) compares them while reading the headers, so a shard from another store and an
+image replaced in place are damage too, as is a meta.json that fails its schema (``meta_problem``).
+`beyond-inet verify` runs the same check (``Entry.check``). A damaged file is moved aside to
+``<name>.corrupt-1`` (one copy per file) and the load raises StoreDamaged naming it; the pipeline then
+recomputes it in the same run. Two processes never compute the same shard: a writer first claims it with an
 ``O_CREAT|O_EXCL`` lock file holding its host and pid (stale claims of dead processes are taken over).
 """
 from __future__ import annotations
@@ -423,11 +427,6 @@ def read_shard_file(path: Path, expected: range, verify: bool = True) -> tuple[d
         raise ShardDamage(f"unreadable ({e.strerror})") from None
 
 
-def check_shard_file(path: Path, expected: range) -> int:
-    """Check the shard file at `path` as a load does; returns its size. Raises ShardDamage."""
-    return read_shard_file(path, expected)[1].size
-
-
 def read_stats_chunk(path: Path, index: int, layers: list[str] | None = None,
                      n_batches: int | None = None) -> tuple[dict[str, np.ndarray], ShardHead]:
     """A layer-statistics chunk (``engine.layer_stats``; metadata entry ``batches``), its hash checked as
@@ -801,12 +800,6 @@ class Entry:
         return {}, Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
                            skipped=skipped, meta=meta)
 
-    def check_shard(self, s: int) -> None:
-        """Verify one shard in place, as a load would (widths across shards aside). Raises ShardDamage."""
-        found, _ = self.check([s], keep=False)
-        if self.shard_path(s) in found:
-            raise found[self.shard_path(s)]
-
     def verify(self, move: bool = True) -> list[Damage]:
         """Check every shard on disk as a load would (``check``); damaged ones are moved aside (when `move`)
         so they count as missing."""
@@ -937,6 +930,15 @@ class VerifyReport:
     seconds: float = 0.0
 
 
+def _format_1(d: Path) -> bool:
+    """Entry folder `d` was written before store format 2: its first shard records no entry key (a format-2
+    entry whose meta.json lost its `format` field is damage, not an old entry)."""
+    try:
+        return "entry" not in read_header(d / "shard-00000.safetensors")
+    except (ShardDamage, OSError):
+        return False
+
+
 def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected | None] | None = None) -> VerifyReport:
     """Check every entry as a run does, moving nothing: its meta.json (``read_meta_checked``) and its shard
     files (``Entry.check``). `expect_for(meta)` gives the dataset's view of an entry (from the dataset named
@@ -953,7 +955,7 @@ def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected |
             rep.incomplete.append(str(d))
             continue
         parsed = _read_meta(mp)
-        if parsed is not None and "format" not in parsed and meta_problem(parsed) is None and "weights" in parsed:
+        if parsed is not None and "format" not in parsed and _format_1(d):
             rep.old.append(str(d))  # written before format 2: its key is no run's any more
             continue
         expect = expect_for(parsed) if expect_for is not None and parsed is not None else None
