@@ -143,33 +143,57 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Check a whole output folder's store (hash and positions of every shard, meta.json), its layer
-    statistics (CKA) and its results database without building any model; moves nothing. Exit 2 with one
-    line when anything is damaged."""
-    from beyond_inet.engine.store import Damage, verify_layer_stats, verify_store
-    from beyond_inet.report.results import check_database
+    """Check a whole output folder's store, its layer statistics (CKA) and its results database without
+    building any model; moves nothing. The store is checked by the same code as a run's loads (meta.json,
+    each shard's hash, range, entry and images against the dataset under --data-root, by default the last
+    run's), so both give the same verdict. Exit 2 with one line when anything is damaged."""
+    from beyond_inet.engine.store import verify_layer_stats, verify_store
+    from beyond_inet.report.results import check_database, database_error, last_data_root
 
     store = os.path.join(args.out_dir, "store")
     stats = os.path.join(args.out_dir, "layer-stats")
     db = os.path.join(args.out_dir, "results.sqlite")
     if not os.path.isdir(store) and not os.path.exists(db) and not os.path.isdir(stats):
         raise UserError(f"{args.out_dir!r} holds neither a store/ folder nor results.sqlite: nothing to verify")
-    rep = verify_store(store)
+    data_root = args.data_root or (last_data_root(db) if os.path.exists(db) else None) \
+        or os.environ.get("BEYOND_INET_DATA")
+    rep = verify_store(store, _dataset_expectations(data_root))
     lrep = verify_layer_stats(stats)
-    damaged = list(rep.damaged) + list(lrep.damaged)
+    damaged = [f"{d.path} ({d.reason})" for d in list(rep.damaged) + list(lrep.damaged)]
+    advice = " -- the next `run` moves damaged store files aside and recomputes them" if damaged else ""
     if os.path.exists(db) and (why := check_database(db)) is not None:
-        damaged.append(Damage(db, why))
+        damaged.append(str(database_error(db, why)))  # word for word what `run` says about it
     extra = (f"; {lrep.entries} layer-statistics folders, {lrep.shards} chunks ({lrep.bytes / 2**20:.1f} MB)"
              if lrep.entries else "")
+    unchecked = (f"; images of {len(rep.unchecked)} entries not checked (their dataset is not under "
+                 f"--data-root {data_root})" if rep.unchecked else "")
+    old = (f"; {len(rep.old)} entries of an older store format, never read again (delete them to reclaim "
+           f"space)" if rep.old else "")
     print(f"{rep.entries} store entries, {rep.shards} shards ({rep.bytes / 2**20:.1f} MB) verified in "
           f"{rep.seconds + lrep.seconds:.1f} s{extra}; {len(rep.incomplete) + len(lrep.incomplete)} entries still "
           f"incomplete (a rerun fills them); {len(rep.strays) + len(lrep.strays)} stray temp files (the next run "
-          f"removes them)")
+          f"removes them){unchecked}{old}")
     if damaged:
-        raise UserError(f"{len(damaged)} damaged file(s) in {args.out_dir}: "
-                        + "; ".join(f"{d.path} ({d.reason})" for d in damaged)
-                        + " -- the next `run` moves damaged files aside and recomputes them")
+        raise UserError(f"{len(damaged)} damaged file(s) in {args.out_dir}: " + "; ".join(damaged) + advice)
     return 0
+
+
+def _dataset_expectations(data_root: str | None):
+    """expect_for(meta.json) for ``verify_store``: what an entry must hold for the dataset (and sample
+    limit) its meta.json names, opened as a run opens it; None when that dataset is not available."""
+    caches: dict = {}
+
+    def expect_for(meta: dict):
+        from beyond_inet.engine.plan import DatasetCache
+
+        name, limit = meta.get("dataset"), meta.get("limit")
+        if not isinstance(name, str) or not (limit is None or (isinstance(limit, int) and limit > 0)):
+            return None
+        if limit not in caches:
+            caches[limit] = DatasetCache(data_root, limit)
+        return caches[limit].expected(name)
+
+    return expect_for
 
 
 def cmd_analyses(args) -> int:
@@ -307,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(fn=cmd_report)
     ver = _sub(sub, "verify", "check OUT_DIR's stored outputs and results database for damage", EXAMPLES["verify"])
     ver.add_argument("out_dir")
+    ver.add_argument("--data-root", default=None,
+                     help="folder holding the datasets the store was computed from, to check its images "
+                          "(default: the last run's, else $BEYOND_INET_DATA)")
     ver.set_defaults(fn=cmd_verify)
     a = _sub(sub, "analyses", "list every analysis with its datasets, figures and options", EXAMPLES["analyses"])
     a.add_argument("--markdown", action="store_true", help="print the options as the README's markdown table")

@@ -228,7 +228,7 @@ def run(cfg: RunConfig) -> dict:
             if (req.dataset, req.view) not in _loaded:
                 key, _ = _keys[(req.dataset, req.view)]
                 _loaded[(req.dataset, req.view)] = load_outputs(
-                    store, key, lambda e: recompute(_spec, req.dataset, e))
+                    store, key, lambda e: recompute(_spec, req.dataset, e), datasets.expected(req.dataset))
             return _loaded[(req.dataset, req.view)]
 
         # The layer-statistics pass decodes on the CPU: its numerics never include GPU decoding.
@@ -269,7 +269,7 @@ def run(cfg: RunConfig) -> dict:
         live.clear()
         del model, loaded
     _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
-                     run_id, summary, recompute)
+                     run_id, summary, recompute, datasets.expected)
     for a in analyses:
         res = a.summarize(ctx, all_rows[a.name])
         db.add_rows(res.rows, run_id)
@@ -322,7 +322,11 @@ def record_unreadable(store: Store, jobs, db: ResultsDB, run_id: str, seen: dict
     """Unreadable images as the stored shards record them (so cached reruns know them too), per dataset."""
     for job in jobs:
         for key in dict.fromkeys(job.keys.values()):
-            entry = store.existing(key)
+            try:
+                entry = store.existing(key)
+            except StoreDamaged as e:  # its meta.json (moved aside): the entry's load recomputes it
+                store.damaged += e.damages
+                continue
             if entry is not None:
                 seen.setdefault(job.dataset, {}).update(dict(entry.skipped()))
     for dname, files in seen.items():
@@ -353,13 +357,13 @@ def run_prepare(a: Analysis, ctx: Context, model, env: ModelEnv, progress: bool)
 
 
 def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], store: Store, db: ResultsDB,
-                     run_id: str, summary: dict, recompute=None) -> None:
+                     run_id: str, summary: dict, recompute=None, expected=None) -> None:
     """Cross-model analyses (`compares_models`): one `compare` call with every model that ran, reading the
     store lazily (``cross_fetch``); their rows, skips and artifacts are stored under model ``*``."""
     if not analyses or not model_keys:
         return
     fetch = cross_fetch(store, {m: {dv: k for dv, (k, _) in keys.items()} for m, keys in model_keys.items()},
-                        recompute)
+                        recompute, expected)
     for a in analyses:
         db.clear_skips(a.name, "*")
         res = a.compare(ctx, list(model_keys), fetch)
@@ -372,29 +376,36 @@ def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], 
 SIGNIFICANCE = "significance"
 
 
-def load_outputs(store: Store, key: str, recompute=None):
-    """The stored outputs under `key` (None when absent), every byte verified as it is read. Damaged shards
-    are moved aside by the load; `recompute(err)` then computes them again and the entry is read once more
-    (without `recompute`, or damaged a second time, the StoreDamaged error goes up: one line, exit 2)."""
-    entry = store.existing(key)
-    if entry is None:
-        return None
+def load_outputs(store: Store, key: str, recompute=None, expect=None):
+    """The stored outputs under `key` (None when absent), every byte verified as it is read and, given
+    `expect` (``DatasetCache.expected``), meta.json and every shard checked against the dataset's images.
+    Damaged files are moved aside by the load; `recompute(err)` then computes them again and the entry is
+    read once more (without `recompute`, or damaged a second time, the StoreDamaged error goes up: one
+    line, exit 2)."""
     try:
+        entry = store.existing(key, expect)
+        if entry is None:
+            return None
         return entry.load()
     except StoreDamaged as e:
         if recompute is None:
             raise
         recompute(e)
     try:
-        return store.existing(key).load()
+        entry = store.existing(key, expect)
+        if entry is None:
+            raise StoreDamaged(f"stored outputs {store.root / key} are missing after they were recomputed")
+        return entry.load()
     except StoreDamaged as e:
         raise StoreDamaged(f"{e} (damaged again right after it was recomputed: is the disk failing?)",
                            e.damages) from None
 
 
-def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int = 8, on_damage=None):
+def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int = 8, on_damage=None,
+                expected=None):
     """fetch(request) for one model: outputs loaded from the store on first use, a few kept in memory.
-    `on_damage(dataset, err)` recomputes shards found damaged while loading (see `load_outputs`)."""
+    `on_damage(dataset, err)` recomputes shards found damaged while loading (see `load_outputs`);
+    `expected(dataset)` gives what the entries must hold (``DatasetCache.expected``)."""
     from collections import OrderedDict
 
     loaded: OrderedDict = OrderedDict()
@@ -404,7 +415,8 @@ def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int 
         if dv not in keys:
             return None
         if dv not in loaded:
-            got = load_outputs(store, keys[dv], None if on_damage is None else lambda e: on_damage(req.dataset, e))
+            got = load_outputs(store, keys[dv], None if on_damage is None else lambda e: on_damage(req.dataset, e),
+                               None if expected is None else expected(req.dataset))
             if got is None:
                 return None
             loaded[dv] = got
@@ -416,12 +428,12 @@ def store_fetch(store: Store, keys: dict[tuple[str, str], str], cache_size: int 
     return fetch
 
 
-def cross_fetch(store: Store, keys_by_model: dict[str, dict[tuple[str, str], str]], recompute=None):
+def cross_fetch(store: Store, keys_by_model: dict[str, dict[tuple[str, str], str]], recompute=None, expected=None):
     """CrossFetch: (model spec, request) -> that model's stored outputs, lazily loaded (None when absent).
     `recompute(spec, dataset, err)` recomputes shards found damaged while loading (the model is rebuilt)."""
     fetchers = {m: store_fetch(store, k, cache_size=2,
                                on_damage=None if recompute is None else
-                               (lambda dataset, e, _m=m: recompute(_m, dataset, e)))
+                               (lambda dataset, e, _m=m: recompute(_m, dataset, e)), expected=expected)
                 for m, k in keys_by_model.items()}
 
     def fetch(model: str, req: Request):

@@ -178,7 +178,7 @@ def test_exif_option_reaches_the_readers_and_changes_only_its_store_key(tmp_path
     from beyond_inet import ENGINE_VERSION
     from beyond_inet.engine.gpu_decode import raw_bytes
     from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, store_key
-    from beyond_inet.engine.store import make_key
+    from beyond_inet.engine.store import STORE_FORMAT, make_key
 
     data, arr = _oriented_png(8)
     (tmp_path / "imagenet-val" / "n01440764").mkdir(parents=True)
@@ -191,7 +191,7 @@ def test_exif_option_reaches_the_readers_and_changes_only_its_store_key(tmp_path
     assert raw_bytes(ds0, 0) == data and raw_bytes(ds1, 0) is None  # nvJPEG would ignore the tag: CPU decode
     args = ("w", "pre", "standard", "imagenet-val", "fp", None, {})
     old = make_key({"weights": "w", "pre": "pre", "view": "standard", "dataset": "imagenet-val", "samples": "fp",
-                    "limit": None, "logit_scale": None, "engine": ENGINE_VERSION})
+                    "limit": None, "logit_scale": None, "engine": ENGINE_VERSION, "store_format": STORE_FORMAT})
     assert store_key(*args, decoding=plain.decoding) == old  # default keys unchanged: stored outputs stay valid
     assert store_key(*args, decoding=turned.decoding) != old
     from beyond_inet.analyses import Request

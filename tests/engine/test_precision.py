@@ -57,10 +57,11 @@ def test_fp32_keys_unchanged():
     """Cached CPU outputs stay valid: the fp32 key has no numerics field (value computed before this change)."""
     assert store_key(**KEY) == store_key(**KEY, numerics="fp32")
     from beyond_inet import ENGINE_VERSION
-    from beyond_inet.engine.store import make_key
+    from beyond_inet.engine.store import STORE_FORMAT, make_key
 
     assert store_key(**KEY) == make_key({"weights": "w", "pre": "p", "view": "standard", "dataset": "d",
-                                         "samples": "f", "limit": None, "logit_scale": None, "engine": ENGINE_VERSION})
+                                         "samples": "f", "limit": None, "logit_scale": None, "engine": ENGINE_VERSION,
+                                         "store_format": STORE_FORMAT})
 
 
 def test_unknown_precision_is_a_user_error(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from beyond_inet.engine import infer
 from beyond_inet.engine.runner import RunConfig, run
-from beyond_inet.engine.store import Entry, Store
+from beyond_inet.engine.store import Entry, Store, StoreDamaged
 from beyond_inet.report.results import ResultsDB
 from conftest import make_imagenet_folder
 
@@ -142,7 +142,8 @@ def test_corrupt_meta_json_is_moved_aside_not_fatal(tmp_path, monkeypatch):
     e = _entry(tmp_path)
     (e.root / "meta.json").write_text("{not json")
     store = Store(tmp_path)
-    assert store.existing("e") is None
+    with pytest.raises(StoreDamaged, match="corrupt meta.json: not JSON"):  # a load recomputes the entry
+        store.existing("e")
     assert (e.root / "meta.json.corrupt-1").read_text() == "{not json"
     again = store.entry("e", 10)
     assert again.missing_shards() == [0, 1, 2]  # no meta: the entry gets a job, which rewrites meta.json
@@ -300,11 +301,12 @@ def test_load_assembles_gaps_multilabels_and_empty_shards_like_concatenation(tmp
     assert np.array_equal(out.multilabels[3:], parts[2]["multilabels"])
 
 
-def test_a_shard_damaged_twice_is_one_line_not_a_loop(tmp_path):
+def test_a_shard_damaged_twice_is_one_line_not_a_loop(tmp_path, monkeypatch):
     """A load that finds damage again right after the recompute (a failing disk) stops with one line."""
     from beyond_inet.engine.store import StoreDamaged
     from beyond_inet.pipeline import load_outputs
 
+    monkeypatch.setattr("beyond_inet.engine.store.SHARD_SIZE", 4)  # as _entry's meta.json says
     e = _entry(tmp_path)
     calls = []
 

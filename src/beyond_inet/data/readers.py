@@ -55,6 +55,11 @@ class ImageDataset:
     def load(self, i: int) -> Image.Image:
         return self._open(i)
 
+    def source(self, i: int) -> str | None:
+        """The file holding sample `i` (an image, a tar, a parquet file), whose size and modification time
+        the store records so that a file replaced in place is noticed; None when there is no such file."""
+        return None
+
     def _open(self, i: int) -> Image.Image:
         raise NotImplementedError
 
@@ -82,6 +87,10 @@ class ReaderAdapter(ImageDataset):
     def _open(self, i: int) -> Image.Image:
         return self._reader.load(i)
 
+    def source(self, i: int) -> str | None:
+        src = getattr(self._reader, "source", None)
+        return src(i) if callable(src) else None
+
     def set_decoding(self, exif_transpose: bool = False) -> "ImageDataset":
         super().set_decoding(exif_transpose)
         if hasattr(self._reader, "exif_transpose"):  # readers that decode files themselves (PUG)
@@ -96,6 +105,9 @@ class FileListDataset(ImageDataset):
                  multi: list[list[int]] | None = None, classnames: list[str] | None = None):
         self.name, self._paths, self._ids, self._labels, self._multi = name, paths, ids, labels, multi
         self.classnames = classnames
+
+    def source(self, i: int) -> str | None:
+        return self._paths[i]
 
     def load_bytes(self, i: int) -> bytes:
         """The encoded file, unchanged (for decoders that take bytes, e.g. nvJPEG)."""
@@ -222,6 +234,9 @@ class WdsDataset(ImageDataset):
             self._labels.append(mapped)
             self._members.append(g["img"])
 
+    def source(self, i: int) -> str | None:
+        return self._members[i].tar
+
     def load_bytes(self, i: int) -> bytes:
         """The encoded tar member, read by seeking to its indexed offset."""
         m = self._members[i]
@@ -281,6 +296,9 @@ class ParquetDataset(ImageDataset):
                 multi.append(labs_list)
                 self._rows.append((fi, *where[r]))
         self._multi = multi if any(len(m) > 1 for m in multi) else None
+
+    def source(self, i: int) -> str | None:
+        return self._files[self._rows[i][0]]
 
     def _open(self, i: int) -> Image.Image:
         fi, g, r = self._rows[i]

@@ -64,10 +64,11 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         m = models[v]
         return {"model": job.model, "weights": m.weights_id, "dataset": job.dataset, "samples": fp,
                 "preprocessing": m.preprocessing.describe(), "info": json.loads(json.dumps(m.info, default=str)),
-                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v}
+                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v, "limit": cfg.limit}
 
     # Views sharing a key (res-<native> and standard) share one entry; run_pass computes each entry once.
-    entries = {v: store.entry(k, len(pos), meta(v)) for v, k in job.keys.items()}
+    expect = datasets.expected(job.dataset)
+    entries = {v: store.entry(k, len(pos), meta(v), expect) for v, k in job.keys.items()}
     return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task,
                     shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile, models=models)
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import build_view, normalize_uint8
-from beyond_inet.engine.store import Entry, claim, refresh_claims, release
+from beyond_inet.engine.store import Entry, claim, image_identities, refresh_claims, release
 from beyond_inet.models.base import Preprocessing, VisionModel
 
 log = logging.getLogger("beyond_inet")
@@ -363,11 +363,12 @@ def _fill(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entries: 
             for r, m in enumerate(ml):
                 multi[r, : len(m or [])] = m or []
         skipped = [(ds.sample_id(int(positions[j])), err) for j, err in failed]
+        images = image_identities(ds, positions, first.shard_range(s))  # what a load compares them with
         for v, e in entries.items():
             if e in mine[s] and not e.shard_path(s).exists():
                 lg = np.concatenate([a for a, _ in acc[v]]) if acc[v] else np.zeros((0, 1000), np.float32)
                 ft = np.concatenate([b for _, b in acc[v]]) if acc[v] else np.zeros((0, 0), np.float32)
-                e.write_shard(s, js, ids, labels, lg, ft, multi, skipped, [j for j, _ in failed])
+                e.write_shard(s, js, ids, labels, lg, ft, multi, skipped, [j for j, _ in failed], images)
         for e in mine.pop(s):
             release(e.shard_path(s))
         stats.shards_written += 1

@@ -16,7 +16,7 @@ from beyond_inet.contracts import Request
 from beyond_inet.data import catalog
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import resolution_of
-from beyond_inet.engine.store import Store, make_key
+from beyond_inet.engine.store import STORE_FORMAT, Expected, Store, image_identities, make_key
 from beyond_inet.errors import DatasetMissing, UserError
 
 
@@ -54,7 +54,8 @@ def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fing
     GPU vs CPU JPEG decoding. Outputs computed under different numerics are kept apart. `decoding` names a
     non-default image decoding (``exif_transpose``); default-decoded keys stay as they were."""
     fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
-              "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION}
+              "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION,
+              "store_format": STORE_FORMAT}
     if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
         fields["numerics"] = numerics
     if decoding:
@@ -111,6 +112,15 @@ class DatasetCache:
         self._open[name] = (ds, pos, fp)
         return self._open[name]
 
+    def expected(self, name: str) -> Expected | None:
+        """What a store entry of dataset `name` must hold (sample count, fingerprint, each shard's images);
+        None when the dataset cannot be opened."""
+        got = self.get(name)
+        if got is None:
+            return None
+        ds, pos, fp = got
+        return Expected(len(pos), fp, lambda r: image_identities(ds, pos, r))
+
 
 def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     import hashlib
@@ -149,7 +159,7 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         keys = {v: key(v) for v in views}
         missing: set[int] = set()
         for v, k in keys.items():
-            entry = store.entry(k, len(pos))
+            entry = store.entry(k, len(pos), expect=datasets.expected(dname))
             # Shards are not read here: every byte is hashed as a shard is loaded, and a shard found damaged
             # then is moved aside and recomputed by the same run (pipeline.load_outputs); reading them here
             # too would cost a second pass over the data (docs/store.md).

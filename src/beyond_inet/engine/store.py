@@ -11,9 +11,13 @@ sample positions it covers, the positions of its unreadable samples, and a conte
 file (xxh3_64, computed with the hash field itself set to zeros; shards written before it carry a CRC-32,
 which is still checked). A load checks both in its one pass over the bytes (each piece is hashed right
 after it is read, straight into the final arrays), so flipped bytes, a truncated or empty file, a bad
-header and a shard copied over another are all caught at no second pass. A damaged file is moved aside
-to ``<name>.corrupt-<n>`` and the load raises StoreDamaged naming it; the pipeline then recomputes it in
-the same run. Two processes never compute the same shard: a writer first claims it with an
+header and a shard copied over another are all caught at no second pass. Each shard also records the key
+of its entry and the identity (sample id, file size, mtime_ns) of every image of its range; a load given
+the dataset (``Expected``) compares them while reading the headers, so a shard from another store and an
+image replaced in place are damage too, as is a meta.json that fails its schema (``meta_problem``).
+`beyond-inet verify` runs the same check (``Entry.check``). A damaged file is moved aside to
+``<name>.corrupt-1`` (one copy per file) and the load raises StoreDamaged naming it; the pipeline then
+recomputes it in the same run. Two processes never compute the same shard: a writer first claims it with an
 ``O_CREAT|O_EXCL`` lock file holding its host and pid (stale claims of dead processes are taken over).
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import xxhash
@@ -37,6 +42,10 @@ from beyond_inet.engine.outputs import Outputs
 from beyond_inet.errors import UserError
 
 SHARD_SIZE = 512
+# Store format, part of every store key (plan.store_key) and of meta.json. 2: each shard records its entry's
+# key and the identity ([id, size, mtime_ns]) of every image of its range, checked on every load; entries of
+# format 1 have other keys, so they are never read again (a run after the upgrade recomputes them once).
+STORE_FORMAT = 2
 LOCK_STALE_S = float(os.environ.get("BEYOND_INET_LOCK_STALE_S", 600))  # a claim not refreshed this long is dead
 LOCK_REFRESH_S = 30.0
 VERIFY_THREADS = min(8, os.cpu_count() or 1)  # shards read and checked at once
@@ -267,10 +276,13 @@ def read_safetensors_head(f, size: int, key: str) -> ShardHead:
     return ShardHead(raw, meta, layout, size, hashes)
 
 
-def read_head(f, size: int, expected: range | None = None) -> ShardHead:
+def read_head(f, size: int, expected: range | None = None, key: str | None = None,
+              images: list | None = None) -> ShardHead:
     """Read and check a shard's header (``read_safetensors_head``), and that it carries a hash, its tensors
-    and counts agree and (given `expected`) it records this shard's range. Catches a truncated, empty or
-    garbled file and a shard copied over another without reading the data. Raises ShardDamage."""
+    and counts agree and (given `expected`) it records this shard's range; given `key` and `images`, that it
+    belongs to that store entry and was computed from exactly these images (``check_images``). Catches a
+    truncated, empty or garbled file, a shard copied over another or from another store, and an image
+    changed since, without reading the data. Raises ShardDamage."""
     h = read_safetensors_head(f, size, "samples")
     samples = h.meta
     if not h.hashes and "shard" in samples:  # shards recording their range always carried a hash
@@ -285,7 +297,50 @@ def read_head(f, size: int, expected: range | None = None) -> ShardHead:
         a, b = samples["shard"][0], samples["shard"][1]
         raise ShardDamage(f"holds positions {a}..{b - 1}, expected {expected.start}..{expected.stop - 1} "
                           f"(a shard copied over another?)")
+    if key is not None and samples.get("entry") != key:
+        got = samples.get("entry")
+        raise ShardDamage(f"belongs to store entry {got} (a shard copied from another entry?)" if got else
+                          "records no store entry (written by an older version, or copied from its store)")
+    if images is not None:
+        check_images(samples.get("images"), images)
     return h
+
+
+def check_images(got, want: list) -> None:
+    """A shard's recorded images (`got`: [id, size, mtime_ns] per position of its range) are the dataset's
+    (`want`, the same from the files now). Raises ShardDamage naming the first image that differs."""
+    if not isinstance(got, list) or len(got) != len(want):
+        raise ShardDamage("records no image identities (written by an older version, or copied from its store)"
+                          if got is None else f"records {len(got) if isinstance(got, list) else 'no'} images, "
+                          f"its range has {len(want)}")
+    for g, w in zip(got, want):
+        if g != w:
+            gid = g[0] if isinstance(g, list) and g else g
+            if gid != w[0]:
+                raise ShardDamage(f"computed from image {gid!r} where the dataset has {w[0]!r} (a shard copied "
+                                  f"from a store over other images?)")
+            raise ShardDamage(f"image {w[0]!r} changed since the shard was computed (size or modification time "
+                              f"differ: replaced in place, or copied from a store over other images?)")
+
+
+def image_identities(ds, pos, r: range) -> list[list]:
+    """[sample id, size, mtime_ns] of the image at each position `r` of `pos` in dataset `ds` (duck-typed:
+    ``sample_id(i)`` and ``source(i)``, the file holding it). What a shard records and a load compares: an
+    image replaced in place or a shard computed from other images is noticed. One stat per file (per tar
+    or parquet file for packed datasets); -1, -1 when there is no file or it cannot be stat'ed."""
+    out, seen = [], {}
+    src_of = getattr(ds, "source", None)
+    for j in r:
+        i = int(pos[j])
+        src = src_of(i) if src_of is not None else None
+        if src not in seen:
+            try:
+                st = os.stat(src) if src is not None else None
+                seen[src] = (st.st_size, st.st_mtime_ns) if st is not None else (-1, -1)
+            except OSError:
+                seen[src] = (-1, -1)
+        out.append([ds.sample_id(i), *seen[src]])
+    return out
 
 
 def _check_positions(pos: np.ndarray, samples: dict, expected: range) -> None:
@@ -372,11 +427,6 @@ def read_shard_file(path: Path, expected: range, verify: bool = True) -> tuple[d
         raise ShardDamage(f"unreadable ({e.strerror})") from None
 
 
-def check_shard_file(path: Path, expected: range) -> int:
-    """Check the shard file at `path` as a load does; returns its size. Raises ShardDamage."""
-    return read_shard_file(path, expected)[1].size
-
-
 def read_stats_chunk(path: Path, index: int, layers: list[str] | None = None,
                      n_batches: int | None = None) -> tuple[dict[str, np.ndarray], ShardHead]:
     """A layer-statistics chunk (``engine.layer_stats``; metadata entry ``batches``), its hash checked as
@@ -411,10 +461,12 @@ def read_header(path: Path) -> dict:
         return read_head(f, size).meta
 
 
-def move_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.corrupt-<n>`` (first free n); nothing is deleted."""
+def move_aside(path: Path, single: bool = False) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<n>`` (first free n); nothing is deleted. With `single`,
+    a file keeps one such copy, ``.corrupt-1``, the latest (the store's entries: a file damaged again does
+    not pile up copies)."""
     k = 1
-    while path.with_name(f"{path.name}.corrupt-{k}").exists():
+    while not single and path.with_name(f"{path.name}.corrupt-{k}").exists():
         k += 1
     dest = path.with_name(f"{path.name}.corrupt-{k}")
     os.replace(path, dest)
@@ -529,13 +581,69 @@ def _stray(path: Path) -> bool:
 # Entries and the store
 # --------------------------------------------------------------------------------------------------
 @dataclass
+class Expected:
+    """What an entry must hold for the dataset a run uses: its sample count, the fingerprint of its sample
+    list, and each shard's images (`images(range)`: ``image_identities`` of those positions, stat'ed when
+    asked). Given one, the store checks meta.json against it and each shard's entry key and images.
+    `strict`: meta.json must have every field of this format (a run's and `verify`'s reads)."""
+
+    n_samples: int | None
+    fingerprint: str | None = None
+    images: Callable[[range], list] | None = None
+    strict: bool = True
+
+
+def meta_problem(m, expect: Expected | None = None) -> str | None:
+    """Why a parsed meta.json (`m`) cannot be trusted, or None: its schema (types, ranges) and, given
+    `expect`, its consistency with the dataset. The one rule for a run and for `beyond-inet verify`."""
+    if not isinstance(m, dict):
+        return "not a JSON object"
+    for k in ("n_samples", "shard_size"):
+        if k not in m:
+            return f"{k} missing"
+        if not isinstance(m[k], int) or isinstance(m[k], bool):
+            return f"{k} is {m[k]!r}, not an integer"
+    if m["n_samples"] < 0:
+        return f"n_samples is {m['n_samples']}"
+    if m["shard_size"] != SHARD_SIZE:
+        return f"shard_size is {m['shard_size']}, this version writes {SHARD_SIZE}"
+    if expect is None:
+        return None
+    if expect.n_samples is not None and m["n_samples"] != expect.n_samples:
+        return f"n_samples is {m['n_samples']}, the dataset has {expect.n_samples}"
+    if expect.strict:  # an entry of this format, read by a run or verify: its own fields too
+        if m.get("format") != STORE_FORMAT:
+            return f"format is {m.get('format')!r}, expected {STORE_FORMAT}" if "format" in m else "format missing"
+        for k in ("dataset", "samples"):
+            if not isinstance(m.get(k), str):
+                return f"{k} missing" if k not in m else f"{k} is {m[k]!r}, not a string"
+        if expect.fingerprint is not None and m["samples"] != expect.fingerprint:
+            return f"samples is {m['samples']!r}, the dataset's sample list is {expect.fingerprint!r}"
+    return None
+
+
+def read_meta_checked(path: Path, expect: Expected | None = None) -> tuple[dict | None, str | None]:
+    """(meta.json, None) when it passes ``meta_problem``, else (what parsed or None, the damage reason)."""
+    try:
+        m = json.loads(path.read_text())
+    except OSError as e:
+        return None, f"corrupt meta.json: unreadable ({e.strerror})"
+    except ValueError:
+        return None, "corrupt meta.json: not JSON"
+    why = meta_problem(m, expect)
+    return (m, None) if why is None else (m if isinstance(m, dict) else None, f"corrupt meta.json: {why}")
+
+
+@dataclass
 class Entry:
-    """One stored (model, dataset, view) output set."""
+    """One stored (model, dataset, view) output set. With `expect` (a run's or `verify`'s view of the
+    dataset), every shard must also record this entry's key and the dataset's images for its range."""
 
     root: Path
     n_samples: int
     shard_size: int = SHARD_SIZE
     has_meta: bool = True
+    expect: Expected | None = None
 
     @property
     def n_shards(self) -> int:
@@ -557,9 +665,15 @@ class Entry:
     def complete(self) -> bool:
         return not self.missing_shards()
 
+    def extra_files(self) -> list[Path]:
+        """Shard files that are no shard of this entry (an index beyond its sample count, or a bad name)."""
+        expected = {self.shard_path(s).name for s in range(self.n_shards)}
+        return sorted(p for p in self.root.glob("shard-*.safetensors") if p.name not in expected)
+
     def write_shard(self, s: int, positions: np.ndarray, ids: list[str], labels: np.ndarray, logits: np.ndarray,
                     features: np.ndarray, multilabels: np.ndarray | None, skipped: list[tuple[str, str]],
-                    skipped_positions: list[int] | None = None) -> None:
+                    skipped_positions: list[int] | None = None, images: list | None = None) -> None:
+        """`images`: ``image_identities`` of the shard's range, recorded for the load to compare."""
         tensors = {"positions": np.ascontiguousarray(positions, np.int64),
                    "labels": np.ascontiguousarray(labels, np.int64),
                    "logits": np.ascontiguousarray(logits, np.float32),
@@ -570,24 +684,28 @@ class Entry:
         if skipped_positions is None:
             skipped_positions = sorted(set(r) - set(np.asarray(positions).tolist()))
         samples = {"ids": ids, "skipped": [list(x) for x in skipped], "shard": [r.start, r.stop],
-                   "skipped_positions": [int(p) for p in skipped_positions]}
+                   "skipped_positions": [int(p) for p in skipped_positions], "entry": self.root.name}
+        if images is not None:
+            samples["images"] = images
         atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM))
 
+    def _expect_args(self, s: int) -> dict:
+        """What read_head checks beyond the range: this entry's key and shard `s`'s images (with `expect`)."""
+        if self.expect is None or self.expect.images is None:
+            return {}
+        return {"key": self.root.name, "images": self.expect.images(self.shard_range(s))}
+
     def head(self, s: int) -> ShardHead:
-        """Shard `s`'s checked header (a few KB read). Raises ShardDamage."""
+        """Shard `s`'s checked header (a few KB read, and a stat per image with `expect`). Raises ShardDamage."""
         f, size = open_file(self.shard_path(s))
         with f:
-            return read_head(f, size, self.shard_range(s))
+            return read_head(f, size, self.shard_range(s), **self._expect_args(s))
 
     def read_shard(self, s: int, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
         """One shard's tensors and metadata; with `verify`, its hash and positions are checked as it is read.
         Raises ShardDamage."""
         tensors, head = read_shard_file(self.shard_path(s), self.shard_range(s), verify)
         return tensors, head.meta
-
-    def check_shard(self, s: int) -> None:
-        """Verify one shard in place, as a load would. Raises ShardDamage."""
-        check_shard_file(self.shard_path(s), self.shard_range(s))
 
     def _each_shard(self, shards: list[int], fn):
         """fn(s) for each shard, in order, on a few threads (reading and hashing release the GIL); a
@@ -605,62 +723,53 @@ class Entry:
         with ThreadPoolExecutor(min(VERIFY_THREADS, len(shards))) as pool:
             return list(pool.map(safe, shards))
 
-    def verify(self, move: bool = True) -> list[Damage]:
-        """Check every shard on disk as a load would; damaged ones are moved aside (when `move`) so they
-        count as missing."""
-        present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
-        results = self._each_shard(present, self.check_shard)
-        return [Damage(str(self.shard_path(s)), str(r), str(move_aside(self.shard_path(s))) if move else None)
-                for s, r in zip(present, results) if isinstance(r, ShardDamage)]
-
-    def _damaged(self, found: dict[int, ShardDamage]) -> StoreDamaged:
-        """Move the damaged shards aside; the error a load raises (the pipeline recomputes them)."""
-        damages = []
-        for s, e in sorted(found.items()):
-            p = self.shard_path(s)
-            damages.append(Damage(str(p), str(e), str(move_aside(p)) if p.exists() else None))
-        first = damages[0]
-        where = f"; moved to {Path(first.moved_to).name}" if first.moved_to else ""
-        more = f" (and {len(damages) - 1} more shard(s))" if len(damages) > 1 else ""
-        return StoreDamaged(f"stored shard {first.path} is damaged ({first.reason}){where}{more}; rerun the same "
-                            f"command to recompute it", damages)
-
-    def load(self, verify: bool = True) -> Outputs:
-        """Every shard's outputs, in order, each shard hashed as it is read (one pass over the bytes).
-
-        Headers first (checked; they give each shard's rows and widths), then each shard's data is read
-        straight into its rows of the final arrays, on a few threads. Raises StoreDamaged, after moving
-        every damaged shard aside."""
-        shards = list(range(self.n_shards))
-        heads = self._each_shard(shards, self.head)
-        found = {s: h for s, h in zip(shards, heads) if isinstance(h, ShardDamage)}
-        if found:
-            raise self._damaged(found)
-        widths = {}  # tensor -> its row width, from the first shard with rows
-        for s, h in zip(shards, heads):
-            for k in ("logits", "features"):
-                shape = h.shape(k)
-                if h.rows and (len(shape) != 2 or widths.setdefault(k, shape[1]) != shape[1]):
-                    found[s] = ShardDamage(f"bad header ({k} of shape {list(shape)} unlike the other shards')")
-        if found:
-            raise self._damaged(found)
-        starts = np.cumsum([0] + [h.rows for h in heads])
-        n = int(starts[-1])
-        labels = np.empty(n, np.int64)
-        logits = np.empty((n, widths.get("logits", 1000)), np.float32)
-        features = np.empty((n, widths.get("features", 0)), np.float32)
+    def check(self, shards: list[int] | None = None, keep: bool = True,
+              verify: bool = True) -> tuple[dict[Path, ShardDamage], Outputs | None]:
+        """The one check of an entry's shard files, made by a load (`keep`: the outputs are assembled) and by
+        `beyond-inet verify` (each shard read into scratch arrays): files that are no shard of this entry;
+        each shard's header (``read_head``: range, entry key, images); one logits and one features width
+        across shards (the most common; ties go to the earliest shard); each shard's data, hashed as it is
+        read, straight into its rows of the final arrays. Every shard is checked, so one pass finds all
+        damage. Returns ({damaged file: why}, outputs or None); moves nothing."""
+        shards = list(range(self.n_shards)) if shards is None else shards
+        found: dict[Path, ShardDamage] = {p: ShardDamage("not a shard of this entry (beyond its sample count)")
+                                          for p in self.extra_files()}
+        heads = dict(zip(shards, self._each_shard(shards, self.head)))
+        bad = {s for s, h in heads.items() if isinstance(h, ShardDamage)}
+        widths: dict[str, int] = {}
+        for k in ("logits", "features"):
+            shapes = {s: h.shape(k) for s, h in heads.items() if s not in bad and h.rows}
+            counts: dict[int, int] = {}
+            for shape in shapes.values():
+                if len(shape) == 2:
+                    counts[shape[1]] = counts.get(shape[1], 0) + 1
+            if counts:
+                widths[k] = max(counts, key=lambda w: counts[w])  # first of the most common
+            for s, shape in shapes.items():
+                if len(shape) != 2 or shape[1] != widths.get(k):
+                    heads[s] = ShardDamage(f"bad header ({k} of shape {list(shape)} unlike the other shards' "
+                                           f"width {widths.get(k)})")
+                    bad.add(s)
+        good = [s for s in shards if s not in bad]
+        starts = dict(zip(good, np.cumsum([0] + [heads[s].rows for s in good]).tolist()))
+        n = sum(heads[s].rows for s in good)
+        if keep:
+            labels = np.empty(n, np.int64)
+            logits = np.empty((n, widths.get("logits", 1000)), np.float32)
+            features = np.empty((n, widths.get("features", 0)), np.float32)
         extra: dict[int, np.ndarray | None] = {}  # shard -> its multilabels
 
         def read(s: int) -> None:
-            head, rows = heads[s], slice(int(starts[s]), int(starts[s + 1]))
+            head = heads[s]
+            rows = slice(starts[s], starts[s] + head.rows)
             f, size = open_file(self.shard_path(s))
             with f:
                 if size != head.size or _read_exact(f, len(head.raw)) != head.raw:  # changed since its header
                     f.seek(0)
-                    head = read_head(f, size, self.shard_range(s))
+                    head = read_head(f, size, self.shard_range(s), **self._expect_args(s))
                     if head.rows != rows.stop - rows.start:
                         raise ShardDamage("changed while being read")
-                into = {"labels": labels[rows], "logits": logits[rows], "features": features[rows]}
+                into = {"labels": labels[rows], "logits": logits[rows], "features": features[rows]} if keep else {}
                 t = read_data(f, head, self.shard_range(s), into, verify)
             for k, dest in into.items():
                 if t[k] is not dest and dest.size:  # stored with another dtype or shape: converted
@@ -668,24 +777,51 @@ class Entry:
                         dest[...] = t[k].reshape(dest.shape)
                     except ValueError:
                         raise ShardDamage(f"bad header ({k} does not fit {list(dest.shape)})") from None
-            extra[s] = t.get("multilabels")
+            extra[s] = t.get("multilabels") if keep else None
 
-        results = self._each_shard(shards, read)
-        found = {s: r for s, r in zip(shards, results) if isinstance(r, ShardDamage)}
-        if found:
-            raise self._damaged(found)
+        for s, r in zip(good, self._each_shard(good, read)):
+            if isinstance(r, ShardDamage):
+                heads[s] = r
+        for s in shards:
+            if isinstance(heads[s], ShardDamage):
+                found[self.shard_path(s)] = heads[s]
+        if found or not keep:
+            return found, None
         width = max((m.shape[1] for m in extra.values() if m is not None and m.ndim == 2), default=0)
         multi = None
         if width:
             multi = np.full((n, width), -1, np.int64)
             for s, m in extra.items():
                 if m is not None and m.ndim == 2:
-                    multi[int(starts[s]):int(starts[s + 1]), : m.shape[1]] = m
-        ids = [i for h in heads for i in h.meta["ids"]]
-        skipped = [sid for h in heads for sid, _ in h.meta.get("skipped", [])]
+                    multi[starts[s]:starts[s] + m.shape[0], : m.shape[1]] = m
+        ids = [i for s in shards for i in heads[s].meta["ids"]]
+        skipped = [sid for s in shards for sid, _ in heads[s].meta.get("skipped", [])]
         meta = _read_meta(self.root / "meta.json") or {}
-        return Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
-                       skipped=skipped, meta=meta)
+        return {}, Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
+                           skipped=skipped, meta=meta)
+
+    def verify(self, move: bool = True) -> list[Damage]:
+        """Check every shard on disk as a load would (``check``); damaged ones are moved aside (when `move`)
+        so they count as missing."""
+        present = [s for s in range(self.n_shards) if self.shard_path(s).exists()]
+        found, _ = self.check(present, keep=False)
+        return self._damages(found, move)
+
+    def _damages(self, found: dict[Path, ShardDamage], move: bool) -> list[Damage]:
+        return [Damage(str(p), str(e), str(move_aside(p, single=True)) if move and p.exists() else None)
+                for p, e in sorted(found.items())]
+
+    def _damaged(self, found: dict[Path, ShardDamage]) -> StoreDamaged:
+        """Move the damaged files aside; the error a load raises (the pipeline recomputes them)."""
+        return damaged_error(self._damages(found, True), "shard")
+
+    def load(self, verify: bool = True) -> Outputs:
+        """Every shard's outputs, in order, each shard hashed as it is read (one pass over the bytes; see
+        ``check``). Raises StoreDamaged, after moving every damaged file aside."""
+        found, out = self.check(verify=verify)
+        if found:
+            raise self._damaged(found)
+        return out
 
     def skipped(self) -> list[tuple[str, str]]:
         """(sample id, reason) of every unreadable sample recorded in the shards on disk (headers only)."""
@@ -698,6 +834,15 @@ class Entry:
                 except (ShardDamage, OSError, KeyError):
                     continue  # damaged: found and reported by verification
         return out
+
+
+def damaged_error(damages: list[Damage], what: str = "file") -> StoreDamaged:
+    """The one-line error for damaged stored files (already moved aside); the pipeline recomputes them."""
+    first = damages[0]
+    where = f"; moved to {Path(first.moved_to).name}" if first.moved_to else ""
+    more = f" (and {len(damages) - 1} more file(s))" if len(damages) > 1 else ""
+    return StoreDamaged(f"stored {what} {first.path} is damaged ({first.reason}){where}{more}; rerun the same "
+                        f"command to recompute it", damages)
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -713,36 +858,46 @@ class Store:
         self.root = Path(root)
         self.damaged: list[Damage] = []  # found by this Store object, in order; the runner reports them
 
-    def _meta(self, d: Path) -> dict | None:
-        """meta.json of entry folder `d`; a corrupt one is moved aside (and recorded) and reads as absent."""
+    def _meta(self, d: Path, expect: Expected) -> tuple[dict | None, Damage | None]:
+        """meta.json of entry folder `d` checked against its schema and `expect` (``meta_problem``); a bad
+        one is moved aside (one copy kept) and reads as absent."""
         mp = d / "meta.json"
         if not mp.exists():
-            return None
-        m = _read_meta(mp)
-        if m is None:
-            self.damaged.append(Damage(str(mp), "corrupt meta.json", str(move_aside(mp))))
-        return m
+            return None, None
+        m, why = read_meta_checked(mp, expect)
+        if why is None:
+            return m, None
+        return None, Damage(str(mp), why, str(move_aside(mp, single=True)))
 
-    def entry(self, key: str, n_samples: int, meta: dict | None = None) -> Entry:
-        """The entry for `key`, creating its folder and meta.json on first use (or after a corrupt one)."""
+    def entry(self, key: str, n_samples: int, meta: dict | None = None, expect: Expected | None = None) -> Entry:
+        """The entry for `key`, creating its folder and meta.json on first use (or after a bad one, which is
+        moved aside and recorded in `damaged`: the entry then counts every shard as missing, so it gets a
+        job, which rewrites meta.json and computes only the shards really absent)."""
         d = self.root / key
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(d, e) from None
-        m = self._meta(d)
+        expect = expect or Expected(n_samples, strict=False)
+        m, dmg = self._meta(d, expect)
+        if dmg is not None:
+            self.damaged.append(dmg)
         if meta is not None and m is None:
-            m = {**meta, "n_samples": n_samples, "shard_size": SHARD_SIZE}
+            m = {**meta, "n_samples": n_samples, "shard_size": SHARD_SIZE, "format": STORE_FORMAT}
             atomic_write_bytes(d / "meta.json", json.dumps(m, indent=1, sort_keys=True).encode())
         if m is not None:
-            return Entry(d, n_samples, m.get("shard_size", SHARD_SIZE))
-        return Entry(d, n_samples, SHARD_SIZE, has_meta=False)
+            return Entry(d, n_samples, m["shard_size"], expect=expect)
+        return Entry(d, n_samples, SHARD_SIZE, has_meta=False, expect=expect)
 
-    def existing(self, key: str) -> Entry | None:
-        m = self._meta(self.root / key)
-        if m is None or "n_samples" not in m:
+    def existing(self, key: str, expect: Expected | None = None) -> Entry | None:
+        """The stored entry for `key` (None when it has no meta.json). A meta.json that fails its checks is
+        moved aside and raises StoreDamaged (the pipeline recomputes the entry)."""
+        m, dmg = self._meta(self.root / key, expect)
+        if dmg is not None:
+            raise damaged_error([dmg])
+        if m is None:
             return None
-        return Entry(self.root / key, m["n_samples"], m.get("shard_size", SHARD_SIZE))
+        return Entry(self.root / key, m["n_samples"], m["shard_size"], expect=expect)
 
     def remove_strays(self) -> list[Path]:
         """Delete temp files of writes whose process is gone (killed or failed runs)."""
@@ -770,39 +925,57 @@ class VerifyReport:
     damaged: list[Damage] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # entries with shards still to compute (not damage)
     strays: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # entries whose dataset was not found: images unchecked
+    old: list[str] = field(default_factory=list)  # entries of store format 1 (other keys: never read again)
     seconds: float = 0.0
 
 
-def verify_store(store_root: str | Path) -> VerifyReport:
-    """Check every entry's meta.json and every shard's hash and positions; moves nothing."""
+def _format_1(d: Path) -> bool:
+    """Entry folder `d` was written before store format 2: its first shard records no entry key (a format-2
+    entry whose meta.json lost its `format` field is damage, not an old entry)."""
+    try:
+        return "entry" not in read_header(d / "shard-00000.safetensors")
+    except (ShardDamage, OSError):
+        return False
+
+
+def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected | None] | None = None) -> VerifyReport:
+    """Check every entry as a run does, moving nothing: its meta.json (``read_meta_checked``) and its shard
+    files (``Entry.check``). `expect_for(meta)` gives the dataset's view of an entry (from the dataset named
+    in its meta.json), so images and sample counts are checked as by a run; None: the dataset is absent,
+    and the entry's images are not checked (counted in `unchecked`)."""
     t0 = time.perf_counter()
     rep = VerifyReport()
     root = Path(store_root)
     for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         rep.entries += 1
         rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
-        shard_files = sorted(d.glob("shard-*.safetensors"))
-        m = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
-        if m is None or "n_samples" not in m:
-            if (d / "meta.json").exists() or shard_files:
-                rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
-                                          else "meta.json missing"))
-            continue
-        e = Entry(d, int(m["n_samples"]), int(m.get("shard_size", SHARD_SIZE)))
-        expected = {e.shard_path(s) for s in range(e.n_shards)}
-        rep.damaged += [Damage(str(p), "not a shard of this entry (beyond its sample count)")
-                        for p in shard_files if p not in expected]
-        if any(not p.exists() for p in expected):
+        mp = d / "meta.json"
+        if not mp.exists():  # a run gives it a job, which writes meta.json: not damage
             rep.incomplete.append(str(d))
-        for s in range(e.n_shards):
-            p = e.shard_path(s)
-            if not p.exists():
-                continue
-            try:
-                rep.bytes += check_shard_file(p, e.shard_range(s))
+            continue
+        parsed = _read_meta(mp)
+        if parsed is not None and "format" not in parsed and _format_1(d):
+            rep.old.append(str(d))  # written before format 2: its key is no run's any more
+            continue
+        expect = expect_for(parsed) if expect_for is not None and parsed is not None else None
+        if expect is None:  # the dataset is not available: the schema alone, as strictly as a run reads it
+            rep.unchecked.append(str(d))
+            expect = Expected(None)
+        m, why = read_meta_checked(mp, expect)
+        if why is not None:
+            rep.damaged.append(Damage(str(mp), why))
+            continue
+        e = Entry(d, m["n_samples"], m["shard_size"], expect=expect)
+        present = [s for s in range(e.n_shards) if e.shard_path(s).exists()]
+        if len(present) < e.n_shards:
+            rep.incomplete.append(str(d))
+        found, _ = e.check(present, keep=False)
+        rep.damaged += e._damages(found, move=False)
+        for s in present:
+            if e.shard_path(s) not in found:
                 rep.shards += 1
-            except ShardDamage as err:
-                rep.damaged.append(Damage(str(p), str(err)))
+                rep.bytes += e.shard_path(s).stat().st_size
     rep.seconds = time.perf_counter() - t0
     return rep
 

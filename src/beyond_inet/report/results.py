@@ -64,6 +64,20 @@ def check_database(path: str | Path) -> str | None:
     return None if got and got[0] == "ok" else str(got[0] if got else "no answer to an integrity check")
 
 
+def last_data_root(path: str | Path) -> str | None:
+    """The data root of the latest run recorded in the database at `path` (read-only; None when unknown),
+    so that `beyond-inet verify` checks stored outputs against the images they were computed from."""
+    try:
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT config FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+        finally:
+            con.close()
+        return json.loads(row[0]).get("data_root") if row else None
+    except (sqlite3.Error, ValueError, AttributeError):
+        return None
+
+
 def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
