@@ -125,7 +125,8 @@ def test_option_parsing(opt, value, want):
     (Option("i", "int", 1, ""), True, "expected a number"),
     (Option("f", "float", 0.2, "", minimum=0, maximum=1, exclusive=True), "1", "out of range"),
     (Option("f", "float", 0.2, "", minimum=0, maximum=1, exclusive=True), "0", "out of range"),
-    (Option("f", "float", 0.2, ""), "nan", "not NaN"),
+    (Option("f", "float", 0.2, ""), "nan", "expected a finite number"),
+    (Option("f", "list[float]", (1.0,), ""), "1,inf", "expected a finite number"),
     (Option("c", "choice", "a", "", choices=("alpha", "beta")), "alpah", "did you mean 'alpha'?"),
     (Option("d", "list[dataset]", ("x",), ""), ",", "at least one value"),
 ])
