@@ -15,7 +15,6 @@ from beyond_inet.data import labelspaces
 from beyond_inet.engine.outputs import Outputs
 from beyond_inet.references import timm_results
 
-CLASS_INFO = Path("/work/shared/data/imagenet-class-info")
 
 
 def _logits_for(pred: list[int] | np.ndarray, k: int = 1000) -> np.ndarray:
@@ -32,8 +31,8 @@ def _outputs(pred, labels, ids=None, multilabels=None) -> Outputs:
 
 
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
-def test_subset_masks_select_the_published_wnids(name):
-    path = CLASS_INFO / f"{name.replace('-', '_')}_200_wnids.txt"
+def test_subset_masks_select_the_published_wnids(name, shared_data):
+    path = shared_data / "imagenet-class-info" / f"{name.replace('-', '_')}_200_wnids.txt"
     if not path.exists():
         pytest.skip(f"{path} not available")
     want = path.read_text().split()
