@@ -272,11 +272,17 @@ def check_executor(executor: str, ray_address: str | None) -> None:
 
 
 def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """The Ray head answers within `timeout` s (Ray itself retries for minutes on a wrong address).
+    """The Ray head answers within `timeout` s in all (Ray itself retries for minutes on a wrong address).
 
-    HOST:PORT is asked for its cluster id over the GCS's gRPC API; ray://HOST:PORT (Ray Client) gets a TCP
-    connection check."""
+    A TCP connect, then one gRPC call in the time left: HOST:PORT is asked for its cluster id over the GCS's
+    API; ray://HOST:PORT (Ray Client) gets the client's own first call, a ClusterInfo PING."""
+    import time
     from urllib.parse import urlparse
+
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.1, deadline - time.monotonic())
 
     client = address.startswith("ray://")
     url = urlparse(address if "://" in address else f"ray://{address}")
@@ -298,7 +304,7 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     except OSError as e:
         raise fail("timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)) from None
     if client:
-        why = _ray_client_answers(host, port, timeout)
+        why = _ray_client_answers(host, port, left())
         if why is not None:
             raise fail(why)
         return
@@ -311,7 +317,7 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     channel = create_gcs_channel(f"{host}:{port}")
     try:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=left())
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
         raise fail(f"not a Ray GCS: {code.name if code else type(e).__name__}") from None
@@ -327,6 +333,8 @@ def _ray_client_answers(host: str, port: int, timeout: float) -> str | None:
     server answers it before any session exists, so the probe starts nothing on the cluster."""
     import time
 
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # Ray's client would use TLS: TCP check only
+        return None
     try:
         import grpc
         from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
