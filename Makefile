@@ -2,8 +2,11 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The repository's shared data folder, when it sits next to the checkout (CI and our machines).
+# The repository's shared data folder, when it sits next to the checkout (CI and our machines). When it
+# is there, a data test that skips fails the run (tests/conftest.py, BEYOND_INET_REQUIRE_SHARED_DATA).
 DATA_ROOT ?= $(wildcard ../shared/data)
+# 1: a data test may not skip (CI sets it; the environment or the command line may too).
+BEYOND_INET_REQUIRE_SHARED_DATA ?= $(if $(DATA_ROOT),1,)
 DEMO_OUT ?= beyond-inet-demo
 # Where torch comes from: empty = the default index (CUDA wheels on Linux); machines without a GPU can take
 # torch's CPU wheels, ~10x smaller: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -31,7 +34,8 @@ demo: setup
 	$(BIN)/beyond-inet demo --out $(DEMO_OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 test: $(VENV)/.installed-test
-	BEYOND_INET_SHARED_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	BEYOND_INET_SHARED_DATA=$(abspath $(DATA_ROOT)) BEYOND_INET_REQUIRE_SHARED_DATA=$(BEYOND_INET_REQUIRE_SHARED_DATA) \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,40 @@ def shared_data_path() -> Path | None:
     return p if p.is_dir() else None
 
 
+REQUIRE_ENV = "BEYOND_INET_REQUIRE_SHARED_DATA"  # set to 1 by `make test` (with data) and .ci/run
+# Skips that say the machine lacks a tool, not the data: they stay skips even where data is required.
+ENVIRONMENT_SKIPS = re.compile(r"could not import|not installed|chromium|chromedriver|\bcuda\b|\bgpu\b", re.I)
+
+
+def shared_data_required() -> bool:
+    """Whether a data test may not skip: the shared folder is there, or the runner says it must be."""
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes") or shared_data_path() is not None
+
+
 @pytest.fixture
 def shared_data() -> Path:
     p = shared_data_path()
     if p is None:
         pytest.skip("shared data folder absent (set BEYOND_INET_SHARED_DATA or run via .ci/run)")
     return p
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skip of a test that uses `shared_data` is a failure where the data is required (the folder is
+    present, or BEYOND_INET_REQUIRE_SHARED_DATA=1): a moved or renamed folder must not turn the real-data
+    tests off unnoticed. Skips for a missing tool (ENVIRONMENT_SKIPS: an import, Chromium, a GPU) stay skips."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.skipped or "shared_data" not in getattr(item, "fixturenames", ()) or hasattr(rep, "wasxfail"):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3 else str(rep.longrepr)
+    if ENVIRONMENT_SKIPS.search(reason) or not shared_data_required():
+        return
+    rep.outcome = "failed"
+    where = shared_data_path()
+    rep.longrepr = (f"data test skipped where the shared data is required ({REQUIRE_ENV}="
+                    f"{os.environ.get(REQUIRE_ENV, '')!r}, shared folder: {where or 'absent'}): {reason}")
 
 
 @pytest.fixture(autouse=True)

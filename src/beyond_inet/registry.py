@@ -11,6 +11,7 @@ An option is global (one `--option` namespace), owned by exactly one analysis.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -91,8 +92,8 @@ class Option:
                 x = int(str(v).strip()) if kind == "int" else float(str(v).strip())
             except ValueError:
                 raise OptionError(f"{what}: expected {'an integer' if kind == 'int' else 'a number'}") from None
-            if kind == "float" and x != x:
-                raise OptionError(f"{what}: expected a number, not NaN")
+            if kind == "float" and not math.isfinite(x):  # inf/nan would only fail (or mislead) mid-run
+                raise OptionError(f"{what}: expected a finite number")
             self._check_range(what, x)
             return x
         s = str(v).strip()

@@ -9,6 +9,7 @@ analysis finds any of its data. Kept apart from the pipeline so the pipeline mod
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import socket
 import threading
@@ -76,6 +77,8 @@ def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any
                 if head not in catalog.ENTRIES:
                     raise UserError(f"option {key}: unknown dataset {name!r}"
                                     f"{registry.did_you_mean(head, catalog.ENTRIES)} (see `beyond-inet datasets`)")
+        if opt.kind == "path" and value is not None:
+            check_path_option(key, value)
     full = {o.key: o.default for o in registry.RUN_OPTIONS}
     for a in analyses:
         info = registry.ANALYSES.get(a)
@@ -83,6 +86,42 @@ def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any
             full[o.key] = list(o.default) if isinstance(o.default, tuple) else o.default
     full.update(typed)
     return full
+
+
+def check_logit_scale(value: Any) -> None:
+    """A CLIP logit scale is a finite number > 0 (inf made every softmax one-hot; nan/<= 0 failed at build)."""
+    if value is None:
+        return
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--logit-scale must be a number > 0, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(x) or x <= 0:
+        raise UserError(f"--logit-scale must be a finite number > 0, got {value!r}")
+
+
+# Path options and what they must name; anything else of kind "path" only has to exist.
+PATH_OPTIONS = {
+    "mvh_raw_data": ("dir", "model-vs-human's raw-data folder (holding cue-conflict/, edge/, silhouette/ with "
+                            "*.csv human trials)"),
+    "pug_mapping": ("file", "a class_to_imagenet_idx.json file"),
+}
+
+
+def check_path_option(key: str, value: str) -> None:
+    """A path option names something that exists and is of the right kind, so the run does not find out
+    after inference (mvh_raw_data pointing nowhere silently dropped the human reference)."""
+    p = Path(value).expanduser()
+    kind, what = PATH_OPTIONS.get(key, ("any", "an existing path"))
+    if not p.exists():
+        raise UserError(f"option {key}={value!r}: does not exist; expected {what}")
+    if kind == "dir" and not p.is_dir():
+        raise UserError(f"option {key}={value!r}: is a file; expected {what}")
+    if kind == "file" and not p.is_file():
+        raise UserError(f"option {key}={value!r}: is a folder; expected {what}")
+    if key == "mvh_raw_data" and not any(any((p / sub).glob("*.csv")) for sub in ("cue-conflict", "edge",
+                                                                                  "silhouette")):
+        raise UserError(f"option {key}={value!r}: holds no human trials; expected {what}")
 
 
 def known_model_names() -> list[str]:
@@ -125,6 +164,10 @@ def check_model_spec(spec: str) -> None:
             archs = [f"timm:{a}" for a in sorted(idx.timm_archs)]
             raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
                             f"see `beyond-inet models --search {name.split('_')[0][:4]}`")
+        if suffix and suffix != "random":  # opens, and its keys and shapes fit: no hour of work before a refusal
+            from beyond_inet.models.timm_models import check_checkpoint
+
+            check_checkpoint(name, suffix)
     elif prefix == "open_clip" and name:
         if name not in idx.open_clip_archs:
             raise UserError(f"unknown open_clip architecture {name!r} in {spec!r}"
@@ -212,11 +255,17 @@ def check_executor(executor: str, ray_address: str | None) -> None:
 
 
 def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """The Ray head answers within `timeout` s (Ray itself retries for minutes on a wrong address).
+    """The Ray head answers within `timeout` s in all (Ray itself retries for minutes on a wrong address).
 
-    HOST:PORT is asked for its cluster id over the GCS's gRPC API; ray://HOST:PORT (Ray Client) gets a TCP
-    connection check."""
+    A TCP connect, then one gRPC call in the time left: HOST:PORT is asked for its cluster id over the GCS's
+    API; ray://HOST:PORT (Ray Client) gets the client's own first call, a ClusterInfo PING."""
+    import time
     from urllib.parse import urlparse
+
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(0.1, deadline - time.monotonic())
 
     client = address.startswith("ray://")
     url = urlparse(address if "://" in address else f"ray://{address}")
@@ -238,6 +287,9 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     except OSError as e:
         raise fail("timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)) from None
     if client:
+        why = _ray_client_answers(host, port, left())
+        if why is not None:
+            raise fail(why)
         return
     try:
         import grpc
@@ -248,12 +300,46 @@ def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> N
     channel = create_gcs_channel(f"{host}:{port}")
     try:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=left())
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
         raise fail(f"not a Ray GCS: {code.name if code else type(e).__name__}") from None
     finally:
         channel.close()
+
+
+def _ray_client_answers(host: str, port: int, timeout: float) -> str | None:
+    """None when a Ray Client server at host:port answers a PING within `timeout` s, else why not.
+
+    A TCP accept is not enough: `ray.init("ray://...")` to a port that accepts but is no Ray Client server
+    retries for ~40 s and ends in a traceback. The PING is the first call Ray's own client makes; the
+    server answers it before any session exists, so the probe starts nothing on the cluster."""
+    import time
+
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # Ray's client would use TLS: TCP check only
+        return None
+    try:
+        import grpc
+        from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+    except ImportError:  # Ray's internals moved: the TCP check is what we can do
+        return None
+    deadline = time.monotonic() + timeout
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return "connected, but no gRPC answer: not a Ray Client server"
+        stub = ray_client_pb2_grpc.RayletDriverStub(channel)
+        req = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+        try:
+            stub.ClusterInfo(req, timeout=max(0.1, deadline - time.monotonic()))
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            return f"not a Ray Client server: {code.name if code else type(e).__name__}"
+    finally:
+        channel.close()
+    return None
 
 
 def check_data_present(analyses: list[str], ctx) -> None:
@@ -289,8 +375,7 @@ def check_arguments(models: list[str], analyses: list[str], options: dict[str, A
     check_int("--seed", seed, 0, allow_none=False)
     check_int("--workers", num_workers, 0)
     check_int("--batch-size", batch_size, 1, allow_none=False)
-    if logit_scale is not None and not (logit_scale > 0):
-        raise UserError(f"--logit-scale must be > 0, got {logit_scale!r}")
+    check_logit_scale(logit_scale)
     check_data_root(data_root)
     for spec in models:
         check_model_spec(spec)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from beyond_inet.data import labelspaces
 from beyond_inet.engine.outputs import Outputs
 from beyond_inet.references import timm_results
 
-CLASS_INFO = Path("/work/shared/data/imagenet-class-info")
 
 
 def _logits_for(pred: list[int] | np.ndarray, k: int = 1000) -> np.ndarray:
@@ -32,8 +30,8 @@ def _outputs(pred, labels, ids=None, multilabels=None) -> Outputs:
 
 
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
-def test_subset_masks_select_the_published_wnids(name):
-    path = CLASS_INFO / f"{name.replace('-', '_')}_200_wnids.txt"
+def test_subset_masks_select_the_published_wnids(name, shared_data):
+    path = shared_data / "imagenet-class-info" / f"{name.replace('-', '_')}_200_wnids.txt"
     if not path.exists():
         pytest.skip(f"{path} not available")
     want = path.read_text().split()
@@ -125,14 +123,60 @@ def test_baseline_models_land_near_zero_on_average(ds):
     assert er.std() > 0.002  # ... but they are real points, not the line itself
 
 
-def test_effective_robustness_is_distance_to_the_published_line():
+def _tiny_table() -> tuple[timm_results.TimmResult, ...]:
+    """Four standard ImageNet-1k models and one that the standard rule excludes (ImageNet-21k pre-training),
+    with accuracies whose logits are multiples of ln 3: p = 1/4, 1/2, 3/4 have odds 1/3, 1, 3 and
+    p = 1/10 has odds 1/9, so logit(p) = -1, 0, 1 and -2 (times ln 3)."""
+    def row(name, val, r):
+        return timm_results.TimmResult(name, 224, 0.9, "bicubic", {"val": val, "r": r})
+
+    return (row("resnet50.a1_in1k", 0.25, 0.10), row("resnet18.a1_in1k", 0.50, 0.25),
+            row("resnet34.a1_in1k", 0.50, 0.50), row("resnet101.a1_in1k", 0.75, 0.75),
+            row("convnext_base.fb_in22k_ft_in1k", 0.50, 0.99))  # excluded: would pull the line up
+
+
+def test_effective_robustness_baseline_worked_by_hand(monkeypatch):
+    """The logit-linear baseline on a table small enough to fit by hand.
+
+    In units of L = ln 3, the four standard models are (x, y) = (logit val, logit R):
+        (-1, -2), (0, -1), (0, 0), (1, 1)
+    mean x = 0, mean y = -1/2; Sxy = sum x (y - mean y) = (-1)(-3/2) + 0 + 0 + (1)(3/2) = 3; Sxx = 2.
+    slope = Sxy / Sxx = 3/2 (the same in any unit of the logits); intercept = mean y - slope * mean x
+    = -L/2 = -0.5493061443.
+    A model at val 1/2 (x = 0): the line expects y = -L/2, odds 3^(-1/2), top-1 = 1 / (1 + sqrt 3)
+    = (sqrt 3 - 1)/2 = 0.3660254038. With R top-1 1/2 its effective robustness is 1/2 - (sqrt 3 - 1)/2
+    = (2 - sqrt 3)/2 = 0.1339745962.
+    At val 0.9 (x = 2L): y = 3L - L/2 = 5L/2, odds 3^(5/2) = 9 sqrt 3, top-1 = 9 sqrt 3 / (1 + 9 sqrt 3)
+    = 15.5884573 / 16.5884573 = 0.9397171. The 21k model (val 1/2, R 0.99) is not a point of the line: with it, the intercept moves.
+    """
+    monkeypatch.setattr(timm_results, "load", _tiny_table)
+    timm_results.baseline.cache_clear()
+    try:
+        base = timm_results.baseline("imagenet-r")
+        assert base.models == ("resnet50.a1_in1k@224", "resnet18.a1_in1k@224", "resnet34.a1_in1k@224",
+                               "resnet101.a1_in1k@224")
+        assert base.slope == pytest.approx(1.5, abs=1e-9)
+        assert base.intercept == pytest.approx(-0.5493061443, abs=1e-9)
+        assert base.predict(0.5) == pytest.approx(0.3660254038, abs=1e-9)
+        assert base.predict(0.9) == pytest.approx(0.9397171, abs=1e-7)
+        assert R.effective_robustness(0.5, 0.5, base) == pytest.approx(0.1339745962, abs=1e-9)
+        # The same through the analysis: val 1 of 2 right, R 2 of 4 right.
+        sub_r = labelspaces.subset_indices("imagenet-r")
+        data = {"imagenet-val": _outputs([1, 2], [1, 3]),
+                "imagenet-r": _outputs([sub_r[0]] * 4, [sub_r[0]] * 2 + [sub_r[1]] * 2)}
+        res = R.Robustness().compute(Context(data_root=None, n_boot=50, seed=0), "m", lambda r: data.get(r.dataset))
+        (er,) = [r for r in res.rows if r.metric == "effective_robustness"]
+        assert er.value == pytest.approx(0.1339745962, abs=1e-9)
+        fit = res.artifacts["robustness/effective_robustness"]["baselines"]["imagenet-r"]
+        assert fit["n_models"] == 4 and fit["expected_top1"] == pytest.approx(0.3660254038, abs=1e-9)
+    finally:
+        timm_results.baseline.cache_clear()
+
+
+def test_effective_robustness_of_the_papers_models_against_the_published_line():
+    """ViT-clip (val 67.0, R 77.8) sits far above the standard line, ViT-sup (85.5 / 61.6, ImageNet-21k
+    pre-trained) only a little. Fitting the line through the evaluated models hid exactly this."""
     base = timm_results.baseline("imagenet-r")
-    val = np.array([0.6, 0.8])
-    on_line = base.predict(val)
-    assert R.effective_robustness(val, on_line, base) == pytest.approx([0.0, 0.0], abs=1e-12)
-    assert R.effective_robustness(val, on_line + 0.1, base) == pytest.approx([0.1, 0.1], abs=1e-12)
-    # The paper's numbers: ViT-clip (val 67.0, R 77.8) sits far above the standard line, ViT-sup (85.5 / 61.6,
-    # ImageNet-21k pre-trained) only a little. Fitting the line through the evaluated models hid exactly this.
     clip, sup = R.effective_robustness(0.670, 0.778, base), R.effective_robustness(0.855, 0.616, base)
     assert clip > 0.4 and 0 < sup < 0.15 and clip - sup > 0.3
 

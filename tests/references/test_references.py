@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,6 @@ from beyond_inet.analyses.invariance import DEFAULT_RESOLUTIONS, DEFAULT_SCALES,
 from beyond_inet.data.catalog import VTAB_TASKS
 from beyond_inet.data.pug import FACTORS as PUG_FACTORS
 from beyond_inet.references import paper, timm_results
-
-SPEC = Path("/work/shared/docs/paper-spec.md")
-
 
 # ---------------------------------------------------------------------------------------------- timm
 def test_timm_table_equals_the_published_csvs(shared_data):
@@ -127,47 +123,243 @@ def test_paper_keys_are_rows_our_analyses_write():
         assert want <= {(d, m) for aa, d, m in keys if aa == a}, a
 
 
-def _spec_table(header_start: str) -> list[list[str]]:
-    text = SPEC.read_text()
-    block = text[text.index(header_start):].split("\n\n")[0]
-    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in block.splitlines()[2:]]
+# The paper-spec §3 numbers, parsed from the spec itself (not from references/paper.py or its JSON): every
+# stored paper number must be one of these, every one of these must be stored, with the same value and the
+# tolerance the spec states for its section (±x, in percentage points where the section is in %), or half a
+# unit of the last printed digit where the spec prints an exact value.
+SPEC_MODELS = {"ConvNeXt-sup": "convnext-sup", "ViT-sup": "vit-sup", "ConvNeXt-clip": "convnext-clip",
+               "ViT-clip": "vit-clip", "CN-sup": "convnext-sup", "CN-clip": "convnext-clip"}
+VTAB_NAMES = {"Caltech101": "caltech101", "CIFAR-100": "cifar100", "DTD": "dtd", "Flowers102": "flowers",
+              "Pets": "pets", "Sun397": "sun397", "SVHN": "svhn", "Camelyon": "pcam", "EuroSAT": "eurosat",
+              "Resisc45": "resisc45", "Retinopathy": "diabetic_retinopathy", "Clevr-Count": "clevr_count_all",
+              "Clevr-Dist": "clevr_closest_object_distance", "DMLAB": "dmlab",
+              "dSpr-Loc": "dsprites_label_x_position", "dSpr-Ori": "dsprites_label_orientation",
+              "KITTI-Dist": "kitti_closest_vehicle_distance", "sNORB-Azim": "smallnorb_label_azimuth",
+              "sNORB-Elev": "smallnorb_label_elevation"}
+ROBUSTNESS_COLS = {"Val": "imagenet-val", "V2": "imagenet-v2", "A": "imagenet-a", "C": "imagenet-c",
+                   "Hard": "imagenet-hard", "R": "imagenet-r", "Sketch": "imagenet-sketch", "Real": "imagenet-real"}
+SHAPE_BIAS_RUNS = {"deit3-21k": "vit-sup", "convnext-base-21k": "convnext-sup", "vit-clip": "vit-clip",
+                   "convnext-clip": "convnext-clip"}
+NUM = r"≈?\**[\d.]+\**"
 
 
-def test_paper_numbers_against_paper_spec():
-    if not SPEC.exists():
-        pytest.skip("paper-spec.md not available")
-    order = {"ConvNeXt-sup": "convnext-sup", "ViT-sup": "vit-sup", "ConvNeXt-clip": "convnext-clip",
-             "ViT-clip": "vit-clip"}
-    cols = [("robustness", "imagenet-val", "top1"), ("robustness", "imagenet-v2", "top1"),
-            ("robustness", "imagenet-a", "top1"), ("robustness", "imagenet-c", "top1"),
-            ("robustness", "imagenet-hard", "top1"), ("robustness", "imagenet-r", "top1"),
-            ("robustness", "imagenet-sketch", "top1"), ("robustness", "imagenet-real", "top1"),
-            ("robustness", "variants", "top1_avg")]
-    rows = _spec_table("| | Val | V2 |")
-    assert len(rows) == 4
-    for cells in rows:
-        m = order[cells[0]]
-        for key, cell in zip(cols, cells[1:]):
-            assert _paper(*key)[m] == pytest.approx(float(cell.strip("*")) / 100), (m, key)
-    names = {"Caltech101": "caltech101", "CIFAR-100": "cifar100", "DTD": "dtd", "Flowers102": "flowers", "Pets": "pets",
-             "Sun397 ⚠": "sun397", "SVHN": "svhn", "Camelyon": "pcam", "EuroSAT": "eurosat", "Resisc45": "resisc45",
-             "Retinopathy": "diabetic_retinopathy", "Clevr-Count": "clevr_count_all",
-             "Clevr-Dist": "clevr_closest_object_distance", "DMLAB": "dmlab", "dSpr-Loc": "dsprites_label_x_position",
-             "dSpr-Ori": "dsprites_label_orientation", "KITTI-Dist": "kitti_closest_vehicle_distance",
-             "sNORB-Azim": "smallnorb_label_azimuth", "sNORB-Elev": "smallnorb_label_elevation"}
-    vt = [r for r in _spec_table("| Dataset | CN-sup") if r[0] in names]
-    assert len(vt) == 19
-    for name, cell in vt:
-        vals = [float(x) / 100 for x in cell.split("/")]
-        got = _paper("transfer", f"vtab/{names[name]}", "top1")
-        assert [got[m] for m in ("convnext-sup", "vit-sup", "convnext-clip", "vit-clip")] == pytest.approx(vals), name
-    text = SPEC.read_text()
-    four = r"([\d.]+ / [\d.]+ / [\d.]+ / ≈?[\d.]+)"
-    imx_lines = re.findall(rf"\| (\w+) \| {four} \| (\w+) \| {four} \|", text)
-    assert len(imx_lines) == 8
-    for line in imx_lines:
-        for fac, cell in ((line[0], line[1]), (line[2], line[3])):
-            vals = [float(x.strip().lstrip("≈")) for x in cell.split("/")]
-            got = _paper("imagenet-x", "imagenet-val", f"error_ratio_{fac}")
-            order_x = ("vit-sup", "convnext-sup", "vit-clip", "convnext-clip")
-            assert [got[m] for m in order_x] == pytest.approx(vals), fac
+def _number(cell: str) -> tuple[float, int]:
+    """A printed number ('**66.8**', '≈85.5') and its count of decimals."""
+    t = cell.strip().strip("*").lstrip("≈").strip("*")
+    return float(t), len(t.partition(".")[2])
+
+
+def _four(cell: str) -> list[tuple[float, int]]:
+    """'1.65 / 1.49 / ≈1.00', '**71.0 / 72.2** (a remark)': the slash-separated numbers before any remark."""
+    return [_number(x) for x in cell.split("(")[0].replace("*", "").split("/")]
+
+
+def _section(text: str, start: str, end: str) -> str:
+    i = text.index(start)
+    return text[i:text.index(end, i + len(start))]
+
+
+def _tolerance(heading: str, percent: bool, decimals: int) -> float:
+    """The spec's ±x for a section (in our fraction units), else half a unit of the last printed digit."""
+    m = re.search(r"±([\d.]+)", heading)
+    unit = 100 if percent else 1
+    return float(m.group(1)) / unit if m else 0.5 * 10 ** -decimals / unit
+
+
+def _table_rows(block: str) -> list[list[str]]:
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[2:]]
+
+
+def parse_spec_numbers(text: str) -> dict[tuple[str, str, str, str], tuple[float, float]]:
+    """(analysis, dataset, metric, model) -> (value in our units, tolerance) for every number of §3."""
+    out: dict[tuple[str, str, str, str], tuple[float, float]] = {}
+
+    def put(key, printed: tuple[float, int], percent: bool, heading: str) -> None:
+        assert key not in out, key
+        value, decimals = printed
+        out[key] = (value / (100 if percent else 1), _tolerance(heading, percent, decimals))
+
+    numbers = text[text.index("## 3. Numbers"):text.index("## 4.")]
+    # Calibration: "IN-1K ECE / acc | 0.028 / 85.5 | ..." (ECE a fraction, accuracy in %)
+    block = _section(numbers, "**Calibration**", "**Robustness")
+    heading = block.splitlines()[0]
+    cols = [c.strip() for c in block[block.index("\n| |"):].splitlines()[1].strip("|").split("|")][1:]
+    for row in _table_rows(block):
+        ds = {"IN-1K ECE / acc": "imagenet-val", "IN-R ECE / acc": "imagenet-r"}[row[0]]
+        for name, cell in zip(cols, row[1:]):
+            (ece, acc) = _four(cell)
+            put(("calibration", ds, "ece", SPEC_MODELS[name]), ece, False, heading)
+            put(("calibration", ds, "top1", SPEC_MODELS[name]), acc, True, heading)
+    # Robustness, top-1 %; its Val and Real columns are also the accuracy analysis' numbers.
+    block = _section(numbers, "**Robustness, top-1 %.**", "Cross-check")
+    heading = block.splitlines()[0]
+    head = [c.strip() for c in block[block.index("\n| |"):].splitlines()[1].strip("|").split("|")][1:]
+    assert head[-1] == "Avg(7)"
+    for row in _table_rows(block):
+        model = SPEC_MODELS[row[0]]
+        for col, cell in zip(head, row[1:]):
+            v = _number(cell)
+            if col == "Avg(7)":
+                put(("robustness", "variants", "top1_avg", model), v, True, heading)
+                continue
+            put(("robustness", ROBUSTNESS_COLS[col], "top1", model), v, True, heading)
+            if col in ("Val", "Real"):
+                put(("accuracy", "imagenet-val", "top1" if col == "Val" else "top1_real", model), v, True, heading)
+    # VTAB: one row per task, "CN-sup / ViT-sup / CN-clip / ViT-clip", then the average.
+    block = _section(numbers, "**VTAB linear probe", "**Shape bias")
+    heading = block.splitlines()[0]
+    order = [SPEC_MODELS[n.strip()] for n in re.search(r"order is ([^:]+):", heading).group(1).split("/")]
+    for row in _table_rows(block):
+        name = row[0].strip("*").replace("⚠", "").strip()
+        dataset, metric = ("vtab", "top1_avg") if name == "Average" else (f"vtab/{VTAB_NAMES[name]}", "top1")
+        for model, v in zip(order, _four(row[1])):
+            put(("transfer", dataset, metric, model), v, True, heading)
+    # Shape bias: the values computed exactly from the official repo's CSVs.
+    block = _section(numbers, "**Shape bias on cue-conflict:**", "**ImageNet-X")
+    exact = block[block.index("Computed exactly"):block.index("Figure dashed lines")]
+    for run, v in re.findall(r"- ([\w-]+): \*\*([\d.]+)\*\*", exact):
+        put(("shape-bias", "cue-conflict", "shape_bias", SHAPE_BIAS_RUNS[run]), _number(v), False, "")
+    # ImageNet-X: two factors per table row, then the average.
+    block = _section(numbers, "**ImageNet-X error ratios**", "**PUG-ImageNet")
+    heading = block.splitlines()[0]
+    order = [SPEC_MODELS[n.strip()] for n in re.search(r"order is ([^:]+):", heading).group(1).split("/")]
+    for row in _table_rows(block):
+        pairs = [(row[0], row[1])] + ([(row[2], row[3])] if len(row) > 3 and row[2] else [])
+        for factor, cell in pairs:
+            factor = factor.strip("*")
+            metric = "error_ratio_mean" if factor == "Average" else f"error_ratio_{factor}"
+            for model, v in zip(order, _four(cell)):
+                put(("imagenet-x", "imagenet-val", metric, model), v, False, heading)
+    # PUG-ImageNet top-1 % per factor, then the average (the paper's mapping rule: our *_paper metrics).
+    block = _section(numbers, "**PUG-ImageNet top-1 %**", "**Invariance")
+    heading = block.splitlines()[0]
+    order = [SPEC_MODELS[n.strip()] for n in re.search(r"order is ([^:]+):", heading).group(1).split("/")]
+    for name, cell in re.findall(rf"^- ([A-Z][A-Za-z ]+?) ({NUM} / {NUM} / {NUM} / {NUM})", block, re.M):
+        dataset, metric = (("pug-imagenet", "top1_avg_paper") if name == "Average"
+                           else (f"pug-imagenet/{name.replace(' ', '_')}", "top1_paper"))
+        for model, v in zip(order, _four(cell)):
+            put(("synthetic", dataset, metric, model), v, True, heading)
+    # Invariance: per sweep, the settings, then one line per model.
+    block = _section(numbers, "**Invariance, top-1 %**", "**Stated qualitative")
+    heading = block.splitlines()[0]
+    sweeps = {"Scale": "scale", "Shift": "shift", "Resolution": "res"}
+    for sweep, settings, body in re.findall(r"^- (\w+) ([\d. /]+):\n((?:  - .*\n)+)", block, re.M):
+        xs = [x.strip() for x in settings.split("/")]
+        for name, cell in re.findall(rf"  - ([\w-]+) ({NUM}(?: / {NUM})+)", body):
+            values = _four(cell)
+            assert len(values) == len(xs), (sweep, name)
+            for x, v in zip(xs, values):
+                put(("invariance", "imagenet-val", f"top1_{sweeps[sweep]}_{x}", SPEC_MODELS[name]), v, True,
+                    heading)
+    return out
+
+
+@pytest.fixture
+def paper_spec(shared_data) -> str:
+    """paper-spec.md from the shared folder next to the data (repo/../shared/docs, or $BEYOND_INET_SHARED_DATA/..)."""
+    path = shared_data.parent / "docs" / "paper-spec.md"
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_stored_paper_number_is_the_specs(paper_spec):
+    """All 316 stored numbers (not a sample of them) against §3 of the spec, value and tolerance."""
+    spec = parse_spec_numbers(paper_spec)
+    stored = {}
+    for sec in paper.document()["sections"]:
+        for e in sec["entries"]:
+            for model, v in e["values"].items():
+                key = (sec["analysis"], e["dataset"], e["metric"], model)
+                assert key not in stored, key
+                stored[key] = (float(v) / float(e["scale"]), float(e["tolerance"]))
+    assert len(stored) == 316 and len(spec) == 316
+    assert set(stored) - set(spec) == set(), "stored numbers the spec does not have"
+    assert set(spec) - set(stored) == set(), "spec numbers that are not stored"
+    for key, (value, tol) in spec.items():
+        assert stored[key][0] == pytest.approx(value, abs=1e-12), key
+        assert stored[key][1] == pytest.approx(tol, abs=1e-12), ("tolerance", key)
+    # paper.load() serves the same numbers in our units (plus the PUG alternates)
+    loaded = {(r.analysis, r.dataset, r.metric, r.model): r.value for r in paper.load()
+              if r.metric not in ("top1_any", "top1_avg_any")}
+    assert loaded == pytest.approx({k: v for k, (v, _) in spec.items()}, abs=1e-9)
+
+
+def test_spec_parser_reads_what_the_spec_prints():
+    """The parser on a hand-made excerpt in the spec's layout: a misread column or unit would show here."""
+    text = """## 3. Numbers
+**Calibration** (ECE and accuracy) [READ]:
+
+| | ConvNeXt-sup | ViT-sup |
+|---|---|---|
+| IN-1K ECE / acc | 0.028 / 85.5 | 0.041 / 85.4 |
+
+**Robustness, top-1 %.** labels [DERIVED, ±0.1].
+
+| | Val | Real | Avg(7) |
+|---|---|---|---|
+| ViT-sup | 85.5 | **89.2** | 60.2 |
+
+Cross-check
+
+**VTAB linear probe, top-1 %** [±0.1]; order is ConvNeXt-sup / ViT-sup / ConvNeXt-clip / ViT-clip:
+
+| Dataset | x |
+|---|---|
+| Sun397 ⚠ | 98.5 / 95.9 / 97.7 / 97.4 |
+
+**Shape bias on cue-conflict:**
+- Computed exactly from the repo's shipped CSVs:
+  - vit-clip: **0.465** (acc 0.390)
+- Figure dashed lines: 0.447
+
+**ImageNet-X error ratios** (±0.02); order is ViT-sup / CN-sup / ViT-clip / CN-clip:
+
+| Factor | v | Factor | v |
+|---|---|---|---|
+| darker | 1.65 / 1.49 / 1.26 / ≈1.00 | pose | 0.70 / 0.70 / 0.86 / 0.87 |
+
+**PUG-ImageNet top-1 %** (±0.3); order is ViT-sup / CN-sup / ViT-clip / CN-clip:
+- Camera Pitch 34.2 / 35.7 / 29.1 / 29.5
+- Scene Light 2.4 / 0.5 / 0.5 / 1.6 ⚠ (near zero)
+
+**Invariance, top-1 %** (±0.3); order is ViT-sup / CN-sup / ViT-clip / CN-clip:
+- Scale 1 / 1.25:
+  - ViT-sup ≈85.5 / 83.2
+- Resolution 112 / 224:
+  - CN-clip 51.5 / 66.3
+
+**Stated qualitative claims**
+## 4. Pitfalls
+"""
+    got = parse_spec_numbers(text)
+    want = {
+        ("calibration", "imagenet-val", "ece", "convnext-sup"): (0.028, 0.0005),
+        ("calibration", "imagenet-val", "top1", "convnext-sup"): (0.855, 0.0005),
+        ("calibration", "imagenet-val", "ece", "vit-sup"): (0.041, 0.0005),
+        ("calibration", "imagenet-val", "top1", "vit-sup"): (0.854, 0.0005),
+        ("robustness", "imagenet-val", "top1", "vit-sup"): (0.855, 0.001),
+        ("accuracy", "imagenet-val", "top1", "vit-sup"): (0.855, 0.001),
+        ("robustness", "imagenet-real", "top1", "vit-sup"): (0.892, 0.001),
+        ("accuracy", "imagenet-val", "top1_real", "vit-sup"): (0.892, 0.001),
+        ("robustness", "variants", "top1_avg", "vit-sup"): (0.602, 0.001),
+        **{("transfer", "vtab/sun397", "top1", m): (v, 0.001) for m, v in
+           (("convnext-sup", 0.985), ("vit-sup", 0.959), ("convnext-clip", 0.977), ("vit-clip", 0.974))},
+        ("shape-bias", "cue-conflict", "shape_bias", "vit-clip"): (0.465, 0.0005),
+        **{("imagenet-x", "imagenet-val", "error_ratio_darker", m): (v, 0.02) for m, v in
+           (("vit-sup", 1.65), ("convnext-sup", 1.49), ("vit-clip", 1.26), ("convnext-clip", 1.0))},
+        **{("imagenet-x", "imagenet-val", "error_ratio_pose", m): (v, 0.02) for m, v in
+           (("vit-sup", 0.70), ("convnext-sup", 0.70), ("vit-clip", 0.86), ("convnext-clip", 0.87))},
+        **{("synthetic", "pug-imagenet/Camera_Pitch", "top1_paper", m): (v, 0.003) for m, v in
+           (("vit-sup", 0.342), ("convnext-sup", 0.357), ("vit-clip", 0.291), ("convnext-clip", 0.295))},
+        **{("synthetic", "pug-imagenet/Scene_Light", "top1_paper", m): (v, 0.003) for m, v in
+           (("vit-sup", 0.024), ("convnext-sup", 0.005), ("vit-clip", 0.005), ("convnext-clip", 0.016))},
+        ("invariance", "imagenet-val", "top1_scale_1", "vit-sup"): (0.855, 0.003),
+        ("invariance", "imagenet-val", "top1_scale_1.25", "vit-sup"): (0.832, 0.003),
+        ("invariance", "imagenet-val", "top1_res_112", "convnext-clip"): (0.515, 0.003),
+        ("invariance", "imagenet-val", "top1_res_224", "convnext-clip"): (0.663, 0.003),
+    }
+    assert set(got) == set(want)
+    for key, (value, tol) in want.items():
+        assert got[key] == (pytest.approx(value, abs=1e-12), pytest.approx(tol, abs=1e-12)), key

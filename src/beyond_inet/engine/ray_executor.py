@@ -139,10 +139,21 @@ class RayExecutor:
 
         if not ray.is_initialized():
             kw = {"include_dashboard": False, **self.init_kwargs}
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                ray.init(**kw)
+            try:
+                if self.address:
+                    ray.init(address=self.address, **kw)
+                else:
+                    ray.init(**kw)
+            except (ConnectionError, TimeoutError, RuntimeError, OSError, ValueError) as e:
+                # validate.check_ray_address probes the address first; this is a head lost in between, or a
+                # local start that failed. Whatever ray.init left half-started is stopped, not left behind.
+                try:
+                    ray.shutdown()
+                except Exception:  # noqa: BLE001 - best effort after a failed start
+                    pass
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise RunFailed(f"could not connect to Ray{' at ' + self.address if self.address else ''}: "
+                                f"{type(e).__name__}: {first}; stored work is kept, rerun to resume") from None
             self.started = True
         return ray
 

@@ -25,27 +25,24 @@ def preprocessing_from_timm(module: torch.nn.Module) -> Preprocessing:
                                        cfg["std"])
 
 
-def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors or a torch file, never unpickling code (weights_only=True)."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path!r} does not exist; pass an existing .safetensors/.pth file")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-            raise UserError(f"checkpoint {path!r} is not a valid safetensors file ({type(e).__name__})") from None
+def _torch_load(path: str, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True (no code is unpickled); a failure is one UserError line."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "documentation of torch.load" not in ln]
         msg = lines[-1] if lines else type(e).__name__
         if "Unsupported global" in str(e) or "GLOBAL " in str(e) or "REDUCE" in str(e):
             raise UserError(f"checkpoint {path!r} contains pickled code or objects and was refused "
                             f"(only tensors are loaded); re-save it as a plain state dict or safetensors") from None
+        if mmap and "mmap" in str(e):  # a legacy (pre-zip) torch file cannot be memory-mapped: read it whole
+            return _torch_load(path, mmap=False)
         raise UserError(f"checkpoint {path!r} could not be read (not a torch state dict or safetensors file): "
                         f"{msg[:160]}") from None
+
+
+def _state_dict_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded torch file: unwrapped from a training checkpoint, 'module.' (DDP) removed."""
     for key in ("state_dict", "model", "model_ema", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -53,6 +50,73 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path!r} is not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _check_exists(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path!r} does not exist; pass an existing .safetensors/.pth file")
+
+
+def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a torch file, never unpickling code (weights_only=True)."""
+    _check_exists(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+            raise UserError(f"checkpoint {path!r} is not a valid safetensors file ({type(e).__name__})") from None
+    return _state_dict_of(_torch_load(path), path)
+
+
+def checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a checkpoint without reading its tensor data: the safetensors header (which must
+    cover the whole file, so a truncated file fails here), or a memory-mapped torch zip file (whose central
+    directory sits at the end, so a truncated file fails here too; tensors are mapped, not read)."""
+    _check_exists(path)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"checkpoint {path!r} is not a valid safetensors file ({type(e).__name__}: "
+                            f"{str(e)[:120]})") from None
+    return {k: tuple(v.shape) for k, v in _state_dict_of(_torch_load(path, mmap=True), path).items()}
+
+
+def fit_problem(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> str | None:
+    """Why a state dict with shapes `got` does not fit a module whose state dict has shapes `expected`
+    (strict, as `load_into`): None when it fits."""
+    bad = [k for k in expected if k in got and tuple(got[k]) != tuple(expected[k])]
+    if bad:
+        k = bad[0]
+        return (f"size mismatch for {k}: copying a param with shape {list(got[k])} from checkpoint, the shape in "
+                f"current model is {list(expected[k])} ({len(bad)} tensors differ)")
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    if missing or unexpected:
+        return (f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                f"(e.g. {unexpected[:2]})")
+    return None
+
+
+def check_checkpoint(name: str, path: str) -> None:
+    """Will `timm:<name>@<path>` load? Checked before any run starts, at a small cost: the architecture is
+    built on the meta device (no memory, no init: ~0.2 s for a ViT-B) and the checkpoint's keys and shapes
+    are read without its tensor data. Data damaged inside an intact file is not detected (nor is it by a
+    full load: torch and safetensors files carry no data checksum)."""
+    import timm
+
+    got = checkpoint_shapes(path)
+    with torch.device("meta"):
+        module = timm.create_model(name, pretrained=False)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    why = fit_problem(expected, got)
+    if why is not None:
+        raise UserError(f"checkpoint {path!r} does not fit the architecture {name!r}: {why}")
 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from beyond_inet.analyses.base import Row
+from beyond_inet.errors import UserError
 
 MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h", "<", ">", "p", "8")  # no diamond: humans are diamonds
 RC = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 10,
@@ -556,14 +557,22 @@ def save(fig: Figure, fig_dir: Path, name: str, title: str, caption: str) -> Fig
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    import io
+
+    from beyond_inet.engine.store import atomic_write_bytes
+
     fig_dir.mkdir(parents=True, exist_ok=True)
     png, svg = fig_dir / f"{name}.png", fig_dir / f"{name}.svg"
+    svg_buf, png_buf = io.BytesIO(), io.BytesIO()
     with matplotlib.rc_context(RC):
         canvas = FigureCanvasAgg(fig)
         box = fig.get_tightbbox(canvas.get_renderer()).padded(0.08)  # includes the legends outside the axes
-        fig.savefig(svg, format="svg", bbox_inches=box, metadata={"Date": None})
-        fig.savefig(png, format="png", dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
-    return FigureFile(name, title, caption, png, svg, base64.b64encode(png.read_bytes()).decode("ascii"))
+        fig.savefig(svg_buf, format="svg", bbox_inches=box, metadata={"Date": None})
+        fig.savefig(png_buf, format="png", dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
+    # Rendered in memory, then each file replaced whole (temp name + rename): a full disk keeps the old ones.
+    atomic_write_bytes(svg, svg_buf.getvalue())
+    atomic_write_bytes(png, png_buf.getvalue())
+    return FigureFile(name, title, caption, png, svg, base64.b64encode(png_buf.getvalue()).decode("ascii"))
 
 
 def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], fig_dir: Path,
@@ -578,6 +587,8 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
     def attempt(section: str, make) -> None:
         try:
             f = make()
+        except UserError:  # a figure file that cannot be written (full disk): the report cannot be either
+            raise
         except Exception as e:  # bad artifact data must not take the whole report down
             errors.setdefault(section, []).append(f"figure could not be drawn: {type(e).__name__}: {e}")
             return

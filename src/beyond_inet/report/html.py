@@ -26,6 +26,8 @@ from typing import Any, Sequence
 from beyond_inet import registry
 from beyond_inet.analyses.base import Row, Skip
 from beyond_inet.contracts import MIN_UNITS
+from beyond_inet.engine.store import atomic_write_bytes
+from beyond_inet.errors import UserError
 from beyond_inet.report import effective_robustness_figure as er_figure
 from beyond_inet.report import figures_consistency  # noqa: F401  (registers its section's figures)
 from beyond_inet.report import layout
@@ -347,6 +349,8 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     try:  # effective robustness against the published baseline, in the robustness section
         if (er := er_figure.build(rows, models, out_dir / "figures", colors)) is not None:
             figures.setdefault("robustness", []).append(er)
+    except UserError:  # its file could not be written (full disk): one line, exit 2
+        raise
     except Exception as e:  # a figure must not take the report down
         figure_notes.setdefault("robustness", []).append(f"effective-robustness figure could not be drawn: {e}")
 
@@ -649,10 +653,11 @@ def render_html(ctx: dict) -> str:
 def write_files(out_dir: str | Path, ctx: dict) -> Path:
     """Render a built context to OUT_DIR/report.md and OUT_DIR/report.html; return the HTML path."""
     out = Path(out_dir)
+    md, page = render_markdown(ctx), render_html(ctx)  # both rendered before anything is replaced
     reproduction_check.write_csv(out / "reproduction.csv", ctx["reproduction"]["checks"])
-    (out / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
+    atomic_write_bytes(out / "report.md", md.encode("utf-8"))
     path = out / "report.html"
-    path.write_text(render_html(ctx), encoding="utf-8")
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 

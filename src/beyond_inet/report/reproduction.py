@@ -232,12 +232,17 @@ def compare(rows: Iterable[Row], refs: Iterable[Reference], used: dict[str, dict
 
 def write_csv(path: str | Path, checks: Sequence[Check]) -> Path:
     """reproduction.csv: one row per Check (NaN as empty)."""
+    import io
+
+    from beyond_inet.engine.store import atomic_write_bytes
+
     path = Path(path)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(Check.columns())
-        for c in checks:
-            w.writerow(["" if isinstance(x, float) and not math.isfinite(x) else x for x in astuple(c)])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(Check.columns())
+    for c in checks:
+        w.writerow(["" if isinstance(x, float) and not math.isfinite(x) else x for x in astuple(c)])
+    atomic_write_bytes(path, f.getvalue().encode("utf-8"))  # temp name + rename: a full disk keeps the old file
     return path
 
 

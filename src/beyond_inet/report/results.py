@@ -10,6 +10,7 @@ A damaged database, or one that cannot be written, is a UserError naming the fil
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sqlite3
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from beyond_inet.analyses.base import Row, Skip
+from beyond_inet.engine.store import atomic_write_bytes
 from beyond_inet.errors import UserError
 
 COLUMNS = Row.COLUMNS
@@ -189,15 +191,19 @@ class ResultsDB:
                 for r, s, f, c in self.con.execute("SELECT * FROM runs ORDER BY started")]
 
     def export(self) -> tuple[Path, Path]:
-        """Write results.csv and results.json (the stable columns) next to the database."""
+        """Write results.csv and results.json (the stable columns) next to the database.
+
+        Each file goes to a temporary name in the same folder and is renamed over the old one: a full disk
+        leaves the previous complete file, and the error names the file and its folder's free space."""
         rows = self.rows()
         csv_path, json_path = self.out / "results.csv", self.out / "results.json"
-        with open(csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow(["" if isinstance(x, float) and math.isnan(x) else x for x in r.as_tuple()])
-        json_path.write_text(json.dumps(
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow(["" if isinstance(x, float) and math.isnan(x) else x for x in r.as_tuple()])
+        atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
+        atomic_write_bytes(json_path, json.dumps(
             [{c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in zip(COLUMNS, r.as_tuple())}
-             for r in rows], indent=1))
+             for r in rows], indent=1).encode("utf-8"))
         return csv_path, json_path
