@@ -277,7 +277,8 @@ def cmd_download(args) -> int:
     if os.path.exists(args.data_root) and not os.path.isdir(args.data_root):
         raise UserError(f"--data-root {args.data_root!r} is a file, not a folder")
     os.makedirs(args.data_root, exist_ok=True)
-    print(download(args.name, args.data_root, args.url))
+    print(download(args.name, args.data_root, args.url, progress=False if args.no_progress else None,
+                   sha256=args.sha256))
     return 0
 
 
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name")
     dl.add_argument("--data-root", default=os.environ.get("BEYOND_INET_DATA"))
     dl.add_argument("--url", default=None, help="override the source URL (mirrors, local files)")
+    dl.add_argument("--sha256", default=None, help="the sha256 a single downloaded file must have")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar (none when stderr is not a terminal)")
     dl.set_defaults(fn=cmd_download)
     return p
 
