@@ -32,6 +32,7 @@ from typing import Any
 
 from beyond_inet.data.catalog import ENTRIES, VTAB_TASKS, release_label_space, wds_repo
 from beyond_inet.errors import UserError
+from beyond_inet.models.hub import hub_error, verify_hub_files
 
 RETRIES = 5  # attempts after a dropped connection, each resuming where the last one stopped
 RETRY_WAIT_S = 0.5  # doubled after each failed attempt without progress
@@ -189,40 +190,6 @@ def _merge(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def _hub_error(repo: str, revision: str, e: Exception) -> UserError:
-    return UserError(f"could not download {repo}@{revision} from the Hugging Face Hub "
-                     f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
-
-
-def verify_hub_files(repo: str, repo_type: str, revision: str, *, local_dir: Path | None = None,
-                     cache_dir: Path | None = None, files: list[str] | None = None) -> int:
-    """Check downloaded Hub files against the checksums the Hub lists (sha256 for LFS files, git sha1 else).
-
-    `files` limits the check to those paths (a model's loader fetches only some of its repo). A mismatch
-    deletes the bad file (so the next download fetches it again) and raises `UserError`; returns the number
-    of files checked. Skipped (0) in offline mode, where the Hub's list cannot be had."""
-    from huggingface_hub import HfApi, constants
-
-    if constants.HF_HUB_OFFLINE:
-        return 0
-    try:
-        res = HfApi().verify_repo_checksums(repo, repo_type=repo_type, revision=revision,
-                                            local_dir=local_dir, cache_dir=cache_dir)
-    except Exception as e:  # noqa: BLE001 - network and Hub errors alike
-        raise _hub_error(repo, revision, e) from None
-    bad = [m for m in res.mismatches if files is None or m["path"] in files]
-    if bad:
-        for m in bad:
-            p = Path(res.verified_path) / m["path"]
-            (p.resolve() if p.is_symlink() else p).unlink(missing_ok=True)  # the cache blob behind a symlink
-            p.unlink(missing_ok=True)
-        m = bad[0]
-        raise UserError(f"checksum mismatch for {repo}@{revision}: {m['path']} has {m['algorithm']} "
-                        f"{m['actual'][:12]}..., the Hub lists {m['expected'][:12]}... ({len(bad)} bad file(s), removed; "
-                        f"rerun to fetch them again)")
-    return res.checked_count if files is None else len([p for p in files if p not in res.missing_paths])
-
-
 def hf_snapshot(repo: str, revision: str, dest: Path, progress: bool | None = None) -> Path:
     """`snapshot_download` of a dataset repo into `dest`, then checked against the Hub's checksums.
 
@@ -238,7 +205,7 @@ def hf_snapshot(repo: str, revision: str, dest: Path, progress: bool | None = No
     try:
         got = Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=revision, local_dir=str(dest)))
     except Exception as e:  # noqa: BLE001 - network, auth (gated) and missing-repo errors alike
-        raise _hub_error(repo, revision, e) from None
+        raise hub_error(repo, revision, e) from None
     finally:
         if quiet and not was_off:
             enable_progress_bars()
