@@ -15,6 +15,7 @@ the client does not check what it received. URL sources (tarballs, zips) are fet
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -26,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ RETRIES = 5  # attempts after a dropped connection, each resuming where the last
 RETRY_WAIT_S = 0.5  # doubled after each failed attempt without progress
 CHUNK = 1 << 20
 PARTS_DIR = ".downloads"  # under the data root: partial files kept for resuming
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def sha256_of(path: Path) -> str:
@@ -116,6 +119,8 @@ def fetch_url(url: str, dest_dir: Path, sha256: str | None = None, progress: Any
                 break
             raise UserError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
         except (OSError, http.client.HTTPException) as e:  # dropped connection, timeout, short read
+            if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+                raise  # writing the part failed (disk full, read-only): not the network; the CLI says so
             failures = 1 if got else failures + 1  # consecutive failed attempts, the last one counted
             if failures > retries:
                 raise UserError(f"could not download {url} after {retries + 1} attempts "
@@ -249,15 +254,33 @@ def download(name: str, data_root: str | Path, url_override: str | None = None, 
             raise UserError(f"one sha256 cannot check the {len(urls)} files of {name!r}")
         parts_dir = root / PARTS_DIR
         bar = progress_bar(progress)
-        with bar if bar is not None else nullcontext():
-            archives = [fetch_url(u, parts_dir, digest, bar) for u in urls]
-        unpack(archives, dest)
+        try:
+            with bar if bar is not None else nullcontext():
+                archives = [fetch_url(u, parts_dir, digest, bar) for u in urls]
+        except BaseException:
+            _drop_if_empty(parts_dir)  # a part worth resuming keeps it
+            raise
+        try:
+            unpack(archives, dest)
+        except (UserError, tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+            if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+                raise  # the data root is full or read-only: the archives are fine, keep them
+            for a in archives:  # a damaged archive would otherwise be reused by every rerun
+                a.unlink(missing_ok=True)
+            _drop_if_empty(parts_dir)
+            raise UserError(f"could not unpack {name!r} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+                            f"nothing was changed under {root}; removed the downloaded archive(s), rerun to fetch "
+                            f"them again") from None
         for a in archives:  # unpacked: the archives are no longer needed
             a.unlink(missing_ok=True)
-        if parts_dir.is_dir() and not any(parts_dir.iterdir()):
-            parts_dir.rmdir()
+        _drop_if_empty(parts_dir)
         return dest
     raise UserError(f"{name!r} cannot be downloaded automatically: {entry.how_to_get()}")
+
+
+def _drop_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _archive_has_top(archive: Path, top: str) -> bool:
