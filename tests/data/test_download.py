@@ -156,6 +156,35 @@ def test_unpack_is_all_or_nothing_across_archives(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blur.tar", "imagenet-c", "noise.tar"]
 
 
+def test_imagenet_c_five_tarballs_merge_into_one_tree(server, tmp_path, fast_retries):
+    """The catalog's ImageNet-C source is five tarballs (blur, digital, extra, noise, weather), each holding
+    <corruption>/<severity>/<wnid>/ folders; they are fetched (one connection dropped) and unpacked together."""
+    groups = {"blur": ["defocus_blur", "glass_blur"], "digital": ["contrast"], "extra": ["speckle_noise"],
+              "noise": ["gaussian_noise"], "weather": ["fog"]}
+    jpeg = io.BytesIO()
+    skimage_photo("chelsea").resize((64, 64)).save(jpeg, "JPEG")
+    for group, corruptions in groups.items():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            for c in corruptions:
+                for sev in (1, 5):
+                    ti = tarfile.TarInfo(f"{c}/{sev}/n02123045/ILSVRC2012_val_0000000{sev}.JPEG")
+                    ti.size = len(jpeg.getvalue())
+                    tf.addfile(ti, io.BytesIO(jpeg.getvalue()))
+        server.static[f"{group}.tar"] = buf.getvalue()
+    server.drop_once("noise.tar")
+    source = catalog.ENTRIES["imagenet-c"].source
+    assert source.endswith("/{blur,digital,extra,noise,weather}.tar")
+    root = tmp_path / "data"
+    dl.download("imagenet-c", root, url_override=f"{server.url}/files/" + source.rsplit("/", 1)[1], progress=False)
+    parts = catalog.parts("imagenet-c", root)
+    assert parts == [f"{c}/{s}" for c in ("gaussian_noise", "defocus_blur", "glass_blur", "fog", "contrast")
+                     for s in (1, 5)]  # the paper's 15 in catalog order (speckle_noise, an extra, is not one)
+    ds = catalog.open_dataset("imagenet-c/fog/5", root)
+    assert len(ds) == 1 and ds.label(0) == 281  # tabby
+    assert sorted(p.name for p in root.iterdir()) == ["imagenet-c"]
+
+
 def test_progress_bar_shows_bytes_rate_and_eta(server, tmp_path):
     from rich.console import Console
 

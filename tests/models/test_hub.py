@@ -2,6 +2,8 @@
 real loaders (timm, transformers) fetch, load and check weights from a local Hub (tests/hub_server.py)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -39,6 +41,7 @@ def hub(tmp_path, monkeypatch):
     with HubServer() as s:
         patch_hub(monkeypatch, s, tmp_path / "hf")
         yield s
+    assert not [t for t in threading.enumerate() if t.name == "hub-server"]  # stopped, no thread left
 
 
 def test_timm_hub_weights_load_exactly(hub, tmp_path):
