@@ -106,6 +106,19 @@ def test_server_ignoring_range_restarts_the_file(server, tmp_path, fast_retries,
     assert dl.fetch_url(f"{server.url}/files/edge.tar.gz", parts).read_bytes() == data
 
 
+def test_whole_or_longer_part_is_finished_or_restarted(server, tmp_path):
+    data = _stimuli_tar("edge")
+    server.static["edge.tar.gz"] = data
+    url = f"{server.url}/files/edge.tar.gz"
+    (tmp_path / "edge.tar.gz.part").write_bytes(data)  # complete, but not yet renamed: 416, nothing fetched
+    assert dl.fetch_url(url, tmp_path).read_bytes() == data
+    assert [g[2] for g in server.gets("edge.tar.gz")] == [f"bytes={len(data)}-"]
+    (tmp_path / "edge.tar.gz").unlink()
+    (tmp_path / "edge.tar.gz.part").write_bytes(data + b"a longer, older version")
+    assert dl.fetch_url(url, tmp_path).read_bytes() == data
+    assert server.gets("edge.tar.gz")[-1][2] is None  # started over
+
+
 def test_checksum_mismatch_is_one_line_exit_2_and_leaves_nothing(server, tmp_path, capsys):
     server.static["cue-conflict.tar.gz"] = _stimuli_tar()
     root = tmp_path / "data"

@@ -115,8 +115,12 @@ def fetch_url(url: str, dest_dir: Path, sha256: str | None = None, progress: Any
                 raise http.client.IncompleteRead(b"", total - offset - got)
             break
         except urllib.error.HTTPError as e:
-            if e.code == 416 and offset:  # asked past the end: the part is already whole (checked below)
-                break
+            if e.code == 416 and offset:  # asked past the end: whole if the server's size is the part's
+                size = (e.headers.get("Content-Range") or "").rpartition("/")[2].strip() if e.headers else ""
+                if size == str(offset):
+                    break
+                part.unlink()  # longer than the file now served (another version): start over
+                continue
             raise UserError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
         except (OSError, http.client.HTTPException) as e:  # dropped connection, timeout, short read
             if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
@@ -268,7 +272,8 @@ def download(name: str, data_root: str | Path, url_override: str | None = None, 
             for a in archives:  # a damaged archive would otherwise be reused by every rerun
                 a.unlink(missing_ok=True)
             _drop_if_empty(parts_dir)
-            raise UserError(f"could not unpack {name!r} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); "
+            why = (str(e).splitlines() or [""])[0][:120]
+            raise UserError(f"could not unpack {name!r} ({type(e).__name__}: {why}); "
                             f"nothing was changed under {root}; removed the downloaded archive(s), rerun to fetch "
                             f"them again") from None
         for a in archives:  # unpacked: the archives are no longer needed
