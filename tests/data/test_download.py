@@ -276,13 +276,14 @@ def test_hub_dataset_downloads_resumes_and_is_checked(server, tmp_path, monkeypa
 
 def test_hub_dataset_with_wrong_checksum_is_refused_in_one_line(server, tmp_path, monkeypatch, capsys):
     files = _imagenet_r_release()
-    server.add("clip-benchmark/wds_imagenet-r", files, repo_type="dataset")
+    repo = server.add("clip-benchmark/wds_imagenet-r", files, repo_type="dataset")
     server.corrupt("test/1.tar")
     patch_hub(monkeypatch, server, tmp_path / "hf")
     code = main(["download", "imagenet-r", "--data-root", str(tmp_path / "data")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert "checksum mismatch for clip-benchmark/wds_imagenet-r@main: test/1.tar has sha256" in err[0]
+    # checked at the commit `main` named when the download began
+    assert f"checksum mismatch for clip-benchmark/wds_imagenet-r@{repo.sha[:12]}: test/1.tar has sha256" in err[0]
     assert not (tmp_path / "data" / "imagenet-r" / "test" / "1.tar").exists()  # the bad file is not kept
 
 

@@ -204,21 +204,24 @@ def hf_snapshot(repo: str, revision: str, dest: Path, progress: bool | None = No
 
     huggingface_hub draws its own (tqdm) bars; they are switched off unless `progress` (None: stderr is a
     terminal), as ours are."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet = not (sys.stderr.isatty() if progress is None else progress)
     was_off = are_progress_bars_disabled()
     if quiet:
         disable_progress_bars()
+    commit = revision
     try:
-        got = Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=revision, local_dir=str(dest)))
+        if not constants.HF_HUB_OFFLINE:  # one commit for the download and the check, even if `main` moves
+            commit = HfApi().repo_info(repo, repo_type="dataset", revision=revision).sha or revision
+        got = Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=commit, local_dir=str(dest)))
     except Exception as e:  # noqa: BLE001 - network, auth (gated) and missing-repo errors alike
         raise hub_error(repo, revision, e) from None
     finally:
         if quiet and not was_off:
             enable_progress_bars()
-    verify_hub_files(repo, "dataset", revision, local_dir=got)
+    verify_hub_files(repo, "dataset", commit, local_dir=got)
     return got
 
 

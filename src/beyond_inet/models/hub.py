@@ -81,7 +81,8 @@ def verify_hub_files(repo: str, repo_type: str, revision: str, *, local_dir: Pat
                 p.resolve().unlink(missing_ok=True)
             p.unlink(missing_ok=True)
         m = res.mismatches[0]
-        raise ChecksumMismatch(f"checksum mismatch for {repo}@{revision}: {m['path']} has {m['algorithm']} "
+        rev = revision[:12] if len(revision) == 40 else revision  # a commit hash, shortened
+        raise ChecksumMismatch(f"checksum mismatch for {repo}@{rev}: {m['path']} has {m['algorithm']} "
                         f"{m['actual'][:12]}..., the Hub lists {m['expected'][:12]}... ({len(res.mismatches)} bad "
                         f"file(s), removed; rerun to fetch them again)")
     return res.checked_count
