@@ -287,15 +287,17 @@ def cmd_download(args) -> int:
             if ":" not in m and m.partition("@")[0] not in ALIASES:
                 raise UserError(f"{m!r} is neither a dataset (see `beyond-inet datasets`) nor a model spec "
                                 f"(see `beyond-inet models`)")
-    if (args.url or args.sha256) and len(args.names) > 1:
+    if (args.url or args.sha256) and (len(args.names) > 1 or models):
         raise UserError("--url and --sha256 apply to one dataset; name only that one")
+    if args.sha256 and (len(args.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in args.sha256)):
+        raise UserError(f"--sha256 {args.sha256!r} is not a sha256 (64 hexadecimal digits)")
     if datasets:
         from beyond_inet.data.download import download
 
         os.makedirs(args.data_root, exist_ok=True)
         for n in datasets:
             print(download(n, args.data_root, args.url, progress=False if args.no_progress else None,
-                           sha256=args.sha256))
+                           sha256=args.sha256.lower() if args.sha256 else None))
     if models:
         from beyond_inet.models.hub import fetch_model
 

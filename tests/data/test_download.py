@@ -223,6 +223,17 @@ def test_cli_download_is_silent_without_a_terminal(server, tmp_path, capsys):
     assert code == 0 and cap.err == "" and cap.out.strip() == str(tmp_path / "edge")
 
 
+@pytest.mark.parametrize("args, expect", [
+    (["edge", "--sha256", "xyz"], "is not a sha256"),
+    (["edge", "silhouette", "--url", "http://127.0.0.1:9/x.tar"], "apply to one dataset"),
+    (["vit-sup", "--sha256", "ab" * 32], "apply to one dataset"),
+])
+def test_bad_download_flags_are_one_line(args, expect, tmp_path, capsys):
+    code = main(["download", *args, "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expect in err[0]
+
+
 def test_http_error_is_one_line_without_retries(server, tmp_path, capsys):
     code = main(["download", "edge", "--data-root", str(tmp_path), "--url", f"{server.url}/files/missing.tar.gz"])
     err = capsys.readouterr().err.strip().splitlines()
