@@ -31,7 +31,8 @@ EXAMPLES = {
     "analyses": "example:\n  beyond-inet analyses\n  beyond-inet analyses --markdown > options.md",
     "models": "example:\n  beyond-inet models\n  beyond-inet models --search convnext",
     "datasets": "example:\n  beyond-inet datasets --data-root /data",
-    "download": "example:\n  beyond-inet download imagenet-r --data-root /data",
+    "download": "example:\n  beyond-inet download imagenet-r --data-root /data\n"
+                "  beyond-inet download vit-sup convnext-sup vit-clip convnext-clip   # weights, for offline runs",
 }
 
 
@@ -297,14 +298,42 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from beyond_inet.data.download import download
+    """Datasets into --data-root; model specs (aliases, timm:/open_clip:/hf: names) into the Hugging Face cache."""
+    from beyond_inet.data.catalog import ENTRIES
 
-    if not args.data_root:
+    datasets = [n for n in args.names if n.partition("/")[0] in ENTRIES]
+    models = [n for n in args.names if n not in datasets]
+    if datasets and not args.data_root:
         raise UserError("download needs --data-root DIR (where datasets are kept)")
-    if os.path.exists(args.data_root) and not os.path.isdir(args.data_root):
+    if datasets and os.path.exists(args.data_root) and not os.path.isdir(args.data_root):
         raise UserError(f"--data-root {args.data_root!r} is a file, not a folder")
-    os.makedirs(args.data_root, exist_ok=True)
-    print(download(args.name, args.data_root, args.url))
+    if models:
+        from beyond_inet.models.aliases import ALIASES
+
+        for m in models:
+            if ":" not in m and m.partition("@")[0] not in ALIASES:
+                raise UserError(f"{m!r} is neither a dataset (see `beyond-inet datasets`) nor a model spec "
+                                f"(see `beyond-inet models`)")
+    if (args.url or args.sha256) and (len(args.names) > 1 or models):
+        raise UserError("--url and --sha256 apply to one dataset; name only that one")
+    if args.sha256 and (len(args.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in args.sha256)):
+        raise UserError(f"--sha256 {args.sha256!r} is not a sha256 (64 hexadecimal digits)")
+    if datasets:
+        from beyond_inet.data.download import download
+
+        os.makedirs(args.data_root, exist_ok=True)
+        for n in datasets:
+            print(download(n, args.data_root, args.url, progress=False if args.no_progress else None,
+                           sha256=args.sha256.lower() if args.sha256 else None))
+    if models:
+        from beyond_inet.models.hub import fetch_model
+
+        if args.no_progress or not sys.stderr.isatty():  # the Hub client's own bars, as ours: terminals only
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        for m in models:
+            print(fetch_model(m))
     return 0
 
 
@@ -346,10 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
               EXAMPLES["datasets"])
     ds.add_argument("--data-root", default=os.environ.get("BEYOND_INET_DATA"))
     ds.set_defaults(fn=cmd_datasets)
-    dl = _sub(sub, "download", "download a dataset into --data-root", EXAMPLES["download"])
-    dl.add_argument("name")
+    dl = _sub(sub, "download", "download datasets into --data-root, or model weights into the Hugging Face cache",
+              EXAMPLES["download"])
+    dl.add_argument("names", nargs="+", metavar="NAME", help="catalog datasets and/or model specs (e.g. vit-sup)")
     dl.add_argument("--data-root", default=os.environ.get("BEYOND_INET_DATA"))
     dl.add_argument("--url", default=None, help="override the source URL (mirrors, local files)")
+    dl.add_argument("--sha256", default=None, help="the sha256 a single downloaded file must have")
+    dl.add_argument("--no-progress", action="store_true", help="no progress bar (none when stderr is not a terminal)")
     dl.set_defaults(fn=cmd_download)
     return p
 

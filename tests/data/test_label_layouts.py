@@ -309,25 +309,28 @@ def test_run_with_an_unusable_release_exits_2_after_the_rest(tiny_imagenet, tmp_
 
 
 def test_download_refuses_a_release_it_could_not_label(tmp_path, monkeypatch):
-    import huggingface_hub
-
     from beyond_inet.data import download as dl
+    from tests.hub_server import HubServer, patch_hub
 
     names = list(imagenet_classnames())
-    lists = {"imagenet-r": [names[i] for i in subset_indices("imagenet-a")], "imagenet-a": None}
 
-    def fake_snapshot(repo_id, repo_type, revision, local_dir):
-        name = repo_id.removeprefix("clip-benchmark/wds_")
-        _small_wds(Path(local_dir), lists.get(name, [names[i] for i in subset_indices(name)]))
-        return local_dir
+    def release(name: str, classnames) -> dict[str, bytes]:
+        d = tmp_path / "releases" / name
+        _small_wds(d, classnames)
+        return {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file()}
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    with pytest.raises(UserError, match="classes of imagenet-a .*not of imagenet-r.*unusable as imagenet-r"):
-        dl.download("imagenet-r", tmp_path / "r")
-    with pytest.raises(UserError, match="classnames.txt is missing"):
-        dl.download("imagenet-a", tmp_path / "a")
-    lists["imagenet-a"] = [names[i] for i in subset_indices("imagenet-a")]
-    assert dl.download("imagenet-a", tmp_path / "a2") == tmp_path / "a2" / "imagenet-a"
+    with HubServer() as hub:  # the real download path, against a local server speaking the Hub's protocol
+        patch_hub(monkeypatch, hub, tmp_path / "hf")
+        hub.add("clip-benchmark/wds_imagenet-r", release("r", [names[i] for i in subset_indices("imagenet-a")]),
+                repo_type="dataset")
+        hub.add("clip-benchmark/wds_imagenet-a", release("a", None), repo_type="dataset")
+        with pytest.raises(UserError, match="classes of imagenet-a .*not of imagenet-r.*unusable as imagenet-r"):
+            dl.download("imagenet-r", tmp_path / "r")
+        with pytest.raises(UserError, match="classnames.txt is missing"):
+            dl.download("imagenet-a", tmp_path / "a")
+        hub.add("clip-benchmark/wds_imagenet-a", release("a2", [names[i] for i in subset_indices("imagenet-a")]),
+                repo_type="dataset")
+        assert dl.download("imagenet-a", tmp_path / "a2") == tmp_path / "a2" / "imagenet-a"
 
 
 def test_pug_folder_and_parquet_releases_give_the_same_labels(tmp_path):
