@@ -286,6 +286,12 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
             "data_root": latest.get("data_root")}
 
 
+# Reproduction verdict -> its style: green only for a match the CI supports; "too few" is muted like every
+# other too-few value of the report.
+VERDICT_CLASS = {reproduction_check.MATCHES: "matches", reproduction_check.DIFFERS: "differs",
+                 reproduction_check.TOO_FEW: "muted"}
+
+
 def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str], artifacts: dict) -> dict:
     """The reproduction-check section: checks (also written to reproduction.csv), display lines, models
     without a verdict, and the effective-robustness baselines recorded by the robustness analysis."""
@@ -302,14 +308,16 @@ def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str
         ci = f" [{f(c.ci_low)}, {f(c.ci_high)}]" if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else ""
         tol = f"±{100 * c.tolerance:.3g}" if pct else f"±{c.tolerance:.3g}"
         lines.append({"model": c.model, "row": f"{c.analysis} · {c.dataset} · {c.metric}",
-                      "measured": f(c.measured) + ci, "n": c.n, "published": f"{f(c.published)} {tol}",
-                      "difference": f(c.difference, "+"),
-                      "verdict": c.verdict, "source": "paper" if c.source.startswith("paper") else "timm",
+                      "measured": f(c.measured) + ci + too_few_note(c.n), "n": c.n,
+                      "published": f"{f(c.published)} {tol}", "difference": f(c.difference, "+"),
+                      "verdict": c.verdict, "verdict_class": VERDICT_CLASS.get(c.verdict, "muted"),
+                      "source": "paper" if c.source.startswith("paper") else "timm",
                       "source_full": c.source, "causes": c.likely_causes, "note": c.note})
     with_refs = {r.model for r in refs}
     return {"checks": checks, "lines": lines,
             "n_matches": sum(c.verdict == reproduction_check.MATCHES for c in checks),
             "n_differs": sum(c.verdict == reproduction_check.DIFFERS for c in checks),
+            "n_too_few": sum(c.verdict == reproduction_check.TOO_FEW for c in checks),
             "no_verdict": sorted(no_verdict.items()),
             "no_references": [m for m in models if m not in with_refs and m not in no_verdict],
             "unmatched": sorted(m for m in with_refs if not any(c.model == m for c in checks)),
@@ -485,8 +493,9 @@ def _reproduction_markdown(rep: dict) -> list[str]:
     """The reproduction-check section of report.md (same content as the HTML one)."""
     parts = ["## Reproduction check", ""]
     if rep["lines"]:
-        parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ** (published value inside our 95% CI "
-                  "widened by its tolerance; accuracies in %). Also in `reproduction.csv`.", "",
+        parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ**, {rep['n_too_few']} too few images "
+                  "to tell (match: published value inside our 95% CI widened by its tolerance, and the CI narrow "
+                  "enough to decide; differ: outside it; accuracies in %). Also in `reproduction.csv`.", "",
                   _md_table(["model", "row", "measured [95% CI]", "n", "published", "difference", "verdict", "source",
                              "likely causes / notes"],
                             [[c["model"], c["row"], c["measured"], c["n"], c["published"], c["difference"],
