@@ -348,6 +348,8 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     n_boot = int(settings.get("n_boot") or n_boot)
     seed = int(settings["seed"] if settings.get("seed") is not None else seed)
     index = cmp.RowIndex.build(rows)
+    standing = cmp.Standing(index)  # the one rule behind every star, tie mark, green verdict and pick
+    standing.withhold(comps.values())
     missing_data, skips = layout.split_missing(skips, latest.get("data_root"), models)
     bundled = layout.bundled_in_use(latest.get("data_root"), [d for (_, d, _) in output_keys])
     colors = palette(models)
@@ -370,13 +372,15 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             continue
         title = prop_title(prop, key)
         comp = comps.get(key)
-        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp)
+        unusable = standing.unusable(vals, key[1])
+        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp, unusable)
         mark = len(vals) >= 2
         pct = prop.unit.startswith("%")
         columns.append({"prop": prop, "title": title, "key": key, "metric": key[2], "dataset": key[1],
                         "choice": choice,
-                        "cells": {m: {"text": (_pct(vals[m]) if pct else fmt_ci(*vals[m])) + too_few_note(ns[m]),
-                                      "too_few": ns[m] < MIN_UNITS,
+                        "cells": {m: {"text": (_pct(vals[m]) if pct else fmt_ci(*vals[m])) + too_few_note(ns[m])
+                                      + (f" ({cmp.NOT_USABLE})" if m in unusable else ""),
+                                      "too_few": ns[m] < MIN_UNITS, "unusable": unusable.get(m),
                                       "best": mark and m == choice.best,
                                       "tied": mark and choice.tested and m in choice.tied and m != choice.best}
                                   for m in vals}})
@@ -547,7 +551,9 @@ def render_markdown(ctx: dict) -> str:
         parts += [_md_table(header, lines), "",
                   "★ best value; = not significantly different from the best (paired test, Holm-corrected, "
                   f"alpha {ctx['alpha']}); values with 95% CIs; accuracies in %; \"too few\": the value rests on "
-                  f"fewer than {MIN_UNITS} images and is never marked best.", ""]
+                  f"fewer than {MIN_UNITS} images and is never marked best; \"{cmp.NOT_USABLE}\": the model's "
+                  "top-1 there (else on ImageNet) has a 95% CI reaching chance level, and it is never picked as "
+                  "best there.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
     parts += _md_data_notes(ctx)
