@@ -13,8 +13,8 @@ verdict and "pick" of the report goes through it:
   * a model at chance on a dataset -- its top-1 there has a 95% CI reaching down to chance level 1/K
     (K = the classes it chooses among: 1000, 200 for ImageNet-A/R, 16 for the cue datasets), or, on a
     dataset without a top-1 row, its ImageNet top-1 does -- is "not a usable model here": flagged, never
-    picked as best for any property on that dataset, and its paired tests there show no verdict. (A
-    random-weight network has a perfect ECE at 0% top-1: calibrated, but to nothing.)
+    picked as best for any property on that dataset, and a paired test it "wins" there shows no verdict. (A
+    random-weight network has a near-perfect ECE at 0% top-1: calibrated, but to nothing.)
 """
 from __future__ import annotations
 
@@ -182,7 +182,8 @@ class Standing:
         return {m: why for m in models if (why := self.at_chance(m, dataset))}
 
     def withhold(self, comparisons: Iterable[Comparison]) -> None:
-        """Remove the verdict (and so its colour) from every paired test resting on a too-few or chance value."""
+        """Remove the verdict (and so its colour) from every paired test resting on a too-few value, and from
+        every win of a model at chance (a usable model beating it keeps its verdict: that is true and useful)."""
         for c in comparisons:
             for p in c.pairs:
                 why = None
@@ -191,8 +192,11 @@ class Standing:
                 else:
                     for m in (p.a, p.b):
                         r = self.reason(m, c.key)
-                        if r:
-                            why = f"{m}: {r.split(':', 1)[0]}" if r.startswith(NOT_USABLE) else f"{m} {r}"
+                        if r and not r.startswith(NOT_USABLE):
+                            why = f"{m} {r}"
+                            break
+                        if r and p.winner == m:
+                            why = f"{m}: {NOT_USABLE}"
                             break
                 if why:
                     p.withheld, p.winner, p.verdict = why, None, f"no verdict ({why})"
