@@ -268,6 +268,12 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
         e = catalog.ENTRIES.get(base)
         if e is None and base in AGGREGATES:
             continue
+        user = (latest.get("user_datasets") or {}).get(base)
+        if e is None and user:  # a --dataset folder: what its labels mean and how it was scored, and warnings
+            note = " ".join([user.get("note", "")] + [f"Warning: {w}" for w in user.get("warnings", [])])
+            ds_list.append({"name": base, "title": note, "source": user.get("path", "—"), "revision": "—",
+                            "license": "(yours)", "parts": len(parts)})
+            continue
         if e is None:
             ds_list.append({"name": base, "title": "(not a catalog dataset)", "source": "—", "revision": "—",
                             "license": "—", "parts": len(parts)})
