@@ -105,14 +105,34 @@ class Accuracy(Analysis):
                                           "sample ids are not ImageNet val file names; ReaL needs them"))
         return res
 
+    def prepare(self, ctx: Context, model, env) -> list[Skip]:
+        """CLIP models: the zero-shot head of each own-classes folder, from its folder names (the model's text
+        tower is only here, while the model is built); scored from the stored image embeddings in `declare`."""
+        head = getattr(model, "zero_shot_head", None)
+        for ds in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS):
+            ud = catalog.user_dataset(ds)
+            if head is None or ud is None or not catalog.own_label_space(ds):
+                continue
+            w = head([c.replace("_", " ") for c in ud.classnames])
+            ZERO_SHOT[(model.spec, ds)] = (np.asarray(w.cpu(), np.float32), float(model.info.get("logit_scale", 100.0)),
+                                           tuple(ud.classnames))
+        return []
+
     def _own_labels(self, ctx: Context, model: str, ds: str, out, res: AnalysisResult) -> None:
-        """A folder with classes of its own: k-fold linear probe on the stored features (every model) and
-        per-class probe accuracy."""
+        """A folder with classes of its own: CLIP zero-shot with the folder names (when `prepare` built the head),
+        k-fold linear probe on the stored features (every model) and per-class probe accuracy."""
         ud = catalog.user_dataset(ds)
         names = list(ud.classnames) if ud is not None else None
         y = np.asarray(out.labels, np.int64)
         keep = y >= 0
         x, y, ids = np.asarray(out.features)[keep], y[keep], [i for i, k in zip(out.ids, keep) if k]
+        zs = ZERO_SHOT.get((model, ds))
+        if zs is not None and names is not None and tuple(names) == zs[2]:
+            logits = zero_shot_logits(x, zs[0], zs[1])
+            desc = f"CLIP zero-shot over the {len(names)} folder names (80 OpenAI templates)"
+            for k in (1, 5):
+                if k <= len(names):
+                    res.metrics.append(mean_metric(ds, f"top{k}", topk_correct(logits, y, k), ids, description=desc))
         folds = int(ctx.options.get("probe_folds", DEFAULT_FOLDS))
         counts = np.bincount(y)
         present = counts[counts > 0]
@@ -139,6 +159,17 @@ class Accuracy(Analysis):
         res.artifacts[f"probe/{ds}"] = {"folds": k, "classes": names, "n": len(ids),
                                         "per_class": {(names[c] if names else str(c)): float(correct[y == c].mean())
                                                       for c in np.unique(y)}}
+
+
+# (model spec, dataset) -> (zero-shot head [D, K], logit scale, class names), filled by Accuracy.prepare.
+ZERO_SHOT: dict[tuple[str, str], tuple[np.ndarray, float, tuple[str, ...]]] = {}
+
+
+def zero_shot_logits(features: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:
+    """CLIP's zero-shot logits from stored image embeddings: scale * normalize(embedding) @ head."""
+    f = np.asarray(features, np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    return (scale * f @ np.asarray(weights, np.float64)).astype(np.float32)
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
