@@ -149,3 +149,27 @@ def test_bad_folders_exit_2_before_any_model(tmp_path):
         beyond_inet.evaluate(LITE0, ["calibration"], out=tmp_path / "o", datasets={"own": own}, device="cpu",
                              calibration_datasets=["own"])
     assert not (tmp_path / "o").exists()
+
+
+def test_invariance_and_robustness_take_both_kinds_of_folder(shared_data, tmp_path):
+    sub = subset_folder(shared_data, tmp_path / "mine")
+    own = own_folder(tmp_path / "pets", n=5)
+    out = tmp_path / "out"
+    ev = beyond_inet.evaluate(LITE0, ["invariance", "robustness"], out=out, datasets={"mine": sub, "pets": own},
+                              device="cpu", workers=0, bootstrap=100, report=False, invariance_scales=[1.5],
+                              invariance_shifts=[30], invariance_resolutions=[160])
+    res = ev.results.set_index(["dataset", "analysis", "metric"])
+    cols = np.array(sorted(SUBSET))
+    std, view = stored(out, "mine"), stored(out, "mine", "scale-1.5")
+    assert std.ids == view.ids
+    pred_std, pred_view = cols[std.logits[:, cols].argmax(1)], cols[view.logits[:, cols].argmax(1)]
+    assert res.loc[("mine", "invariance", "top1_scale_1.5"), "value"] == pytest.approx((pred_view == view.labels).mean())
+    assert res.loc[("mine", "invariance", "agree_scale_1.5"), "value"] == pytest.approx((pred_view == pred_std).mean())
+    assert res.loc[("mine", "robustness", "top1"), "value"] == pytest.approx((pred_std == std.labels).mean())
+    # Own classes: agreement of the model's own top-1 only; no accuracy against labels that are no ImageNet classes.
+    pstd, pview = stored(out, "pets"), stored(out, "pets", "shift-30")
+    assert res.loc[("pets", "invariance", "agree_shift_30"), "value"] == pytest.approx(
+        (pview.logits.argmax(1) == pstd.logits.argmax(1)).mean())
+    assert res.loc[("pets", "invariance", "agree_shift_30"), "n"] == 15
+    pets = ev.results[ev.results.dataset == "pets"]
+    assert not pets.metric.str.startswith(("top1", "true_prob")).any() and set(pets.analysis) == {"invariance"}
