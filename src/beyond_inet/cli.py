@@ -110,7 +110,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-SUMMARY_METRICS = ("top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real", "top1_scale_2",
+SUMMARY_METRICS = ("top1", "probe_top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real", "top1_scale_2",
                    "top1_res_336")
 
 

@@ -3,6 +3,7 @@ layout refused in one line before any model is built."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,28 @@ def test_few_images_warn_but_pass(tmp_path):
     assert len(ud.warnings) == 1 and "tiny (3)" in ud.warnings[0] and "fewer than 5" in ud.warnings[0]
     assert not inspect("ok", str(own_folder(tmp_path / "ok", n=5))).warnings
     assert np.array_equal(ud.counts, [5, 5, 5, 3])
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_same_name_other_images_never_share_stored_outputs(tmp_path, limit):
+    """The store key holds the dataset's fingerprint: a NAME pointed at another folder with the same file names,
+    or an image replaced in place, must get a new one (ids and labels alone are equal)."""
+    from beyond_inet.engine.plan import DatasetCache
+
+    a = own_folder(tmp_path / "a", n=5)
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+
+    def fp(root: Path) -> str:
+        catalog.set_user_datasets([inspect("mine", str(root))])
+        try:
+            return DatasetCache(None, limit).get("mine")[2]
+        finally:
+            catalog.set_user_datasets([])
+
+    first = fp(a)
+    assert fp(a) == first  # unchanged folder: outputs are reused
+    assert fp(b) != first  # same ids and labels, other folder
+    _img(a / "mug" / "coffee_0.png", "astronaut", 3)  # the image at position 0 of class "mug"... replaced
+    os.utime(a / "mug" / "coffee_0.png", ns=(1, 1))
+    assert fp(a) != first

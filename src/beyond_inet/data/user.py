@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from beyond_inet.data.readers import FileListDataset
 from beyond_inet.errors import UserError
 
 FEW_IMAGES = 5
@@ -211,10 +212,29 @@ def inspect(name: str, path: str) -> UserDataset:
     return UserDataset(name, str(root), OWN, tuple(classes), tuple(counts), None, tuple(warnings))
 
 
+class UserFolderDataset(FileListDataset):
+    """A user's folder. Its store identity is the folder's path and every file's size and modification time
+    besides ids and labels: the same NAME pointed at another folder, or an image replaced under the same file
+    name, must never reuse outputs stored for the old images."""
+
+    root: str = ""
+
+    def fingerprint_of(self, positions) -> str:
+        import hashlib
+
+        h = hashlib.sha256(f"user-folder\t{self.root}\n".encode())
+        for i in positions:
+            i = int(i)
+            st = os.stat(self._paths[i])
+            h.update(f"{self._ids[i]}\t{self._labels[i]}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        return self.fingerprint_of(range(len(self._ids)))
+
+
 def open_user_dataset(ud: UserDataset):
     """The reader: every image below each class folder, labelled by ImageNet index (subset) or folder order."""
-    from beyond_inet.data.readers import FileListDataset
-
     root = Path(ud.path)
     paths, ids, labels = [], [], []
     for k, c in enumerate(ud.classnames):
@@ -223,4 +243,6 @@ def open_user_dataset(ud: UserDataset):
             paths.append(str(p))
             ids.append(f"{c}/{p.relative_to(root / c).as_posix()}")
             labels.append(int(lab))
-    return FileListDataset(ud.name, paths, ids, labels, classnames=list(ud.classnames))
+    ds = UserFolderDataset(ud.name, paths, ids, labels, classnames=list(ud.classnames))
+    ds.root = str(root)
+    return ds
