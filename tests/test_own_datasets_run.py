@@ -163,7 +163,8 @@ def test_invariance_and_robustness_take_both_kinds_of_folder(shared_data, tmp_pa
     std, view = stored(out, "mine"), stored(out, "mine", "scale-1.5")
     assert std.ids == view.ids
     pred_std, pred_view = cols[std.logits[:, cols].argmax(1)], cols[view.logits[:, cols].argmax(1)]
-    assert res.loc[("mine", "invariance", "top1_scale_1.5"), "value"] == pytest.approx((pred_view == view.labels).mean())
+    top1_view = (pred_view == view.labels).mean()
+    assert res.loc[("mine", "invariance", "top1_scale_1.5"), "value"] == pytest.approx(top1_view)
     assert res.loc[("mine", "invariance", "agree_scale_1.5"), "value"] == pytest.approx((pred_view == pred_std).mean())
     assert res.loc[("mine", "robustness", "top1"), "value"] == pytest.approx((pred_std == std.labels).mean())
     # Own classes: agreement of the model's own top-1 only; no accuracy against labels that are no ImageNet classes.

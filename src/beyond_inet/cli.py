@@ -110,8 +110,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-SUMMARY_METRICS = ("top1", "probe_top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real", "top1_scale_2",
-                   "top1_res_336")
+SUMMARY_METRICS = ("top1", "probe_top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real",
+                   "top1_scale_2", "top1_res_336")
 
 
 def _print_summary(ev) -> None:

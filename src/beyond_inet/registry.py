@@ -165,8 +165,7 @@ _declare(AnalysisInfo(
     ("imagenet-val", "imagenet-sample", "skimage-photos", "imagenet-hard"),
     options=(
         Option("accuracy_datasets", "list[dataset]", ("imagenet-val", "imagenet-sample"),
-               "datasets scored for top-1/top-5 (any catalog name, e.g. skimage-photos); --dataset folders are "
-               "added unless this is set"),
+               "datasets scored for top-1/top-5 (any catalog name, e.g. skimage-photos)"),
         Option("probe_folds", "int", 5, "k of the stratified k-fold linear probe on --dataset folders with classes "
                                         "of their own", minimum=2),
     )))
@@ -201,8 +200,7 @@ _declare(AnalysisInfo(
     ("imagenet-val", "imagenet-r", "imagenet-sample"), figures=("reliability-<dataset>", "ece"),
     options=(
         Option("calibration_datasets", "list[dataset]", ("imagenet-val", "imagenet-r"),
-               "datasets whose ECE, MCE, Brier, NLL and temperature are computed; --dataset folders of ImageNet "
-               "classes are added unless this is set"),
+               "datasets whose ECE, MCE, Brier, NLL and temperature are computed"),
     )))
 _declare(AnalysisInfo(
     "robustness", "Robustness", "Top-1 on ImageNet variants (paper §2.4).",

@@ -138,8 +138,9 @@ class Accuracy(Analysis):
         present = counts[counts > 0]
         k = min(folds, int(present.min())) if present.size else 0
         if present.size < 2 or k < 2:
+            smallest = int(present.min()) if present.size else 0
             res.skips.append(Skip(self.name, model, ds, f"linear probe needs >= 2 classes with >= 2 images each "
-                                                        f"(smallest class: {int(present.min()) if present.size else 0})"))
+                                                        f"(smallest class: {smallest})"))
             return
         pred = kfold_probe_predictions(x, y, k, str(ctx.options.get("probe", "lbfgs")), ctx.seed,
                                        n_classes=len(names) if names else int(y.max()) + 1,
