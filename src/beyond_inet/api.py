@@ -107,9 +107,13 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
     bad input (before any model is built) and when a model could not be built (the others' results are kept).
     """
     cfg = run_config(models, analyses, data_root, out, **kwargs)
+    from beyond_inet.data import catalog
     from beyond_inet.engine.runner import run
 
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    finally:  # the run's --dataset folders are known by name for this run only
+        catalog.set_user_datasets([])
     ev = load_results(cfg.out)
     ev.summary = summary
     return ev
