@@ -174,3 +174,53 @@ def test_invariance_and_robustness_take_both_kinds_of_folder(shared_data, tmp_pa
     assert res.loc[("pets", "invariance", "agree_shift_30"), "n"] == 15
     pets = ev.results[ev.results.dataset == "pets"]
     assert not pets.metric.str.startswith(("top1", "true_prob")).any() and set(pets.analysis) == {"invariance"}
+
+
+def test_clip_zero_shot_through_evaluate(tmp_path, monkeypatch):
+    """Plumbing only (a tiny random CLIP): the pipeline builds the head from the folder names while the model is
+    built and the accuracy rows score it from the stored embeddings, next to the probe."""
+    import json
+
+    import open_clip
+    import torch
+
+    from beyond_inet import validate
+    from beyond_inet.analyses.accuracy import ZERO_SHOT, zero_shot_logits
+    from beyond_inet.models import clip_models
+    from tests.analyses.test_user_zero_shot import TINY
+
+    (tmp_path / "bi-tiny-clip3.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(tmp_path / "bi-tiny-clip3.json")
+    monkeypatch.setattr(validate, "check_model_spec", lambda spec: None)  # not in the shipped name index
+    monkeypatch.setattr(clip_models, "zero_shot_weights", lambda *a: torch.zeros(32, 1000))  # unused here
+    built = []
+    real = clip_models.class_weights
+    monkeypatch.setattr(clip_models, "class_weights",
+                        lambda m, a, names: built.append(list(names)) or real(m, a, names))
+    spec = "open_clip:bi-tiny-clip3@random"
+    data = own_folder(tmp_path / "pets", n=4)
+    out = tmp_path / "out"
+    try:
+        ev = beyond_inet.evaluate(spec, ["accuracy"], out=out, datasets={"pets": data}, device="cpu", workers=0,
+                                  bootstrap=100, report=False, probe_folds=2)
+        w, scale, names = ZERO_SHOT[(spec, "pets")]
+    finally:
+        ZERO_SHOT.clear()
+    assert built == [["kitty", "mug", "spacecraft"]] and names == ("kitty", "mug", "spacecraft") and scale == 100.0
+    res = ev.results[ev.results.dataset == "pets"].set_index("metric")
+    o = stored_spec(out, spec, "pets")
+    want = (zero_shot_logits(o.features, w, scale).argmax(1) == o.labels).mean()
+    assert res.loc["top1", "value"] == pytest.approx(want, abs=1e-12) and res.loc["top1", "n"] == 12
+    assert res.loc["probe_top1", "n"] == 12 and "top5" not in res.index
+
+
+def stored_spec(out: Path, spec: str, dataset: str):
+    from beyond_inet.engine.store import Store
+    from beyond_inet.report.results import ResultsDB
+
+    db = ResultsDB(out)
+    try:
+        key = db.output_keys()[(spec, dataset, "standard")]
+    finally:
+        db.close()
+    return Store(out / "store").existing(key).load()
