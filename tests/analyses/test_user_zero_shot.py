@@ -95,3 +95,37 @@ def test_non_clip_models_get_no_zero_shot_rows():
         spec, info, zero_shot_head = "timm:x", {}, None
 
     assert Accuracy().prepare(ctx, NotClip(), None) == [] and not ZERO_SHOT
+
+
+def test_invariance_agreement_on_own_classes_uses_the_zero_shot_prediction(tmp_path):
+    """Designed embeddings: the view moves every image across the zero-shot boundary between the folder names
+    while the ImageNet-head prediction stays put, so the two rules give agreement 0 and 1."""
+    from beyond_inet.analyses.invariance import Invariance
+
+    for cls in ("a", "b"):
+        d = tmp_path / "own" / cls
+        d.mkdir(parents=True)
+        for k in range(3):
+            skimage_photo("chelsea").save(d / f"{k}.png")
+    catalog.set_user_datasets([inspect("own", str(tmp_path / "own"))])
+    try:
+        ids = [f"{c}/{k}.png" for c in "ab" for k in range(3)]
+        labels = np.array([0, 0, 0, 1, 1, 1])
+        imagenet_logits = np.zeros((6, 1000), np.float32)
+        imagenet_logits[:, 7] = 5.0  # the same ImageNet top-1 in both views
+        std_feat = np.tile([1.0, 0.1], (6, 1)).astype(np.float32)  # zero-shot: class 0 (column 0 wins)
+        view_feat = np.tile([0.1, 1.0], (6, 1)).astype(np.float32)  # zero-shot: class 1
+        outs = {"standard": Outputs(ids, labels, imagenet_logits, std_feat),
+                "scale-2": Outputs(ids, labels, imagenet_logits, view_feat)}
+        ZERO_SHOT[("clip", "own")] = (np.eye(2, dtype=np.float32), 100.0, ("a", "b"))
+        ctx = Context(None, options={"invariance_scales": [2], "invariance_shifts": [], "invariance_resolutions": []},
+                      n_boot=50)
+        fetch = lambda req: outs.get(req.view) if req.dataset == "own" else None  # noqa: E731
+        rows = {r.metric: r for r in Invariance().compute(ctx, "clip", fetch).rows if r.dataset == "own"}
+        assert rows["agree_scale_2"].value == 0.0 and rows["agree_scale_2"].n == 6
+        assert not any(m.startswith(("top1", "true_prob")) for m in rows)
+        rows_other = {r.metric: r for r in Invariance().compute(ctx, "not-clip", fetch).rows if r.dataset == "own"}
+        assert rows_other["agree_scale_2"].value == 1.0  # no zero-shot head: the model's own (ImageNet) top-1
+    finally:
+        catalog.set_user_datasets([])
+        ZERO_SHOT.clear()

@@ -108,14 +108,7 @@ class Accuracy(Analysis):
     def prepare(self, ctx: Context, model, env) -> list[Skip]:
         """CLIP models: the zero-shot head of each own-classes folder, from its folder names (the model's text
         tower is only here, while the model is built); scored from the stored image embeddings in `declare`."""
-        head = getattr(model, "zero_shot_head", None)
-        for ds in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS):
-            ud = catalog.user_dataset(ds)
-            if head is None or ud is None or not catalog.own_label_space(ds):
-                continue
-            w = head([c.replace("_", " ") for c in ud.classnames])
-            ZERO_SHOT[(model.spec, ds)] = (np.asarray(w.cpu(), np.float32), float(model.info.get("logit_scale", 100.0)),
-                                           tuple(ud.classnames))
+        build_zero_shot(model, ctx.option_list("accuracy_datasets", DEFAULT_DATASETS))
         return []
 
     def _own_labels(self, ctx: Context, model: str, ds: str, out, res: AnalysisResult) -> None:
@@ -164,6 +157,22 @@ class Accuracy(Analysis):
 
 # (model spec, dataset) -> (zero-shot head [D, K], logit scale, class names), filled by Accuracy.prepare.
 ZERO_SHOT: dict[tuple[str, str], tuple[np.ndarray, float, tuple[str, ...]]] = {}
+
+
+def build_zero_shot(model, datasets) -> None:
+    """Fill `ZERO_SHOT` for a CLIP model (one with a ``zero_shot_head``) and every own-classes folder among
+    `datasets` not built yet: each folder name (underscores as spaces) through the model's prompt ensemble."""
+    head = getattr(model, "zero_shot_head", None)
+    for ds in datasets:
+        ud = catalog.user_dataset(ds)
+        if head is None or ud is None or not catalog.own_label_space(ds):
+            continue
+        have = ZERO_SHOT.get((model.spec, ds))
+        if have is not None and have[2] == tuple(ud.classnames):
+            continue
+        w = head([c.replace("_", " ") for c in ud.classnames])
+        ZERO_SHOT[(model.spec, ds)] = (np.asarray(w.cpu(), np.float32), float(model.info.get("logit_scale", 100.0)),
+                                       tuple(ud.classnames))
 
 
 def zero_shot_logits(features: np.ndarray, weights: np.ndarray, scale: float) -> np.ndarray:

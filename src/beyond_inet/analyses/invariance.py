@@ -15,7 +15,7 @@ Artifacts ``invariance/<kind>`` hold the curves.
 A run's ``--dataset`` folders are swept too (after the chosen dataset; only they when no ImageNet images are
 present; not when ``invariance_dataset`` is set): a folder of ImageNet classes with the argmax over its
 classes (as ImageNet-A/R), a folder with classes of its own by agreement only (the view's top-1 equals the
-standard view's). Their curves are ``invariance/<kind>@<name>``.
+standard view's; CLIP models: the zero-shot top-1 over the folder names). Their curves are ``invariance/<kind>@<name>``.
 """
 from __future__ import annotations
 
@@ -77,15 +77,26 @@ def sweep_datasets(ctx: Context) -> list[str]:
     return [first] + [u for u in user if u != first]
 
 
-def label_rule(ds: str, logits: np.ndarray, labels: np.ndarray, truth: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _features(out: Outputs, ids: Sequence[str]) -> np.ndarray:
+    pos = {sid: k for k, sid in enumerate(out.ids)}
+    return np.asarray(out.features)[[pos[i] for i in ids]]
+
+
+def label_rule(ds: str, logits: np.ndarray, labels: np.ndarray, truth: np.ndarray, model: str = "",
+               features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A user's folder of ImageNet classes: logits cut to its classes, labels mapped to them (the prediction
     and agreement are the restricted argmax, as for ImageNet-A/R). A folder with classes of its own has no
-    ImageNet labels: every label -1, so only agreement is scored."""
+    ImageNet labels: every label -1, so only agreement is scored — of the zero-shot prediction over its folder
+    names for a CLIP model (head built in `prepare`), else of the model's own (ImageNet) top-1."""
     ud = catalog.user_dataset(ds)
     if ud is None:
         return logits, labels, truth
     if ud.subset is None:
+        from beyond_inet.analyses.accuracy import ZERO_SHOT, zero_shot_logits
+
+        zs = ZERO_SHOT.get((model, ds))
+        if zs is not None and features is not None and zs[2] == tuple(ud.classnames):
+            logits = zero_shot_logits(features, zs[0], zs[1])
         return logits, np.full(len(labels), -1, np.int64), np.full((len(labels), 1), -1, np.int64)
     from beyond_inet.analyses.calibration import restrict_logits
 
@@ -142,6 +153,13 @@ class Invariance(Analysis):
                 reqs += [Request(ds, view_name(kind, v)) for v in values]
         return reqs
 
+    def prepare(self, ctx: Context, model, env) -> list[Skip]:
+        """CLIP models: the zero-shot head of each own-classes folder swept (agreement of its predictions)."""
+        from beyond_inet.analyses.accuracy import build_zero_shot
+
+        build_zero_shot(model, sweep_datasets(ctx))
+        return []
+
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
         for ds in sweep_datasets(ctx):
@@ -171,13 +189,14 @@ class Invariance(Analysis):
         dropped = len(set().union(*(o.ids for o in everything))) - len(ids)
         if dropped:
             res.skips.append(Skip(self.name, model, ds, f"{dropped} samples missing from some view were left out"))
-        ref_pred = label_rule(ds, *align(std, ids))[0].argmax(axis=1) if std is not None else None
+        ref_pred = label_rule(ds, *align(std, ids), model=model, features=_features(std, ids))[0].argmax(axis=1) \
+            if std is not None else None
 
         curves: dict[str, dict[str, Any]] = {k: {"x": [], "top1": [], "agree": [], "true_prob": [], "n": len(ids),
                                                  "dataset": ds} for k in KINDS}
         per_kind: dict[str, tuple[list[np.ndarray], list[str]]] = {k: ([], []) for k in KINDS}
         for (kind, v), o in fetched.items():
-            logits, labels, truth = label_rule(ds, *align(o, ids))
+            logits, labels, truth = label_rule(ds, *align(o, ids), model=model, features=_features(o, ids))
             m = view_metrics(logits, labels, ref_pred, truth)
             x = fmt_value(v).replace("-", "m")
             curves[kind]["x"].append(float(v))
