@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Skip, register_analysis
+from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip, register_analysis
 from beyond_inet.analyses.stats import mean_metric
-from beyond_inet.analyses.base import Row
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import real_labels, truth_sets, val_number
 
