@@ -231,3 +231,15 @@ def stored_spec(out: Path, spec: str, dataset: str, view: str = "standard"):
     finally:
         db.close()
     return Store(out / "store").existing(key).load()
+
+
+def test_demo_scores_the_users_folders_too(monkeypatch, tmp_path):
+    """The demo sets accuracy_datasets itself (so nothing would be added): its --dataset folders join that list."""
+    from beyond_inet import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_evaluate", lambda args, models, analyses, options=None: seen.update(options))
+    monkeypatch.setattr(cli, "_print_summary", lambda ev: None)
+    args = cli.build_parser().parse_args(["demo", "--dataset", f"pets={tmp_path}", "--out", str(tmp_path / "o")])
+    cli.cmd_demo(args)
+    assert seen["accuracy_datasets"][-1] == "pets" and "imagenet-sample" in seen["accuracy_datasets"]

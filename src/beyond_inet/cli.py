@@ -104,6 +104,11 @@ def cmd_demo(args) -> int:
     from beyond_inet.demo import demo_config
 
     models, analyses, options, limit = demo_config(args.data_root)
+    if args.dataset:  # the demo sets accuracy_datasets itself: the user's folders join it there
+        from beyond_inet.data.user import parse_dataset_arg
+
+        options["accuracy_datasets"] = list(options.get("accuracy_datasets", [])) + [
+            parse_dataset_arg(d)[0].strip() for d in args.dataset]
     if args.limit is None:
         args.limit = limit
     _print_summary(_evaluate(args, models, analyses, options))
