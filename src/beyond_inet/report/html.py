@@ -36,7 +36,8 @@ from beyond_inet.report.results import ResultsDB
 
 TEMPLATES = Path(__file__).parent / "templates"
 _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*"
-                      r"|effective_robustness(_.*)?)$")  # effective robustness: a top-1 difference, in points
+                      r"|effective_robustness(_.*)?"  # effective robustness: a top-1 difference, in points
+                      r"|probe_top1(/.*)?)$")  # a --dataset folder's k-fold probe accuracy (and per class)
 
 
 # ------------------------------------------------------------------------------------------------
