@@ -156,7 +156,7 @@ def test_invariance_and_robustness_take_both_kinds_of_folder(shared_data, tmp_pa
     own = own_folder(tmp_path / "pets", n=5)
     out = tmp_path / "out"
     ev = beyond_inet.evaluate(LITE0, ["invariance", "robustness"], out=out, datasets={"mine": sub, "pets": own},
-                              device="cpu", workers=0, bootstrap=100, report=False, invariance_scales=[3],
+                              device="cpu", workers=0, bootstrap=100, report=False, invariance_scales=[1.5],
                               invariance_shifts=[30], invariance_resolutions=[160])
     res = ev.results.set_index(["dataset", "analysis", "metric"])
     cols = np.array(sorted(SUBSET))
