@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pandas is imported when a result is built, not with the pac
 # evaluate()'s keywords that are run settings (the CLI's flags), not analysis options.
 RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "precision", "amp", "logit_scale",
                 "executor",
-                "ray_address", "report", "progress", "gpu_decode", "compile")
+                "ray_address", "report", "progress", "gpu_decode", "compile", "datasets")
 
 
 @dataclass
@@ -67,17 +67,18 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                bootstrap: int = 1000, seed: int = 0, precision: str = "fp32", amp: bool | None = None,
                logit_scale: float | None = None,
                executor: str = "local", ray_address: str | None = None, report: bool = True,
-               progress: bool = False, gpu_decode: bool = False, compile: bool = False, **options: Any):
+               progress: bool = False, gpu_decode: bool = False, compile: bool = False,
+               datasets: dict[str, str | os.PathLike] | Iterable[str] | None = None, **options: Any):
     """The `RunConfig` that `evaluate` runs (validated when it runs).
 
     `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
     spelling: True means bf16, False fp32."""
-    from beyond_inet.validate import check_arguments
+    from beyond_inet.validate import check_arguments, check_user_datasets
 
     # Before torch is imported: a mistyped argument costs no seconds (validate_run checks it all again, cheaply).
     check_arguments(_as_list(models), _as_list(analyses), options,
                     data_root=None if data_root is None else str(data_root), limit=limit, n_boot=bootstrap, seed=seed,
-                    num_workers=workers, batch_size=batch_size, logit_scale=logit_scale)
+                    num_workers=workers, batch_size=batch_size, logit_scale=logit_scale, datasets=datasets)
     from beyond_inet.engine.runner import RunConfig, default_workers
 
     dev = resolve_device(device)
@@ -89,7 +90,7 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                      precision=precision if amp is None else ("bf16" if amp else "fp32"),
                      logit_scale=logit_scale, executor=executor, ray_address=ray_address, seed=seed, n_boot=bootstrap,
                      options=dict(options), report=report, progress=progress, gpu_decode=gpu_decode,
-                     compile=compile)
+                     compile=compile, datasets=check_user_datasets(datasets))
 
 
 def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accuracy",),
@@ -100,13 +101,19 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
     Keyword arguments are the command line's flags (device, batch_size, workers, limit, bootstrap, seed, precision,
     logit_scale, executor, ray_address, report, progress, gpu_decode, compile) and analysis options by key
     (e.g. ``pug_rule="paper"``, ``calibration_datasets=["imagenet-val"]``; see `beyond-inet analyses`).
+    ``datasets={"mypets": "/data/pets"}`` adds your own folders of class folders (docs/user-datasets.md): each is
+    scored by every requested analysis that applies, under its name.
     Stored outputs are reused: a second call with another analysis costs seconds. Raises `UserError` on
     bad input (before any model is built) and when a model could not be built (the others' results are kept).
     """
     cfg = run_config(models, analyses, data_root, out, **kwargs)
+    from beyond_inet.data import catalog
     from beyond_inet.engine.runner import run
 
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    finally:  # the run's --dataset folders are known by name for this run only
+        catalog.set_user_datasets([])
     ev = load_results(cfg.out)
     ev.summary = summary
     return ev

@@ -68,6 +68,11 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="analysis option (repeatable), e.g. pug_rule=paper, probe=paper, imagenet_x_multi_factor=1; "
                         f"keys: {', '.join(registry.all_options())} (types and defaults: `beyond-inet analyses`)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH",
+                   help="your own images (repeatable): a folder of class folders, scored under NAME by every "
+                        "requested analysis that applies; folders named by ImageNet wnids or class names are an "
+                        "ImageNet subset (argmax over those classes), other names get a linear probe (and CLIP "
+                        "zero-shot with the folder names)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -87,7 +92,8 @@ def _evaluate(args, models: list[str], analyses: list[str], options: dict | None
                     precision="fp32" if args.no_amp else args.precision, logit_scale=args.logit_scale,
                     executor=args.executor,
                     ray_address=args.ray_address, report=not args.no_report, progress=not args.no_progress,
-                    gpu_decode=args.gpu_decode, compile=args.compile, **{**(options or {}), **cli_options})
+                    gpu_decode=args.gpu_decode, compile=args.compile, datasets=list(args.dataset) or None,
+                    **{**(options or {}), **cli_options})
 
 
 def cmd_run(args) -> int:
@@ -99,14 +105,19 @@ def cmd_demo(args) -> int:
     from beyond_inet.demo import demo_config
 
     models, analyses, options, limit = demo_config(args.data_root)
+    if args.dataset:  # the demo sets accuracy_datasets itself: the user's folders join it there
+        from beyond_inet.data.user import parse_dataset_arg
+
+        options["accuracy_datasets"] = list(options.get("accuracy_datasets", [])) + [
+            parse_dataset_arg(d)[0].strip() for d in args.dataset]
     if args.limit is None:
         args.limit = limit
     _print_summary(_evaluate(args, models, analyses, options))
     return 0
 
 
-SUMMARY_METRICS = ("top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real", "top1_scale_2",
-                   "top1_res_336")
+SUMMARY_METRICS = ("top1", "probe_top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real",
+                   "top1_scale_2", "top1_res_336")
 
 
 def _print_summary(ev) -> None:

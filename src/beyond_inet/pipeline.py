@@ -51,6 +51,8 @@ class RunConfig:
     progress: bool = True
     gpu_decode: bool = False
     compile: bool = False
+    datasets: dict = field(default_factory=dict)  # the user's own folders: --dataset NAME=PATH
+    user_datasets: dict = field(default_factory=dict)  # filled by validation: what each folder is (data.user)
 
     @property
     def amp(self) -> bool:

@@ -167,6 +167,8 @@ _declare(AnalysisInfo(
     options=(
         Option("accuracy_datasets", "list[dataset]", ("imagenet-val", "imagenet-sample"),
                "datasets scored for top-1/top-5 (any catalog name, e.g. skimage-photos)"),
+        Option("probe_folds", "int", 5, "k of the stratified k-fold linear probe on --dataset folders with classes "
+                                        "of their own", minimum=2),
     )))
 _declare(AnalysisInfo(
     "imagenet-x", "ImageNet-X", "Per-factor error ratios on ImageNet val (paper §2.1).",

@@ -58,8 +58,9 @@ def check_data_root(data_root: str | None, flag: str = "--data-root") -> None:
         raise UserError(f"{flag} {data_root!r} is a file, not a folder (the folder that holds the datasets)")
 
 
-def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any]:
-    """Typed options with the requested analyses' defaults filled in (so the run records every value used)."""
+def check_options(options: dict[str, Any], analyses: list[str], user_names=()) -> dict[str, Any]:
+    """Typed options with the requested analyses' defaults filled in (so the run records every value used).
+    `user_names`: the run's own folders (``--dataset``), accepted wherever a dataset name is."""
     raw = {k: v for k, v in options.items() if k not in RESERVED_OPTIONS}
     if set(options) & RESERVED_OPTIONS:
         raise UserError("option 'device' is set by --device, not --option")
@@ -74,7 +75,7 @@ def check_options(options: dict[str, Any], analyses: list[str]) -> dict[str, Any
         if opt.kind in ("dataset", "list[dataset]"):
             for name in value if isinstance(value, list) else [value]:
                 head = name.split("/")[0]
-                if head not in catalog.ENTRIES:
+                if head not in catalog.ENTRIES and name not in user_names:
                     raise UserError(f"option {key}: unknown dataset {name!r}"
                                     f"{registry.did_you_mean(head, catalog.ENTRIES)} (see `beyond-inet datasets`)")
         if opt.kind == "path" and value is not None:
@@ -364,7 +365,8 @@ def check_data_present(analyses: list[str], ctx) -> None:
 
 def check_arguments(models: list[str], analyses: list[str], options: dict[str, Any], *, data_root: str | None,
                     limit: int | None, n_boot: int, seed: int, num_workers: int | None, batch_size: int,
-                    logit_scale: float | None) -> tuple[list[str], dict[str, Any]]:
+                    logit_scale: float | None, datasets: dict[str, str] | None = None
+                    ) -> tuple[list[str], dict[str, Any]]:
     """Everything about a run's arguments that can be checked without torch (numbers, names, options, model
     specs from the name index): a mistyped argument is refused in well under a second. Returns the analyses
     resolved and the options typed, with defaults filled in."""
@@ -383,7 +385,7 @@ def check_arguments(models: list[str], analyses: list[str], options: dict[str, A
         resolved = registry.resolve_analyses(analyses)
     except registry.OptionError as e:
         raise UserError(str(e)) from None
-    return resolved, check_options(dict(options), resolved)
+    return resolved, check_options(dict(options), resolved, check_user_datasets(datasets))
 
 
 def validate_run(cfg):
@@ -392,12 +394,16 @@ def validate_run(cfg):
 
     load_builtin()  # analyses registered by code (plugins) are resolved like the built-in ones
     check_int("--workers", cfg.num_workers, 0, allow_none=False)
+    user = getattr(cfg, "datasets", None) or {}
     analyses, options = check_arguments(cfg.models, cfg.analyses, cfg.options, data_root=cfg.data_root,
                                         limit=cfg.limit, n_boot=cfg.n_boot, seed=cfg.seed,
                                         num_workers=cfg.num_workers, batch_size=cfg.batch_size,
-                                        logit_scale=cfg.logit_scale)
+                                        logit_scale=cfg.logit_scale, datasets=user)
     check_executor(cfg.executor, cfg.ray_address)
+    options, found = use_user_datasets(check_user_datasets(user), cfg.options, options, cfg.executor)
     cfg = replace(cfg, analyses=analyses, options=options)
+    if found:  # recorded with the run (the report states what each folder is and how it is scored)
+        cfg = replace(cfg, user_datasets={d.name: d.as_dict() for d in found})
     from beyond_inet.analyses import Context
     from beyond_inet.data import catalog
 
@@ -408,3 +414,50 @@ def validate_run(cfg):
     check_out_dir(cfg.out)  # last: a rejected run leaves no empty output folder behind
     hub_offline_mode(list(cfg.models))  # only for a run that goes ahead: it sets HF_HUB_OFFLINE in this process
     return cfg
+
+
+# --- a user's own folders (--dataset NAME=PATH) ----------------------------------------------------------------
+# List options that take the user's folders without being asked: which kind of folder each accepts. A user who
+# passes --dataset wants it scored by every requested analysis that applies; an option the user set is kept.
+USER_DATASET_OPTIONS = {"accuracy_datasets": ("imagenet-subset", "own"), "calibration_datasets": ("imagenet-subset",)}
+# Options that read labels as ImageNet classes: a folder with its own classes cannot go there.
+IMAGENET_LABEL_OPTIONS = ("calibration_datasets", "error_consistency_datasets")
+
+
+def check_user_datasets(datasets) -> dict[str, str]:
+    """{name: folder} of ``--dataset NAME=PATH`` (a dict or NAME=PATH strings): syntax, name clashes and paths
+    checked without reading the folders (cheap, torch-free)."""
+    from beyond_inet.data import catalog
+    from beyond_inet.data.user import normalize_datasets
+
+    return normalize_datasets(datasets, catalog.ENTRIES)
+
+
+def use_user_datasets(user: dict[str, str], raw_options: dict[str, Any], options: dict[str, Any],
+                      executor: str = "local") -> tuple[dict[str, Any], list]:
+    """Read the user's folders (every layout problem is one line here, before any model is built), make them
+    known to the catalog for this run, warn about small classes, and add them to the dataset options the user
+    did not set. Returns the options with the folders in, and the inspected folders (``data.user.UserDataset``)."""
+    import sys
+
+    from beyond_inet.data import catalog
+    from beyond_inet.data.user import inspect
+
+    found = [inspect(n, p) for n, p in user.items()]
+    if found and executor == "ray":
+        raise UserError("--dataset runs with --executor local only (Ray workers open datasets by catalog name)")
+    catalog.set_user_datasets(found)
+    out = dict(options)
+    for key, kinds in USER_DATASET_OPTIONS.items():
+        if key in out and key not in raw_options:
+            out[key] = list(out[key]) + [d.name for d in found if d.kind in kinds and d.name not in out[key]]
+    for key in IMAGENET_LABEL_OPTIONS:
+        own = [n for n in (out.get(key) or []) if catalog.own_label_space(n)]
+        if own:
+            raise UserError(f"option {key}: {own[0]!r} has class folders of its own (not ImageNet classes), so "
+                            f"its labels cannot be scored as ImageNet classes; name the folders by ImageNet wnids "
+                            f"or class names, or leave it out of {key}")
+    for d in found:
+        for w in d.warnings:
+            print(f"beyond-inet: warning: {w}", file=sys.stderr)
+    return out, found

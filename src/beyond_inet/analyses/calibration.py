@@ -55,7 +55,7 @@ from beyond_inet.analyses.stats import (  # noqa: F401 - re-exported for callers
     resample_counts,
     resampled_sums,
 )
-from beyond_inet.data import labelspaces
+from beyond_inet.data import catalog, labelspaces
 
 N_BINS = 15
 DATASETS = ("imagenet-val", "imagenet-r")
@@ -438,8 +438,12 @@ class Calibration(Analysis):
                 continue
             logits, labels = np.asarray(out.logits), np.asarray(out.labels, np.int64)
             truth = None
+            user_subset = catalog.class_subset(ds) if catalog.user_dataset(ds) is not None else None
             if ds == "imagenet-r":
                 logits, labels = restrict_logits(logits, labels, labelspaces.subset_indices("imagenet-r"))
+            elif user_subset is not None:  # a user's ImageNet-subset folder: softmax over its classes, as R
+                logits, labels = restrict_logits(logits, labels, user_subset)
+                res.rows.append(Row(model, ds, self.name, "n_classes", float(user_subset.size), n=len(labels)))
             elif out.multilabels is not None:  # the dataset's one label rule decides "correct"
                 truth = labelspaces.truth_sets(out.labels, out.multilabels)
             keep = labels >= 0

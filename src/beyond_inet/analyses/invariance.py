@@ -11,6 +11,11 @@ not bias the curve):
   ``agree_<kind>_<x>``      label-free: fraction whose top-1 equals the top-1 under the ``standard`` view;
   ``true_prob_<kind>_<x>``  mean softmax probability of the true class (the paper's ``correct_class_prob``).
 Artifacts ``invariance/<kind>`` hold the curves.
+
+A run's ``--dataset`` folders are swept too (after the chosen dataset; only they when no ImageNet images are
+present; not when ``invariance_dataset`` is set): a folder of ImageNet classes with the argmax over its
+classes (as ImageNet-A/R), a folder with classes of its own by agreement only (the view's top-1 equals the
+standard view's; CLIP models: the zero-shot top-1 over the folder names). Their curves are ``invariance/<kind>@<name>``.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Skip,
                                        register_analysis)
+from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import in_truth, truth_sets
 
 DEFAULT_SCALES: tuple[float, ...] = (1, 1.25, 1.5, 2, 3)
@@ -58,6 +64,44 @@ def choose_dataset(ctx: Context) -> str:
     if ctx.available("imagenet-sample"):
         return "imagenet-sample"
     return "imagenet-val"
+
+
+def sweep_datasets(ctx: Context) -> list[str]:
+    """The chosen dataset, then the run's --dataset folders (unless `invariance_dataset` names one dataset)."""
+    first = choose_dataset(ctx)
+    if ctx.options.get("invariance_dataset"):
+        return [first]
+    user = list(catalog.USER_DATASETS)
+    if user and not ctx.available(first):  # no ImageNet images at all: only the user's folders
+        return user
+    return [first] + [u for u in user if u != first]
+
+
+def _features(out: Outputs, ids: Sequence[str]) -> np.ndarray:
+    pos = {sid: k for k, sid in enumerate(out.ids)}
+    return np.asarray(out.features)[[pos[i] for i in ids]]
+
+
+def label_rule(ds: str, logits: np.ndarray, labels: np.ndarray, truth: np.ndarray, model: str = "",
+               features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A user's folder of ImageNet classes: logits cut to its classes, labels mapped to them (the prediction
+    and agreement are the restricted argmax, as for ImageNet-A/R). A folder with classes of its own has no
+    ImageNet labels: every label -1, so only agreement is scored — of the zero-shot prediction over its folder
+    names for a CLIP model (head built in `prepare`), else of the model's own (ImageNet) top-1."""
+    ud = catalog.user_dataset(ds)
+    if ud is None:
+        return logits, labels, truth
+    if ud.subset is None:
+        from beyond_inet.analyses.accuracy import ZERO_SHOT, zero_shot_logits
+
+        zs = ZERO_SHOT.get((model, ds))
+        if zs is not None and features is not None and zs[2] == tuple(ud.classnames):
+            logits = zero_shot_logits(features, zs[0], zs[1])
+        return logits, np.full(len(labels), -1, np.int64), np.full((len(labels), 1), -1, np.int64)
+    from beyond_inet.analyses.calibration import restrict_logits
+
+    z, lab = restrict_logits(logits, labels, np.asarray(ud.subset, np.int64))
+    return z, lab, lab[:, None]
 
 
 def common_ids(outputs: Sequence[Outputs]) -> list[str]:
@@ -102,15 +146,27 @@ class Invariance(Analysis):
     description = "Top-1, agreement with the standard view and true-class probability under scale, shift, resolution"
 
     def requests(self, ctx: Context) -> list[Request]:
-        ds = choose_dataset(ctx)
-        reqs = [Request(ds, "standard")]
-        for kind, values in sweep(ctx).items():
-            reqs += [Request(ds, view_name(kind, v)) for v in values]
+        reqs = []
+        for ds in sweep_datasets(ctx):
+            reqs.append(Request(ds, "standard"))
+            for kind, values in sweep(ctx).items():
+                reqs += [Request(ds, view_name(kind, v)) for v in values]
         return reqs
+
+    def prepare(self, ctx: Context, model, env) -> list[Skip]:
+        """CLIP models: the zero-shot head of each own-classes folder swept (agreement of its predictions)."""
+        from beyond_inet.analyses.accuracy import build_zero_shot
+
+        build_zero_shot(model, sweep_datasets(ctx))
+        return []
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()
-        ds = choose_dataset(ctx)
+        for ds in sweep_datasets(ctx):
+            self._declare_dataset(ctx, model, fetch, ds, res)
+        return res
+
+    def _declare_dataset(self, ctx: Context, model: str, fetch: Fetch, ds: str, res: AnalysisResult) -> None:
         std = fetch(Request(ds, "standard"))
         fetched: dict[tuple[str, float], Outputs] = {}
         for kind, values in sweep(ctx).items():
@@ -122,24 +178,25 @@ class Invariance(Analysis):
                     fetched[(kind, v)] = o
         if not fetched:
             res.skips.append(Skip(self.name, model, ds, f"{ds}: no outputs for any invariance view"))
-            return res
+            return
         if std is None:
             res.skips.append(Skip(self.name, model, ds, "no standard-view outputs: agreement rows left out"))
         everything = list(fetched.values()) + ([std] if std is not None else [])
         ids = common_ids(everything)
         if not ids:
             res.skips.append(Skip(self.name, model, ds, "the views share no sample ids"))
-            return res
+            return
         dropped = len(set().union(*(o.ids for o in everything))) - len(ids)
         if dropped:
             res.skips.append(Skip(self.name, model, ds, f"{dropped} samples missing from some view were left out"))
-        ref_pred = align(std, ids)[0].argmax(axis=1) if std is not None else None
+        ref_pred = label_rule(ds, *align(std, ids), model=model, features=_features(std, ids))[0].argmax(axis=1) \
+            if std is not None else None
 
         curves: dict[str, dict[str, Any]] = {k: {"x": [], "top1": [], "agree": [], "true_prob": [], "n": len(ids),
                                                  "dataset": ds} for k in KINDS}
         per_kind: dict[str, tuple[list[np.ndarray], list[str]]] = {k: ([], []) for k in KINDS}
         for (kind, v), o in fetched.items():
-            logits, labels, truth = align(o, ids)
+            logits, labels, truth = label_rule(ds, *align(o, ids), model=model, features=_features(o, ids))
             m = view_metrics(logits, labels, ref_pred, truth)
             x = fmt_value(v).replace("-", "m")
             curves[kind]["x"].append(float(v))
@@ -148,6 +205,9 @@ class Invariance(Analysis):
                     curves[kind][metric].append(math.nan)
                     continue
                 vals, mask = m[metric]
+                if vals.size == 0:  # no labelled image (a folder with classes of its own): agreement only
+                    curves[kind][metric].append(math.nan)
+                    continue
                 units = [i for i, k in zip(ids, mask) if k]
                 res.metrics.append(stats.mean_metric(ds, f"{metric}_{kind}_{x}", vals, units,
                                                      unit="fraction" if metric != "true_prob" else "probability"))
@@ -165,5 +225,4 @@ class Invariance(Analysis):
                 c = curves[kind]
                 for key in ("x", "top1", "agree", "true_prob"):
                     c[key] = [c[key][i] for i in order]
-                res.artifacts[f"invariance/{kind}"] = c
-        return res
+                res.artifacts[f"invariance/{kind}" + ("" if catalog.user_dataset(ds) is None else f"@{ds}")] = c

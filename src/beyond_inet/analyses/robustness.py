@@ -16,6 +16,8 @@ Scoring rules (paper-spec §2.4), all from stored 1000-way logits:
   variants                     ``top1_avg``: plain mean of the top-1 of V2, A, C, Hard, R, Sketch, ReaL
                                that are present (C only when complete); n = number averaged.
 Beyond the paper:
+  --dataset folders            a user's folder of ImageNet classes: argmax over its classes == label (as A/R);
+                               a row of its own, not part of ``top1_avg``.
   objectnet                    argmax over the union of ImageNet classes that ObjectNet classes map to
                                (the union of ``multilabels`` over the set) is one of the image's classes;
                                images of unmapped ObjectNet classes are left out.
@@ -53,7 +55,7 @@ from beyond_inet.analyses.base import (
     register_analysis,
 )
 from beyond_inet.analyses.stats import GroupedMeans, mean_metric
-from beyond_inet.data import labelspaces
+from beyond_inet.data import catalog, labelspaces
 from beyond_inet.references import timm_results
 
 VAL = "imagenet-val"
@@ -75,6 +77,11 @@ ALEXNET_ERR = {
 CORRUPTIONS = tuple(ALEXNET_ERR)
 # Datasets given an effective-robustness row: those with a published baseline (ReaL relabels val itself).
 ER_DATASETS = timm_results.ER_VARIANTS
+
+
+def user_subsets() -> list[str]:
+    """The run's --dataset folders of ImageNet classes: scored like ImageNet-A/R, outside the variant average."""
+    return [n for n, d in catalog.USER_DATASETS.items() if d.subset is not None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,6 +250,7 @@ class Robustness(Analysis):
         reqs += [Request(f"imagenet-c/{p}", "standard") for p in ctx.parts("imagenet-c")]
         if ctx.available("objectnet"):
             reqs.append(Request("objectnet", "standard"))
+        reqs += [Request(ds, "standard") for ds in user_subsets()]
         return reqs
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
@@ -283,6 +291,14 @@ class Robustness(Analysis):
                     res.skips.append(Skip(self.name, model, "imagenet-real",
                                           f"{empty} images with an empty ReaL label set skipped (as ReaL prescribes)"))
                 add("imagenet-real", correct, real_ids)
+
+        for ds in user_subsets():  # a user's ImageNet-subset folder: argmax over its classes (not averaged)
+            out = fetch(Request(ds, "standard"))
+            if out is None:
+                res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available"))
+                continue
+            add(ds, top1_correct(out.logits, out.labels, catalog.class_subset(ds)),
+                _ids(out.ids, np.asarray(out.labels) >= 0))
 
         c_groups = self._imagenet_c(ctx, model, fetch, res, values)
 

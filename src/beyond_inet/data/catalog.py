@@ -21,6 +21,7 @@ from beyond_inet.data.labelspaces import (
     subset_indices,
     wnid_to_index,
 )
+from beyond_inet.data.user import OWN, UserDataset, open_user_dataset
 from beyond_inet.errors import DatasetMissing, UserError
 
 IMAGENET_C_CORRUPTIONS = (
@@ -174,6 +175,40 @@ _add(Entry("skimage-photos", "scikit-image's bundled photos (chelsea, coffee, ro
            "pip:scikit-image", "BSD-3 / public domain (see skimage.data)", paper="demo"))
 
 
+# The user's own folders of this run (``--dataset NAME=PATH``), set by the run before any dataset is opened.
+USER_DATASETS: dict[str, UserDataset] = {}
+
+
+def set_user_datasets(datasets: list[UserDataset]) -> None:
+    """Make exactly these user folders known by name (replaces any of an earlier run in this process)."""
+    USER_DATASETS.clear()
+    USER_DATASETS.update({d.name: d for d in datasets})
+
+
+def user_dataset(name: str) -> UserDataset | None:
+    """The user's folder registered under `name`, or None for catalog datasets."""
+    return USER_DATASETS.get(name)
+
+
+def class_subset(name: str):
+    """The ImageNet classes a dataset's predictions are restricted to (ascending int64 array), or None: the
+    200 of ImageNet-A/R and the classes of a user's ImageNet-subset folder."""
+    import numpy as np
+
+    ud = USER_DATASETS.get(name)
+    if ud is not None:
+        return None if ud.subset is None else np.asarray(ud.subset, np.int64)
+    entry = ENTRIES.get(name.split("/")[0])
+    space = entry.extras.get("space") if entry is not None else None
+    return subset_indices(space) if space in ("imagenet-a", "imagenet-r") else None
+
+
+def own_label_space(name: str) -> bool:
+    """Is `name` a user's folder with its own classes (labels 0..K-1 that are no ImageNet classes)?"""
+    ud = USER_DATASETS.get(name)
+    return ud is not None and ud.kind == OWN
+
+
 def split_name(name: str) -> tuple[Entry, str]:
     head, _, part = name.partition("/")
     if head not in ENTRIES:
@@ -210,6 +245,8 @@ def parts(name: str, data_root: str | Path | None) -> list[str]:
 
 
 def available(name: str, data_root: str | Path | None) -> bool:
+    if name in USER_DATASETS:
+        return True
     try:
         entry, part = split_name(name)
     except UserError:
@@ -229,6 +266,8 @@ def open_dataset(name: str, data_root: str | Path | None, exif_transpose: bool =
 
 
 def _open_dataset(name: str, data_root: str | Path | None) -> readers.ImageDataset:
+    if name in USER_DATASETS:
+        return open_user_dataset(USER_DATASETS[name])
     entry, part = split_name(name)
     root = entry.find(data_root)
     if entry.kind == "skimage":

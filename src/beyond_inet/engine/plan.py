@@ -125,6 +125,9 @@ class DatasetCache:
 def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     import hashlib
 
+    if hasattr(ds, "fingerprint_of"):  # readers whose identity is more than ids and labels (a user's folder)
+        return ds.fingerprint_of(pos)
+
     h = hashlib.sha256()
     for i in pos:
         h.update(f"{ds.sample_id(int(i))}\t{ds.label(int(i))}\n".encode())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -65,6 +65,9 @@ class VisionModel:
     weights_id: str
     rebuild_fn: Callable[[int], "VisionModel"] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # CLIP models: class names -> the [D, K] zero-shot head for those classes (prompts as for ImageNet), so a
+    # user's own classes can be scored from the stored image embeddings. None for other models.
+    zero_shot_head: Callable[[Sequence[str]], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_fn(self.module, x)

@@ -65,6 +65,20 @@ def zero_shot_weights(model: torch.nn.Module, arch: str, tag: str, weights_hash:
     return w
 
 
+def class_weights(model: torch.nn.Module, arch: str, classnames) -> torch.Tensor:
+    """The [D, K] zero-shot head for any class names: the 80 OpenAI templates, as the ImageNet head is built
+    (not cached: a user's few classes cost seconds)."""
+    import open_clip
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    tokenizer = open_clip.get_tokenizer(arch)
+    with torch.inference_mode():
+        w = open_clip.build_zero_shot_classifier(model, tokenizer, classnames=list(classnames),
+                                                 templates=OPENAI_IMAGENET_TEMPLATES, num_classes_per_batch=10,
+                                                 device="cpu", use_tqdm=False)
+    return w.float().contiguous()
+
+
 def _preprocessing(model: torch.nn.Module) -> Preprocessing:
     import open_clip
 
@@ -103,7 +117,8 @@ def create_open_clip(spec: str, rest: str, logit_scale: float = DEFAULT_LOGIT_SC
 
     def build(clip_model: torch.nn.Module, p: Preprocessing, extra: dict) -> VisionModel:
         head = ZeroShotClassifier(clip_model, weights, logit_scale).eval()
-        return VisionModel(spec, head, p, clip_forward, f"open_clip:{arch}@{tag}:{whash}", rebuild, {**info, **extra})
+        return VisionModel(spec, head, p, clip_forward, f"open_clip:{arch}@{tag}:{whash}", rebuild, {**info, **extra},
+                           zero_shot_head=lambda names: class_weights(model, arch, names))
 
     def rebuild(r: int) -> VisionModel:
         from open_clip.model import resize_pos_embed

@@ -38,7 +38,8 @@ from beyond_inet.report.results import ResultsDB
 
 TEMPLATES = Path(__file__).parent / "templates"
 _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*"
-                      r"|effective_robustness(_.*)?)$")  # effective robustness: a top-1 difference, in points
+                      r"|effective_robustness(_.*)?"  # effective robustness: a top-1 difference, in points
+                      r"|probe_top1(/.*)?)$")  # a --dataset folder's k-fold probe accuracy (and per class)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,6 +270,12 @@ def _reproducibility(runs: list[dict], infos: dict, models: Sequence[str], rows:
     for base, parts in sorted(bases.items()):
         e = catalog.ENTRIES.get(base)
         if e is None and base in AGGREGATES:
+            continue
+        user = (latest.get("user_datasets") or {}).get(base)
+        if e is None and user:  # a --dataset folder: what its labels mean and how it was scored, and warnings
+            note = " ".join([user.get("note", "")] + [f"Warning: {w}" for w in user.get("warnings", [])])
+            ds_list.append({"name": base, "title": note, "source": user.get("path", "—"), "revision": "—",
+                            "license": "(yours)", "parts": len(parts)})
             continue
         if e is None:
             ds_list.append({"name": base, "title": "(not a catalog dataset)", "source": "—", "revision": "—",
