@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from beyond_inet.engine import layer_stats as ls
-from beyond_inet.engine.layer_stats import LayerStats, StatsConfig, batch_bounds, choose_positions, compute_layer_stats
+from beyond_inet.engine.layer_stats import (LayerStats, StatsConfig, batch_bounds, choose_positions,
+                                            compute_layer_stats, plan_batches)
 
 
 def test_batch_bounds_and_positions():
@@ -44,7 +45,8 @@ def test_grams_match_the_model_and_a_rerun_makes_no_forward(vit_and_data, tmp_pa
     assert set(stats.types) == {"block", "linear"} and "head" in stats.layers
     batches = list(stats.batches())
     assert [len(ids) for ids, _ in batches] == [4, 6]
-    chosen = choose_positions(pos, 10)
+    chosen, bounds = plan_batches(pos, cfg)  # the evenly spaced images, in the seeded batch order
+    assert sorted(chosen.tolist()) == choose_positions(pos, 10).tolist() and bounds == [(0, 4), (4, 10)]
     assert [i for ids, _ in batches for i in ids] == [ds.sample_id(int(p)) for p in chosen]
     # Independent check: the Gram of the batch-centred logits is the head layer's statistic.
     view = build_view("standard", model.preprocessing)
