@@ -165,24 +165,30 @@ def meta_problem(meta, expected: dict | None = None) -> str | None:
     cfg = meta.get("config")
     if not isinstance(cfg, dict):
         return "config missing"
-    for name, ok in (("n_images", _is_int(meta.get("n_images"), 4)), ("n_batches", _is_int(meta.get("n_batches"), 1)),
-                     ("n_chunks", _is_int(meta.get("n_chunks"), 1)), ("config.batch_size", _is_int(cfg.get("batch_size"), 4)),
-                     ("config.n_images", _is_int(cfg.get("n_images"), 4)),
-                     ("config.shuffle_seed", _is_int(cfg.get("shuffle_seed"))),
-                     ("config.types", _str_list(cfg.get("types")) and set(cfg["types"]) <= set(LAYER_TYPES)),
-                     ("config.reduce", cfg.get("reduce") in REDUCTIONS), ("version", meta.get("version") == STATS_VERSION),
-                     ("layers", _str_list(meta.get("layers")) and len(meta["layers"]) > 0
-                      and len(set(meta["layers"])) == len(meta["layers"])),
-                     ("types", _str_list(meta.get("types")) and set(meta["types"]) <= set(LAYER_TYPES))):
+    layers, types = meta.get("layers"), meta.get("types")
+    checks = (("n_images", _is_int(meta.get("n_images"), 4)), ("n_batches", _is_int(meta.get("n_batches"), 1)),
+              ("n_chunks", _is_int(meta.get("n_chunks"), 1)),
+              ("config.batch_size", _is_int(cfg.get("batch_size"), 4)),
+              ("config.n_images", _is_int(cfg.get("n_images"), 4)),
+              ("config.shuffle_seed", _is_int(cfg.get("shuffle_seed"))),
+              ("config.types", _str_list(cfg.get("types")) and set(cfg["types"]) <= set(LAYER_TYPES)),
+              ("config.reduce", cfg.get("reduce") in REDUCTIONS),
+              ("version", meta.get("version") == STATS_VERSION),
+              ("layers", _str_list(layers) and len(layers) > 0 and len(set(layers)) == len(layers)),
+              ("types", _str_list(types) and set(types) <= set(LAYER_TYPES)))
+    for name, ok in checks:
         if not ok:
             return f"bad or missing {name}"
     if len(meta["types"]) != len(meta["layers"]):
         return f"{len(meta['types'])} layer types for {len(meta['layers'])} layers"
     if not set(meta["types"]) <= set(cfg["types"]):
         return "layer types outside config.types"
+    if meta["n_images"] > cfg["n_images"]:
+        return f"n_images {meta['n_images']} above config.n_images {cfg['n_images']}"
     n_batches = len(batch_bounds(meta["n_images"], cfg["batch_size"]))
     if meta["n_batches"] != n_batches:
-        return f"n_batches {meta['n_batches']}, but {meta['n_images']} images in batches of {cfg['batch_size']} make {n_batches}"
+        return (f"n_batches {meta['n_batches']}, but {meta['n_images']} images in batches of {cfg['batch_size']} "
+                f"make {n_batches}")
     n_chunks = -(-n_batches // chunks_per(cfg["batch_size"]))
     if meta["n_chunks"] != n_chunks:
         return f"n_chunks {meta['n_chunks']}, expected {n_chunks}"
