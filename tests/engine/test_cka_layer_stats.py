@@ -1,6 +1,8 @@
 """The layer-statistics pass: fixed batches, Gram matrices that match the model, resume, reuse."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,11 @@ def test_grams_match_the_model_and_a_rerun_makes_no_forward(vit_and_data, tmp_pa
     assert other.root != stats.root  # another batch composition is another key
     ids = [ds.sample_id(int(p)) for p in chosen]
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32") == stats.root.name
+    # The batch order is part of the key: the same images in dataset order (the old batching), or under
+    # another seed, are other statistics.
+    in_dataset_order = [ds.sample_id(int(p)) for p in choose_positions(pos, 10)]
+    assert ls.stats_key(model, "imagenet-val", fp, in_dataset_order, cfg, "fp32") != stats.root.name
+    assert ls.stats_key(model, "imagenet-val", fp, ids, replace(cfg, shuffle_seed=1), "fp32") != stats.root.name
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32", "exif_transpose") != stats.root.name
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "bf16") != stats.root.name
 

@@ -29,7 +29,7 @@ reduction and numerics.
 
 Integrity, as in the output store (docs/store.md): each chunk's metadata records its index and an xxh3_64
 hash of the whole file, checked whenever the chunk is read. A pass that finds stored statistics verifies
-them first; a damaged chunk (or a corrupt meta.json) is moved aside to ``<name>.corrupt-<n>`` and
+them first; a damaged chunk (or a corrupt meta.json) is moved aside to ``<name>.corrupt`` and
 computed again by the same pass. A chunk found damaged later, while CKA reads it, is moved aside and the
 run stops with one line; rerunning recomputes it. meta.json is checked against its schema when read
 (`meta_problem`: types, ranges, batch and chunk counts that follow from the configuration, a layer list
@@ -166,7 +166,7 @@ def meta_problem(meta, expected: dict | None = None) -> str | None:
     if not isinstance(cfg, dict):
         return "config missing"
     layers, types = meta.get("layers"), meta.get("types")
-    checks = (("n_images", _is_int(meta.get("n_images"), 4)), ("n_batches", _is_int(meta.get("n_batches"), 1)),
+    checks = (("n_images", _is_int(meta.get("n_images"), 1)), ("n_batches", _is_int(meta.get("n_batches"), 1)),
               ("n_chunks", _is_int(meta.get("n_chunks"), 1)),
               ("config.batch_size", _is_int(cfg.get("batch_size"), 4)),
               ("config.n_images", _is_int(cfg.get("n_images"), 4)),
