@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
+import numpy as np
 
 SIZES = (16, 32, 64, 128, 256)
 
@@ -63,8 +64,10 @@ def main() -> None:
         print(f"{spec}: pass {time.perf_counter() - t:.0f} s, {len(stats[-1].layers)} layers", flush=True)
     shuffled = "shuffle_seed" in stats[0].meta
     res = {"images": args.images, "stats_version": ls.STATS_VERSION, "shuffled": shuffled, "by_size": {}}
+    diag = {}
     for s in SIZES:
         out = compare_pair(SubBatches(stats[0], s), SubBatches(stats[1], s), n_boot=args.n_boot, seed=0)
+        diag[s] = {p: np.array(v["diagonal"]) for p, v in out["summary"].items()}
         res["by_size"][s] = {p: {"value": round(v["value"], 4), "ci": [None if c is None else round(c, 4)
                                                                        for c in v["ci"]]}
                              for p, v in out["summary"].items()}
@@ -73,7 +76,19 @@ def main() -> None:
     panels = [p for p in res["by_size"][SIZES[0]] if p != "n_batches"]
     res["spread_16_256"] = {p: round(res["by_size"][16][p]["value"] - res["by_size"][256][p]["value"], 4)
                             for p in panels}
-    print(json.dumps(res["spread_16_256"]))
+    print("diagonal summary, batch 16 minus batch 256:", json.dumps(res["spread_16_256"]))
+    # Per depth: the largest move of one layer pair's CKA, and the mean over the last quarter of depths
+    # (late layers cluster by class most).
+    res["per_depth_16_256"] = {}
+    for p in panels:
+        d = diag[16][p] - diag[256][p]
+        late = slice(int(0.75 * len(d)), None)
+        res["per_depth_16_256"][p] = {"max_abs": round(float(np.nanmax(np.abs(d))), 4),
+                                      "late_16": round(float(np.nanmean(diag[16][p][late])), 4),
+                                      "late_256": round(float(np.nanmean(diag[256][p][late])), 4),
+                                      "last_16": round(float(diag[16][p][-1]), 4),
+                                      "last_256": round(float(diag[256][p][-1]), 4)}
+    print("per depth:", json.dumps(res["per_depth_16_256"]))
     Path(args.out, "result.json").write_text(json.dumps(res, indent=1))
 
 
