@@ -67,7 +67,9 @@ def test_compare_rows_matrices_and_self_check():
     rows = {(r.model, r.metric): r for r in res.rows}
     # Panels shared by both models: all, block and norm (A's attn layer has no counterpart in B).
     assert {m for (mod, m) in rows if mod == "A"} == {f"diag[{p}] vs {o}" for p in ("all", "block", "norm")
-                                                       for o in ("A", "B")} | {"diag[attn] vs A"}
+                                                       for o in ("A", "B")} | {"diag[attn] vs A", "batches vs A",
+                                                                               "batches vs B"}
+    assert rows[("A", "batches vs B")].value == 20 and rows[("A", "batches vs B")].n == 320  # images and batches
     assert rows[("A", "diag[all] vs A")].value == pytest.approx(1.0)
     r, r2 = rows[("A", "diag[block] vs B")], rows[("B", "diag[block] vs A")]
     assert r.value == r2.value and r.n == 320

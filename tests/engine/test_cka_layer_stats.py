@@ -1,12 +1,15 @@
 """The layer-statistics pass: fixed batches, Gram matrices that match the model, resume, reuse."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from beyond_inet.engine import layer_stats as ls
-from beyond_inet.engine.layer_stats import LayerStats, StatsConfig, batch_bounds, choose_positions, compute_layer_stats
+from beyond_inet.engine.layer_stats import (LayerStats, StatsConfig, batch_bounds, choose_positions,
+                                            compute_layer_stats, plan_batches)
 
 
 def test_batch_bounds_and_positions():
@@ -44,7 +47,8 @@ def test_grams_match_the_model_and_a_rerun_makes_no_forward(vit_and_data, tmp_pa
     assert set(stats.types) == {"block", "linear"} and "head" in stats.layers
     batches = list(stats.batches())
     assert [len(ids) for ids, _ in batches] == [4, 6]
-    chosen = choose_positions(pos, 10)
+    chosen, bounds = plan_batches(pos, cfg)  # the evenly spaced images, in the seeded batch order
+    assert sorted(chosen.tolist()) == choose_positions(pos, 10).tolist() and bounds == [(0, 4), (4, 10)]
     assert [i for ids, _ in batches for i in ids] == [ds.sample_id(int(p)) for p in chosen]
     # Independent check: the Gram of the batch-centred logits is the head layer's statistic.
     view = build_view("standard", model.preprocessing)
@@ -64,6 +68,11 @@ def test_grams_match_the_model_and_a_rerun_makes_no_forward(vit_and_data, tmp_pa
     assert other.root != stats.root  # another batch composition is another key
     ids = [ds.sample_id(int(p)) for p in chosen]
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32") == stats.root.name
+    # The batch order is part of the key: the same images in dataset order (the old batching), or under
+    # another seed, are other statistics.
+    in_dataset_order = [ds.sample_id(int(p)) for p in choose_positions(pos, 10)]
+    assert ls.stats_key(model, "imagenet-val", fp, in_dataset_order, cfg, "fp32") != stats.root.name
+    assert ls.stats_key(model, "imagenet-val", fp, ids, replace(cfg, shuffle_seed=1), "fp32") != stats.root.name
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "fp32", "exif_transpose") != stats.root.name
     assert ls.stats_key(model, "imagenet-val", fp, ids, cfg, "bf16") != stats.root.name
 

@@ -106,3 +106,76 @@ def test_verify_command_checks_layer_statistics(stored, capsys):
     err = capsys.readouterr().err
     assert "chunk-00000.safetensors (checksum mismatch" in err and len(err.strip().splitlines()) == 1
     assert stats.chunk_path(0).exists()  # verify moves nothing
+
+
+def _edit_meta(stats, change) -> None:
+    mp = stats.root / "meta.json"
+    meta = json.loads(mp.read_text())
+    change(meta)
+    mp.write_text(json.dumps(meta))
+
+
+def _cut_layers(m):
+    m["layers"], m["types"] = m["layers"][:-1], m["types"][:-1]
+
+
+META_DAMAGES = {  # each one a meta.json that parses but is not what the pass wrote
+    "layer-list-cut": _cut_layers,
+    "layers-renamed": lambda m: m.__setitem__("layers", [f"x.{n}" for n in m["layers"]]),
+    "layers-not-a-list": lambda m: m.__setitem__("layers", "blocks.0"),
+    "types-length": lambda m: m.__setitem__("types", m["types"][:-1]),
+    "unknown-type": lambda m: m.__setitem__("types", ["conv"] * len(m["types"])),
+    "n_images-string": lambda m: m.__setitem__("n_images", "12"),
+    "n_batches-range": lambda m: m.__setitem__("n_batches", 99),
+    "n_chunks-zero": lambda m: m.__setitem__("n_chunks", 0),
+    "batch-size-changed": lambda m: m["config"].__setitem__("batch_size", 6),
+    "seed-missing": lambda m: m["config"].pop("shuffle_seed"),
+    "not-an-object": lambda m: (m.clear(), m.__setitem__("n_chunks", 3)),
+}
+
+
+@pytest.mark.parametrize("kind", list(META_DAMAGES))
+def test_a_meta_json_off_its_schema_is_damage_recomputed_once(stored, kind, caplog):
+    stats, good, again, model = stored
+    _edit_meta(stats, META_DAMAGES[kind])
+    ls.FORWARD_CALLS.clear()
+    found = []
+    with caplog.at_level("WARNING", logger="beyond_inet"):
+        redone = again(found)  # the old code: RuntimeError (cut layer list) or chunks moved aside one by one
+    assert [Path(d.path).name for d in found] == ["meta.json"], found
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+    assert {c: redone.chunk_path(c).read_bytes() for c in range(3)} == good and redone.complete()
+    assert LayerStats.open(stats.root) is not None and ls.FORWARD_CALLS[model.spec] == 3
+    ls.FORWARD_CALLS.clear()
+    found = []
+    again(found)  # the next rerun finds everything sound
+    assert found == [] and ls.FORWARD_CALLS.get(model.spec, 0) == 0
+
+
+def test_a_cut_layer_list_without_stored_chunks_is_recomputed_not_an_error(stored):
+    stats, good, again, model = stored
+    _edit_meta(stats, _cut_layers)
+    for c in range(3):
+        stats.chunk_path(c).unlink()  # nothing to compare the layer list with: the model's first batch is
+    found = []
+    redone = again(found)  # the old code: RuntimeError("layers ran in a different order ...") on every rerun
+    assert [Path(d.path).name for d in found] == ["meta.json"] and "layer list" in found[0].reason
+    assert {c: redone.chunk_path(c).read_bytes() for c in range(3)} == good
+    assert again().layers == redone.layers
+
+
+def test_repeated_damage_keeps_one_corrupt_copy_per_file(stored):
+    stats, good, again, _ = stored
+    for _ in range(3):
+        (stats.root / "meta.json").write_text("{")
+        again()
+        _flip_last(stats.chunk_path(1))
+        again()
+        _flip_last(stats.chunk_path(2))
+        with pytest.raises(StoreDamaged):
+            list(LayerStats.open(stats.root).batches())
+        again()
+    names = sorted(p.name for p in stats.root.iterdir())
+    assert [n for n in names if "corrupt" in n] == ["chunk-00001.safetensors.corrupt",
+                                                   "chunk-00002.safetensors.corrupt", "meta.json.corrupt"]
+    assert {c: stats.chunk_path(c).read_bytes() for c in range(3)} == good

@@ -5,8 +5,15 @@ Why Gram matrices: linear CKA with the unbiased HSIC estimator needs, per miniba
 ([b, b]) of each layer, never X itself; so memory is O(L·b²) whatever the layer width, and two models
 can be compared later without running either again — provided both saw the *same* minibatches. The
 batch composition (which images, in which order, cut where) is therefore fixed by the dataset's
-sample list, the number of images and the batch size, and recorded with the statistics; the CKA step
-refuses to pair batches whose image ids differ.
+sample list, the number of images, a seeded permutation of them and the batch size, and recorded with the
+statistics; the CKA step refuses to pair batches whose image ids differ.
+
+Why the permutation: datasets list their images sorted by class, so consecutive batches would hold one class
+(or neighbouring ones: the 118 dog breeds). The minibatch estimator averages *within-batch* HSIC, which
+then measures within-class similarity: late layers come out 0.05-0.10 too high and the value moves with
+the batch size. Batches drawn at random are simple random samples of the chosen images, whose per-batch
+unbiased HSIC has the full sample's expectation at any batch size. The permutation depends only on the
+seed and the number of images (not on the batch size), so every batch size cuts the same image order.
 
 Each K is computed from batch-centred vectors (X − mean over the batch): the unbiased HSIC and the
 usual centred HSIC are exactly invariant to that (U-/double-centering removes rank-one row/column
@@ -22,14 +29,18 @@ reduction and numerics.
 
 Integrity, as in the output store (docs/store.md): each chunk's metadata records its index and an xxh3_64
 hash of the whole file, checked whenever the chunk is read. A pass that finds stored statistics verifies
-them first; a damaged chunk (or a corrupt meta.json) is moved aside to ``<name>.corrupt-<n>`` and
+them first; a damaged chunk (or a corrupt meta.json) is moved aside to ``<name>.corrupt`` and
 computed again by the same pass. A chunk found damaged later, while CKA reads it, is moved aside and the
-run stops with one line; rerunning recomputes it.
+run stops with one line; rerunning recomputes it. meta.json is checked against its schema when read
+(`meta_problem`: types, ranges, batch and chunk counts that follow from the configuration, a layer list
+that the stored chunks and the model agree with); one that fails is damage like a bad chunk. Only one
+``<name>.corrupt`` copy of a file is kept: a later damage replaces it, so reruns never pile copies up.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -39,12 +50,13 @@ import torch
 
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, atomic_write_bytes,
-                                     hashed_safetensors, make_key, move_aside, read_stats_chunk)
+                                     hashed_safetensors, make_key, open_file, read_safetensors_head,
+                                     read_stats_chunk)
 from beyond_inet.models.base import VisionModel
 from beyond_inet.models.layers import LAYER_TYPES, REDUCTIONS, capture_layers, typed_modules
 
 log = logging.getLogger("beyond_inet")
-STATS_VERSION = "2"  # 2: chunks carry their index and a hash of the whole file
+STATS_VERSION = "3"  # 2: chunks carry their index and a hash; 3: batches of a seeded random permutation
 FORWARD_CALLS: dict[str, int] = {}  # model spec -> forward passes run by this module (tests count them)
 
 
@@ -56,6 +68,7 @@ class StatsConfig:
     batch_size: int = 256
     types: tuple[str, ...] = LAYER_TYPES
     reduce: str = "flatten"
+    shuffle_seed: int = 0  # seeds the permutation of the chosen images before they are cut into batches
 
     def __post_init__(self):
         if self.batch_size < 4:
@@ -78,6 +91,12 @@ def choose_positions(positions: np.ndarray, n_images: int) -> np.ndarray:
     return np.asarray(positions, np.int64)[idx]
 
 
+def batch_order(n: int, seed: int) -> np.ndarray:
+    """The order in which `n` chosen images (in dataset order) are cut into batches: a permutation fixed by
+    `seed` and `n` alone, so that every batch size, and every model, cuts the same order."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(n)])).permutation(n)
+
+
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """Consecutive [start, stop) batches; a last batch under 4 images joins the one before it, so
     every batch supports the unbiased estimator."""
@@ -86,6 +105,14 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
         (a, _), (_, d) = bounds[-2], bounds[-1]
         bounds[-2:] = [(a, d)]
     return bounds
+
+
+def plan_batches(positions: np.ndarray, cfg: StatsConfig) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The batch composition of a pass: the chosen positions in batch order, and each batch's [start, stop)
+    in that order."""
+    chosen = choose_positions(positions, cfg.n_images)
+    chosen = chosen[batch_order(len(chosen), cfg.shuffle_seed)]
+    return chosen, batch_bounds(len(chosen), cfg.batch_size)
 
 
 def stats_key(model: VisionModel, dataset: str, fingerprint: str, chosen: list[str], cfg: StatsConfig,
@@ -97,11 +124,88 @@ def stats_key(model: VisionModel, dataset: str, fingerprint: str, chosen: list[s
     fields = {"kind": "layer-stats", "version": STATS_VERSION, "weights": model.weights_id,
               "pre": model.preprocessing.describe(), "dataset": dataset, "samples": fingerprint,
               "images": hashlib.sha256(ids).hexdigest()[:16], "batch_size": cfg.batch_size,
-              "types": list(cfg.types), "reduce": cfg.reduce, "numerics": numerics,
+              "types": list(cfg.types), "reduce": cfg.reduce, "shuffle_seed": cfg.shuffle_seed, "numerics": numerics,
               "logit_scale": model.info.get("logit_scale")}
     if decoding:
         fields["decoding"] = decoding
     return make_key(fields)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt``, replacing an earlier copy (and any ``<name>.corrupt-<n>``
+    left by older versions): one copy is evidence enough, and a file damaged on every rerun must not fill
+    the disk."""
+    dest = path.with_name(f"{path.name}.corrupt")
+    for old in path.parent.glob(f"{path.name}.corrupt-*"):
+        old.unlink(missing_ok=True)
+    os.replace(path, dest)
+    return dest
+
+
+def chunks_per(batch_size: int) -> int:
+    """Batches per stored chunk."""
+    return max(1, SHARD_SIZE // batch_size)
+
+
+def _is_int(x, lo: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def _str_list(x) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) and v for v in x)
+
+
+def meta_problem(meta, expected: dict | None = None) -> str | None:
+    """What is wrong with a layer-statistics meta.json, or None: every field has its type and range, the batch
+    and chunk counts follow from the image count and batch size, the layer list is non-empty, unique and
+    typed. `expected` (the fields the pass would write, all but the layers) must match exactly: the key
+    hashes them, so a difference is damage."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    cfg = meta.get("config")
+    if not isinstance(cfg, dict):
+        return "config missing"
+    layers, types = meta.get("layers"), meta.get("types")
+    checks = (("n_images", _is_int(meta.get("n_images"), 1)), ("n_batches", _is_int(meta.get("n_batches"), 1)),
+              ("n_chunks", _is_int(meta.get("n_chunks"), 1)),
+              ("config.batch_size", _is_int(cfg.get("batch_size"), 4)),
+              ("config.n_images", _is_int(cfg.get("n_images"), 4)),
+              ("config.shuffle_seed", _is_int(cfg.get("shuffle_seed"))),
+              ("config.types", _str_list(cfg.get("types")) and set(cfg["types"]) <= set(LAYER_TYPES)),
+              ("config.reduce", cfg.get("reduce") in REDUCTIONS),
+              ("version", meta.get("version") == STATS_VERSION),
+              ("layers", _str_list(layers) and len(layers) > 0 and len(set(layers)) == len(layers)),
+              ("types", _str_list(types) and set(types) <= set(LAYER_TYPES)))
+    for name, ok in checks:
+        if not ok:
+            return f"bad or missing {name}"
+    if len(meta["types"]) != len(meta["layers"]):
+        return f"{len(meta['types'])} layer types for {len(meta['layers'])} layers"
+    if not set(meta["types"]) <= set(cfg["types"]):
+        return "layer types outside config.types"
+    if meta["n_images"] > cfg["n_images"]:
+        return f"n_images {meta['n_images']} above config.n_images {cfg['n_images']}"
+    n_batches = len(batch_bounds(meta["n_images"], cfg["batch_size"]))
+    if meta["n_batches"] != n_batches:
+        return (f"n_batches {meta['n_batches']}, but {meta['n_images']} images in batches of {cfg['batch_size']} "
+                f"make {n_batches}")
+    n_chunks = -(-n_batches // chunks_per(cfg["batch_size"]))
+    if meta["n_chunks"] != n_chunks:
+        return f"n_chunks {meta['n_chunks']}, expected {n_chunks}"
+    for k, v in (expected or {}).items():
+        if meta.get(k) != v:
+            return f"{k} is {meta.get(k)!r}, expected {v!r}"
+    return None
+
+
+def _chunk_layers(path: Path) -> list | None:
+    """The layer list in a stored chunk's header (hash not checked: `verify` does that); None if unreadable."""
+    try:
+        f, size = open_file(path)
+        with f:
+            return read_safetensors_head(f, size, "batches").meta.get("layers")
+    except (OSError, ShardDamage):
+        return None
 
 
 @dataclass
@@ -112,23 +216,32 @@ class LayerStats:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, root: str | Path, damaged: list[Damage] | None = None) -> "LayerStats | None":
-        """The statistics in `root`, or None when absent; a corrupt meta.json is moved aside (and appended
-        to `damaged`) and reads as absent, so the pass computes everything again."""
+    def open(cls, root: str | Path, damaged: list[Damage] | None = None,
+             expected: dict | None = None) -> "LayerStats | None":
+        """The statistics in `root`, or None when absent. A meta.json that does not parse, fails `meta_problem`
+        (against `expected` when given) or whose layer list no stored chunk shares is moved aside (and
+        appended to `damaged`) and reads as absent, so the pass computes everything again."""
         root = Path(root)
         mp = root / "meta.json"
         if not mp.exists():
             return None
         try:
             meta = json.loads(mp.read_text())
-            if not isinstance(meta, dict) or not isinstance(meta.get("n_chunks"), int):
-                raise ValueError
+            problem = meta_problem(meta, expected)
         except (OSError, ValueError):
-            d = Damage(str(mp), "corrupt meta.json", str(move_aside(mp)))
-            if damaged is not None:
-                damaged.append(d)
-            return None
-        return cls(root, meta)
+            problem = "does not parse"
+        if problem is None:
+            stats = cls(root, meta)
+            stored = [lay for c in range(stats.n_chunks) if stats.chunk_path(c).exists()
+                      for lay in [_chunk_layers(stats.chunk_path(c))] if lay is not None]
+            if stored and stats.layers not in stored:
+                problem = f"its {len(stats.layers)} layers are not those of any stored chunk"
+        if problem is None:
+            return stats
+        d = Damage(str(mp), f"corrupt meta.json ({problem})", str(set_aside(mp)))
+        if damaged is not None:
+            damaged.append(d)
+        return None
 
     @property
     def layers(self) -> list[str]:
@@ -154,7 +267,7 @@ class LayerStats:
     def read_chunk(self, c: int) -> tuple[dict[str, np.ndarray], dict]:
         """Chunk `c`'s tensors and metadata, its hash checked as it is read, and its index, layers and batch
         count checked against meta.json. Raises ShardDamage."""
-        per_chunk = max(1, SHARD_SIZE // int(self.meta["config"]["batch_size"]))
+        per_chunk = chunks_per(int(self.meta["config"]["batch_size"]))
         expected = min(per_chunk, int(self.meta["n_batches"]) - c * per_chunk)
         tensors, head = read_stats_chunk(self.chunk_path(c), c, self.layers, expected)
         return tensors, head.meta
@@ -170,7 +283,7 @@ class LayerStats:
             try:
                 self.read_chunk(c)
             except ShardDamage as e:
-                found.append(Damage(str(p), str(e), str(move_aside(p)) if move else None))
+                found.append(Damage(str(p), str(e), str(set_aside(p)) if move else None))
         return found
 
     def batches(self) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -181,7 +294,7 @@ class LayerStats:
                 tensors, md = self.read_chunk(c)
             except ShardDamage as e:
                 p = self.chunk_path(c)
-                d = Damage(str(p), str(e), str(move_aside(p)) if p.exists() else None)
+                d = Damage(str(p), str(e), str(set_aside(p)) if p.exists() else None)
                 where = f"; moved to {Path(d.moved_to).name}" if d.moved_to else ""
                 raise StoreDamaged(f"stored layer statistics {p} are damaged ({e}){where}; rerun the same command "
                                    f"to recompute them", [d]) from None
@@ -207,26 +320,57 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
                         fingerprint: str, root: str | Path, cfg: StatsConfig, device: str = "cpu",
                         num_workers: int = 0, amp: bool = True, numerics: str = "fp32",
                         progress=None, decoding: str = "", damaged: list[Damage] | None = None) -> LayerStats:
-    """Fill (or reuse) the statistics of `model` on `cfg.n_images` evenly spaced `positions` of `ds`.
+    """Fill (or reuse) the statistics of `model` on `cfg.n_images` evenly spaced `positions` of `ds`, cut into
+    batches in the seeded random order `batch_order` (so a batch is never one class).
 
     Nothing runs when every chunk is stored and verifies; a partial folder resumes at its first missing
     chunk. Damaged stored files are moved aside, recomputed, and appended to `damaged`.
     """
+    args = (model, ds, positions, dataset, fingerprint, root, cfg, device, num_workers, amp, numerics, progress,
+            decoding, damaged)
+    try:
+        return _compute(*args)
+    except _StaleLayers as e:  # meta.json named other layers than the model runs: damage, recomputed once
+        d = Damage(str(e.path), "corrupt meta.json (its layer list is not the one the model runs)",
+                   str(set_aside(e.path)))
+        log.warning("layer statistics: damaged file %s (%s) moved aside to %s; recomputing it", d.path, d.reason,
+                    d.moved_to)
+        if damaged is not None:
+            damaged.append(d)
+        return _compute(*args)
+
+
+class _StaleLayers(Exception):
+    """The stored meta.json's layer list differs from the one the model's first batch ran."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
+def _compute(model: VisionModel, ds: ImageDataset, positions: np.ndarray, dataset: str, fingerprint: str,
+             root: str | Path, cfg: StatsConfig, device: str, num_workers: int, amp: bool, numerics: str,
+             progress, decoding: str, damaged: list[Damage] | None) -> LayerStats:
     from torch.utils.data import DataLoader
 
     from beyond_inet.data.views import normalize_uint8
     from beyond_inet.engine.infer import _collate, _ViewSet, tune_cpu_allocator
 
-    chosen = choose_positions(positions, cfg.n_images)
+    chosen, bounds = plan_batches(positions, cfg)
     ids = [ds.sample_id(int(p)) for p in chosen]
     key = stats_key(model, dataset, fingerprint, ids, cfg, numerics, decoding)
     folder = Path(root) / key
-    bounds = batch_bounds(len(chosen), cfg.batch_size)
-    per_chunk = max(1, SHARD_SIZE // cfg.batch_size)
+    per_chunk = chunks_per(cfg.batch_size)
     chunks = [bounds[i:i + per_chunk] for i in range(0, len(bounds), per_chunk)]
+    expected = {"weights": model.weights_id, "preprocessing": model.preprocessing.describe(),
+                "dataset": dataset, "samples": fingerprint, "n_images": len(chosen), "n_batches": len(bounds),
+                "n_chunks": len(chunks), "config": {**asdict(cfg), "types": list(cfg.types)},
+                "numerics": numerics, "decoding": decoding, "version": STATS_VERSION}
+    expected = json.loads(json.dumps(expected))  # as read back from meta.json
     found: list[Damage] = []
-    stats = LayerStats.open(folder, found)
-    if stats is not None and stats.layers:
+    stats = LayerStats.open(folder, found, expected)
+    from_disk = stats is not None
+    if stats is not None:
         found += stats.verify(move=True)
     for d in found:
         log.warning("layer statistics: damaged file %s (%s) moved aside to %s; recomputing it", d.path, d.reason,
@@ -234,11 +378,7 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
     if damaged is not None:
         damaged += found
     if stats is None:
-        meta = {"model": model.spec, "weights": model.weights_id, "preprocessing": model.preprocessing.describe(),
-                "dataset": dataset, "samples": fingerprint, "n_images": len(chosen), "n_batches": len(bounds),
-                "n_chunks": len(chunks), "config": {**asdict(cfg), "types": list(cfg.types)},
-                "numerics": numerics, "decoding": decoding, "version": STATS_VERSION, "layers": [], "types": []}
-        stats = LayerStats(folder, meta)
+        stats = LayerStats(folder, {"model": model.spec, **expected, "layers": [], "types": []})
     todo = stats.missing_chunks() if stats.layers else list(range(len(chunks)))
     if not todo:
         log.info("%s: layer statistics on %d %s images reused (%s)", model.spec, len(chosen), dataset, folder)
@@ -272,6 +412,9 @@ def compute_layer_stats(model: VisionModel, ds: ImageDataset, positions: np.ndar
                                                             enabled=dev.type == "cuda" and amp):
                     model.forward(x)
                 FORWARD_CALLS[model.spec] = FORWARD_CALLS.get(model.spec, 0) + 1
+                if from_disk and list(order) != stats.layers:
+                    raise _StaleLayers(folder / "meta.json")
+                from_disk = False
                 if not stats.layers:  # the first batch fixes the layer list; record it before any chunk
                     stats.meta["layers"] = list(order)
                     stats.meta["types"] = [selected[n] for n in order]

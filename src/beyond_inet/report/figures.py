@@ -686,8 +686,9 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
                 cka_figure(pair), fig_dir, f"cka-{i:02d}", f"CKA: {pair['a']} vs {pair['b']}",
                 f"Linear CKA (minibatch, unbiased HSIC) between every layer of {pair['a']} (rows) and of "
                 f"{pair['b']} (columns) on {pair['n_images']} {pair['dataset']} images in {pair['n_batches']} "
-                f"fixed batches of {pair['batch_size']}; layer outputs reduced by {pair['reduce']}. One panel per "
-                f"layer type; axes in relative depth."))
+                f"batches of {pair['batch_size']} drawn in a seeded random order; layer outputs reduced by "
+                f"{pair['reduce']}. One panel per layer type; axes in relative depth. The diagonal rows' 95% CIs "
+                f"resample those {pair['n_batches']} minibatches (jackknife)."))
     remove_stale(fig_dir, {f.name for fs in out.values() for f in fs})
     return out, errors
 
