@@ -179,3 +179,18 @@ def test_repeated_damage_keeps_one_corrupt_copy_per_file(stored):
     assert [n for n in names if "corrupt" in n] == ["chunk-00001.safetensors.corrupt",
                                                    "chunk-00002.safetensors.corrupt", "meta.json.corrupt"]
     assert {c: stats.chunk_path(c).read_bytes() for c in range(3)} == good
+
+
+@pytest.mark.parametrize("kind", list(META_DAMAGES))
+def test_verify_and_run_agree_on_a_meta_json_off_its_schema(stored, kind, capsys):
+    """`beyond-inet verify` applies the run's own meta.json checks: every case a run treats as damage, verify
+    reports (exit 2, naming meta.json) and moves nothing."""
+    from beyond_inet.cli import main
+
+    stats, _, _, _ = stored
+    _edit_meta(stats, META_DAMAGES[kind])
+    before = (stats.root / "meta.json").read_bytes()
+    assert main(["verify", str(stats.root.parent.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "meta.json" in err and len(err.strip().splitlines()) == 1
+    assert (stats.root / "meta.json").read_bytes() == before

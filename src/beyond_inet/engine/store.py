@@ -980,6 +980,21 @@ def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected |
     return rep
 
 
+def _stats_meta_problem(meta: dict, folder: Path) -> str | None:
+    """The checks a run applies to a layer-statistics meta.json before reading (`layer_stats.meta_problem`,
+    and its layer list against the first stored chunk's), so `verify` and `run` agree. Imported only when a
+    folder holds layer statistics (that module imports torch)."""
+    from beyond_inet.engine.layer_stats import _chunk_layers, meta_problem
+
+    problem = meta_problem(meta)
+    first = folder / "chunk-00000.safetensors"
+    if problem is None and first.exists():
+        stored = _chunk_layers(first)
+        if stored is not None and stored != meta["layers"]:
+            problem = "its layer list differs from the stored chunks'"
+    return problem
+
+
 def verify_layer_stats(root: str | Path) -> VerifyReport:
     """Check every layer-statistics folder under `root` (``<out>/layer-stats``): meta.json parses, every
     chunk's hash matches and it holds its own index (see ``engine.layer_stats``); moves nothing. Kept here,
@@ -994,6 +1009,10 @@ def verify_layer_stats(root: str | Path) -> VerifyReport:
         if meta is None or not isinstance(meta.get("n_chunks"), int):
             rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
                                       else "meta.json missing"))
+            continue
+        problem = _stats_meta_problem(meta, d)
+        if problem:  # the same schema check a run applies before it reads the statistics
+            rep.damaged.append(Damage(str(d / "meta.json"), f"meta.json: {problem}"))
             continue
         for p in sorted(d.glob("chunk-*.safetensors")):
             try:
