@@ -159,3 +159,38 @@ def test_resolution_preprocessing():
     pre = Preprocessing(input_size=224, resize=256).at_resolution(336)
     assert (pre.input_size, pre.resize) == (336, 384)
     assert build_view("res-336", pre)(_test_image(500, 400)).shape == (3, 336, 336)
+
+
+@pytest.mark.slow
+def test_shift_sweep_follows_the_papers_code(shared_data, tmp_path):
+    """The invariance analysis' shift numbers (real weights, real images) equal those of the paper's own
+    loop: CropShift -> ToTensor -> Normalize -> model -> top-1 and mean true-class softmax probability."""
+    from beyond_inet.data import catalog
+    from beyond_inet.engine.plan import select_positions
+    from beyond_inet.models import create_model
+    from beyond_inet.pipeline import RunConfig, run
+    from beyond_inet.report.results import ResultsDB
+    from tests.data.test_views import _paper_crop_shift
+
+    spec, n, shifts = "packaged:efficientnet_lite0", 24, (0, 5, 75)
+    out = tmp_path / "out"
+    run(RunConfig(models=[spec], analyses=["invariance"], out=str(out), data_root=str(shared_data), limit=n,
+                  num_workers=0, batch_size=24, n_boot=20, progress=False, report=False,
+                  options={"invariance_dataset": "imagenet-sample", "invariance_scales": [1],
+                           "invariance_shifts": list(shifts), "invariance_resolutions": [224]}))
+    rows = {r.metric: r.value for r in ResultsDB(out).rows() if r.analysis == "invariance"}
+    model = create_model(spec)
+    module, pre = model.module.eval(), model.preprocessing
+    ds = catalog.open_dataset("imagenet-sample", str(shared_data))
+    pos = select_positions(len(ds), n)
+    images, labels = [ds.load(int(i)) for i in pos], np.array([ds.label(int(i)) for i in pos])
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+    for s in shifts:
+        x = []
+        for img in images:
+            arr = np.asarray(_paper_crop_shift(img, s, pre.input_size, pre.resize), np.float32) / 255.0
+            x.append((torch.from_numpy(arr).permute(2, 0, 1) - mean) / std)
+        with torch.inference_mode():
+            p = torch.softmax(module(torch.stack(x)).double(), dim=1).numpy()
+        assert rows[f"top1_shift_{s}"] == pytest.approx(float(np.mean(p.argmax(1) == labels)), abs=1e-12), s
+        assert rows[f"true_prob_shift_{s}"] == pytest.approx(float(np.mean(p[np.arange(n), labels])), abs=1e-5), s

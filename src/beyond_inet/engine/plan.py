@@ -51,6 +51,12 @@ class Job:
         return self.view_res.get(view) or self.resolution
 
 
+# Views whose computation changed after stores of them were written: the tag enters their key, so those
+# stores are never read for the new computation (other views' keys stay as they were).
+#   shift-*: the paper's CropShift box (float, int() truncation) replaced a rounded box.
+VIEW_REVISIONS = {"shift-": "crop-shift-int"}
+
+
 def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
               info: dict, numerics: str = "fp32", decoding: str = "") -> str:
     """`numerics` names what changes the numbers without changing the model: fp32 vs bf16 autocast, and
@@ -58,6 +64,9 @@ def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fing
     non-default image decoding (``exif_transpose``); default-decoded keys stay as they were."""
     fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
               "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION}
+    for prefix, tag in VIEW_REVISIONS.items():
+        if view.startswith(prefix):
+            fields["view_revision"] = tag
     if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
         fields["numerics"] = numerics
     if decoding:
