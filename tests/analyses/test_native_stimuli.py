@@ -24,7 +24,7 @@ from tests.analyses.test_shape_bias import _loop_reference, _reference_mapping
 
 # An evenly spaced subset keeps this test to about a minute on two CPU cores; the full 1280 images are
 # checked the same way by benchmarks/check_native_stimuli.py (see docs/data-decoding.md).
-N_STIMULI = int(os.environ.get("BEYOND_INET_NATIVE_TEST_N", "96"))
+N_STIMULI = int(os.environ.get("BEYOND_INET_NATIVE_TEST_N", "64"))
 
 
 def mvh_logits(module: torch.nn.Module, files: list, batch: int = 16) -> np.ndarray:
