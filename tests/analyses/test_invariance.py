@@ -113,22 +113,23 @@ def _identity_norm(input_size: int, resize: int, interpolation: str = "bicubic")
 
 def test_shift_box_hand_computed():
     pre = Preprocessing(input_size=224, resize=256)
-    # landscape 500x375: scale 256/375, crop side 224*375/256 = 328.125
-    # top = round(46.875/2) = 23, left = round(171.875/2) = 86; the shift moves `left` (longer side)
-    assert shift_box(500, 375, pre, 0) == (23, 86, 328, 328)
-    assert shift_box(500, 375, pre, 30) == (23, 116, 328, 328)
-    # portrait: the shift moves `top`
-    assert shift_box(375, 500, pre, 75) == (86 + 75, 23, 328, 328)
+    # landscape 500x375 as the paper's CropShift computes it: top = 16*375/256 = 23.4375 -> 23,
+    # left = ((500/375*256 - 224)/2*375)/256 = 85.9375 -> 85 (int() truncates), side 224*375/256 = 328.125 -> 328;
+    # the shift moves `left` (longer side)
+    assert shift_box(500, 375, pre, 0) == (23, 85, 328, 328)
+    assert shift_box(500, 375, pre, 30) == (23, 115, 328, 328)
+    # portrait: the shift moves `top` (85.9375 + 75 -> 160)
+    assert shift_box(375, 500, pre, 75) == (160, 23, 328, 328)
 
 
 def test_shift_view_crop_with_zero_padding():
     img = _test_image(20, 15)
     pre = _identity_norm(12, 15)          # scale 1: the crop is 12x12 original pixels, no resampling
-    # standard box: top = round(3/2) = 2, left = round(8/2) = 4; shifted by 5 -> left 9, columns 9..20
+    # box: top = int(1.5) = 1, left = int(4.0) + 5 = 9, columns 9..20
     arr = np.asarray(img).astype(np.float32) / 255
     padded = np.zeros((15, 21, 3), np.float32)
     padded[:, :20] = arr
-    expected = padded[2:14, 9:21]          # last column lies past the border: zeros
+    expected = padded[1:13, 9:21]          # last column lies past the border: zeros
     got = build_view("shift-5", pre)(img).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert np.all(got[:, -1] == 0)
@@ -136,8 +137,10 @@ def test_shift_view_crop_with_zero_padding():
 
 def test_shift_view_resamples_to_input():
     img = _test_image(20, 15)
-    pre = _identity_norm(8, 10)           # crop side 8*15/10 = 12: box (2, 4, 12, 12), shift 3 -> left 7
-    expected = np.asarray(img.crop((7, 2, 19, 14)).resize((8, 8), Image.BILINEAR)).astype(np.float32) / 255
+    # crop side 8*15/10 = 12; top int(1.5) = 1; left ((20/15*10 - 8)/2*15)/10 is 3.999999999999999 in floating
+    # point, truncated to 3 as in the paper's code, + 3 -> 6
+    pre = _identity_norm(8, 10)
+    expected = np.asarray(img.crop((6, 1, 18, 13)).resize((8, 8), Image.BILINEAR)).astype(np.float32) / 255
     got = build_view("shift-3", pre)(img).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
@@ -156,3 +159,38 @@ def test_resolution_preprocessing():
     pre = Preprocessing(input_size=224, resize=256).at_resolution(336)
     assert (pre.input_size, pre.resize) == (336, 384)
     assert build_view("res-336", pre)(_test_image(500, 400)).shape == (3, 336, 336)
+
+
+@pytest.mark.slow
+def test_shift_sweep_follows_the_papers_code(shared_data, tmp_path):
+    """The invariance analysis' shift numbers (real weights, real images) equal those of the paper's own
+    loop: CropShift -> ToTensor -> Normalize -> model -> top-1 and mean true-class softmax probability."""
+    from beyond_inet.data import catalog
+    from beyond_inet.engine.plan import select_positions
+    from beyond_inet.models import create_model
+    from beyond_inet.pipeline import RunConfig, run
+    from beyond_inet.report.results import ResultsDB
+    from tests.data.test_views import _paper_crop_shift
+
+    spec, n, shifts = "packaged:efficientnet_lite0", 24, (0, 5, 75)
+    out = tmp_path / "out"
+    run(RunConfig(models=[spec], analyses=["invariance"], out=str(out), data_root=str(shared_data), limit=n,
+                  num_workers=0, batch_size=24, n_boot=20, progress=False, report=False,
+                  options={"invariance_dataset": "imagenet-sample", "invariance_scales": [1],
+                           "invariance_shifts": list(shifts), "invariance_resolutions": [224]}))
+    rows = {r.metric: r.value for r in ResultsDB(out).rows() if r.analysis == "invariance"}
+    model = create_model(spec)
+    module, pre = model.module.eval(), model.preprocessing
+    ds = catalog.open_dataset("imagenet-sample", str(shared_data))
+    pos = select_positions(len(ds), n)
+    images, labels = [ds.load(int(i)) for i in pos], np.array([ds.label(int(i)) for i in pos])
+    mean, std = torch.tensor(pre.mean).view(3, 1, 1), torch.tensor(pre.std).view(3, 1, 1)
+    for s in shifts:
+        x = []
+        for img in images:
+            arr = np.asarray(_paper_crop_shift(img, s, pre.input_size, pre.resize), np.float32) / 255.0
+            x.append((torch.from_numpy(arr).permute(2, 0, 1) - mean) / std)
+        with torch.inference_mode():
+            p = torch.softmax(module(torch.stack(x)).double(), dim=1).numpy()
+        assert rows[f"top1_shift_{s}"] == pytest.approx(float(np.mean(p.argmax(1) == labels)), abs=1e-12), s
+        assert rows[f"true_prob_shift_{s}"] == pytest.approx(float(np.mean(p[np.arange(n), labels])), abs=1e-5), s

@@ -74,6 +74,24 @@ def test_native_view_is_exact_at_the_input_size():
     torch.testing.assert_close(tensor_view("native", pre)(_as_tensor(img)), build_view("native", pre)(img))
 
 
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+def test_tensor_native_views_follow_the_pil_ones(interp):
+    """The resolved native views on the GPU-decoding path: unchanged at the input size, else the whole image
+    resized (never cropped); open_clip's transform for CLIP. Within 2 grey levels, as the other views."""
+    img = Image.fromarray(photos()[0]).resize((256, 256))
+    t = _as_tensor(img)
+    for size in (224, 256):
+        pre = Preprocessing(size, 256, interp, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        std = torch.tensor(pre.std).view(3, 1, 1)
+        for view in ("native:as-is", "native:resized", "native:open_clip"):
+            a, b = build_view(view, pre)(img), tensor_view(view, pre)(t)
+            assert a.shape == b.shape == (3, size, size), view
+            grey = (a - b).abs() * std * 255
+            assert grey.max() <= 2.01 and grey.mean() < 0.3, (view, size, float(grey.max()), float(grey.mean()))
+            if size == 256 and view != "native:open_clip":
+                assert float(grey.max()) < 1e-3  # the image as it is on both paths
+
+
 def _dataset_with_odd_files(root):
     make_imagenet_val(root, n=12)
     d = root / "imagenet-val" / WNIDS[0]

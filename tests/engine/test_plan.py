@@ -24,3 +24,21 @@ def test_select_positions_even_and_complete():
     assert select_positions(10, 20).tolist() == list(range(10))
     p = select_positions(1000, 4)
     assert p.tolist() == [0, 333, 666, 999] and p.dtype == np.int64
+
+
+def test_shift_stores_of_the_rounded_box_are_not_reused():
+    """The shift views' crop box changed (the paper's int() truncation, not rounding): their key is not the
+    one the earlier code stored them under; the other views' keys are unchanged."""
+    from beyond_inet import ENGINE_VERSION
+    from beyond_inet.engine.store import make_key
+
+    base = dict(weights_id="w", preprocessing="p", dataset="d", fingerprint="f", limit=None, info={})
+
+    def earlier(view: str) -> str:  # the fields every key had before the change
+        return make_key({"weights": "w", "pre": "p", "view": view, "dataset": "d", "samples": "f", "limit": None,
+                         "logit_scale": None, "engine": ENGINE_VERSION})
+
+    for view in ("shift-0", "shift-30"):
+        assert store_key(**base, view=view) != earlier(view)
+    for view in ("standard", "scale-2", "res-336"):
+        assert store_key(**base, view=view) == earlier(view)

@@ -197,6 +197,14 @@ def human_reference(raw_dir: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def native_rule_of(out) -> dict:
+    """How the stimuli entered the model (recorded by the engine with the outputs, see
+    ``engine.plan.native_plan``): the rule and the input size the model ran at."""
+    m = getattr(out, "meta", None) or {}
+    return {"rule": m.get("native_rule", "unknown (outputs stored before the rule was recorded)"),
+            "view": m.get("view"), "input_size": m.get("input_size")}
+
+
 def shape_bias_metric(dataset: str, metric: str, is_shape: np.ndarray, is_texture: np.ndarray,
                       ids: list[str]) -> Metric:
     """Shape bias = shape decisions / (shape + texture decisions); it rests on the images whose decision
@@ -230,6 +238,10 @@ class ShapeBias(Analysis):
             keep = o.labels >= 0
             res.metrics.append(stats.mean_metric(ds, "acc16", decisions16(o.logits[keep]) == o.labels[keep],
                                                  [i for i, k in zip(o.ids, keep) if k]))
+        seen = {ds: native_rule_of(o) for ds in ("cue-conflict", "edge", "silhouette")
+                if (o := fetch(Request(ds, "native"))) is not None}
+        if seen:
+            res.artifacts["shape-bias/native-view"] = seen
         raw = human_raw_dir(ctx)
         if raw is not None:
             res.artifacts["shape-bias/human"] = human_reference(raw)

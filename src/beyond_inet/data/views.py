@@ -5,11 +5,20 @@ one dataset are cut from one decoded image in the loader worker (see ``engine.in
 
 Names (stable, used in store keys and results):
   standard       the model's own eval preprocessing
-  native         no resize/crop when the image already has the model's input size (cue-conflict
-                 protocol of model-vs-human), else ``standard``
+  native         the stimulus as it is (model-vs-human's cue-conflict protocol): never cropped. The
+                 engine resolves it per model and dataset into one of (``engine.plan.native_plan``):
+                   native:as-is     the model runs at the stimulus size (rebuilt there if needed), so
+                                    the pixels go in unchanged;
+                   native:resized   the model cannot take that size: the whole stimulus is resized
+                                    to input x input (the model's interpolation), never cropped;
+                   native:open_clip CLIP models: open_clip's eval transform (the paper's protocol),
+                                    i.e. ``standard``.
+                 Both of the first two compute: unchanged when the image is input x input, else resized
+                 whole to input x input.
   scale-<s>      Resize(int(s * B)) bilinear + CenterCrop(input), B = the model's resize size
-  shift-<px>     the standard crop box in original pixels, moved <px> along the longer side,
-                 cropped with zero padding, resized to input x input (paper §2.7)
+  shift-<px>     the paper's CropShift (§2.7): the standard crop box in original pixels (float, then
+                 truncated by int()), moved <px> along the longer side, cropped with zero padding,
+                 resized to input x input (bilinear, PIL); see `shift_box`
   res-<r>        Resize(int(r * B / input)) + CenterCrop(r); the engine rebuilds the model at r
 """
 from __future__ import annotations
@@ -50,13 +59,21 @@ def standard_view(pre: Preprocessing, finish=_normalize) -> ViewFn:
     return fn
 
 
-def native_view(pre: Preprocessing, finish=_normalize) -> ViewFn:
-    std = standard_view(pre, finish)
+NATIVE_AS_IS = "native:as-is"
+NATIVE_RESIZED = "native:resized"
+NATIVE_OPEN_CLIP = "native:open_clip"
+NATIVE_VIEWS = (NATIVE_AS_IS, NATIVE_RESIZED, NATIVE_OPEN_CLIP)
 
+
+def native_view(pre: Preprocessing, finish=_normalize) -> ViewFn:
+    """The whole image at input x input: untouched (no resampling) when it already has that size, else
+    resized whole (aspect ratio not kept, nothing cropped). The engine runs the model at the stimulus size
+    whenever the model accepts it, so the stimulus normally goes in untouched."""
     def fn(img: Image.Image) -> torch.Tensor:
-        if img.size == (pre.input_size, pre.input_size):
-            return finish(img, pre)
-        return std(img)
+        if img.size != (pre.input_size, pre.input_size):
+            img = F.resize(img, [pre.input_size, pre.input_size], interpolation=_interp(pre.interpolation),
+                           antialias=True)
+        return finish(img, pre)
 
     return fn
 
@@ -70,17 +87,28 @@ def scale_view(pre: Preprocessing, s: float, finish=_normalize) -> ViewFn:
 
 
 def shift_box(w: int, h: int, pre: Preprocessing, shift: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the shifted crop in original-image pixels."""
-    scale = pre.resize / min(w, h)
-    crop = pre.input_size / scale  # the standard crop's side in original pixels
-    top = int(round((h - crop) / 2.0))
-    left = int(round((w - crop) / 2.0))
-    side = int(round(crop))
+    """(top, left, height, width) of the shifted crop in original-image pixels, as the paper's CropShift
+    computes it: the box of Resize(B) + CenterCrop(T) mapped back to the original image in floating point,
+    `shift` added to `left` (landscape) or `top` (portrait or square), each coordinate then truncated by
+    int(). The paper hard-codes T = 224 and B = 256 (224 for CLIP); here T is the model's input size and B
+    its resize size, which are exactly those numbers for the paper's models. The floating-point operations
+    follow the paper's order, so the truncation lands on the same pixel."""
+    t, b = float(pre.input_size), float(pre.resize)
     if w > h:
-        left += shift
+        crop_y = (b - t) / 2
+        crop_x = ((w / h * b) - t) / 2
+        top = (crop_y * h) / b
+        left = (crop_x * h) / b + shift
+        crop_h = t * h / b
+        crop_w = t * h / b
     else:
-        top += shift
-    return top, left, side, side
+        crop_y = (h / w * b - t) / 2
+        crop_x = (b - t) / 2
+        top = (crop_y * w) / b + shift
+        left = (crop_x * w) / b
+        crop_h = t * w / b
+        crop_w = t * w / b
+    return int(top), int(left), int(crop_h), int(crop_w)
 
 
 def shift_view(pre: Preprocessing, shift: int, finish=_normalize) -> ViewFn:
@@ -114,7 +142,9 @@ def build_view(view: str, pre: Preprocessing, uint8: bool = False) -> ViewFn:
     try:
         if view == "standard":
             return standard_view(pre, finish)
-        if view == "native":
+        if view == NATIVE_OPEN_CLIP:
+            return standard_view(pre, finish)  # open_clip's eval transform: the model's own
+        if view == "native" or view in NATIVE_VIEWS:
             return native_view(pre, finish)
         if view.startswith("scale-"):
             return scale_view(pre, float(view[6:]), finish)

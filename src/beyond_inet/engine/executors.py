@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from beyond_inet.engine.infer import PassStats, run_pass
-from beyond_inet.engine.plan import DatasetCache, Job, numerics_of
+from beyond_inet.engine.plan import NATIVE_RULES, DatasetCache, Job, numerics_of
 from beyond_inet.engine.store import SHARD_SIZE, Store
 
 log = logging.getLogger("beyond_inet")
@@ -53,6 +53,7 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         if r not in variants:
             variants[r] = model.rebuild(r)
     models = {v: variants[job.view_res.get(v)] for v in job.views}
+    name = {v: job.run_as.get(v, v) for v in job.views}  # the view each request is computed as
     datasets = datasets or DatasetCache(cfg.data_root, cfg.limit, cfg.exif_transpose)
     got = datasets.get(job.dataset)
     if got is None:
@@ -64,13 +65,16 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         m = models[v]
         return {"model": job.model, "weights": m.weights_id, "dataset": job.dataset, "samples": fp,
                 "preprocessing": m.preprocessing.describe(), "info": json.loads(json.dumps(m.info, default=str)),
-                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v, "limit": cfg.limit}
+                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": name[v], "limit": cfg.limit,
+                **({"native_rule": NATIVE_RULES.get(name[v], name[v]), "input_size": m.preprocessing.input_size}
+                   if v == "native" else {})}
 
     # Views sharing a key (res-<native> and standard) share one entry; run_pass computes each entry once.
     expect = datasets.expected(job.dataset)
-    entries = {v: store.entry(k, len(pos), meta(v), expect) for v, k in job.keys.items()}
+    entries = {name[v]: store.entry(k, len(pos), meta(v), expect) for v, k in job.keys.items()}
     return run_pass(model, ds, pos, entries, cfg.device, cfg.batch_size, cfg.num_workers, cfg.amp, progress, task,
-                    shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile, models=models)
+                    shards=shards, gpu_decode=cfg.gpu_decode, compile=cfg.compile,
+                    models={name[v]: m for v, m in models.items()})
 
 
 class LocalExecutor:

@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from beyond_inet.data.readers import ImageDataset
-from beyond_inet.data.views import build_view, normalize_uint8, shift_box
+from beyond_inet.data.views import NATIVE_OPEN_CLIP, NATIVE_VIEWS, build_view, normalize_uint8, shift_box
 from beyond_inet.errors import UserError
 from beyond_inet.models.base import Preprocessing
 
@@ -102,13 +102,13 @@ def tensor_view(view: str, pre: Preprocessing) -> TensorViewFn:
     def standard(img: torch.Tensor) -> torch.Tensor:
         return norm(F.center_crop(_resize(img.float(), pre.resize, interp), pre.input_size))
 
-    if view == "standard" or view.startswith("res-"):
+    if view == "standard" or view.startswith("res-") or view == NATIVE_OPEN_CLIP:
         return standard  # res-<r>: `pre` is already the rebuilt model's preprocessing
-    if view == "native":
-        def native(img: torch.Tensor) -> torch.Tensor:
+    if view == "native" or view in NATIVE_VIEWS:
+        def native(img: torch.Tensor) -> torch.Tensor:  # whole image, never cropped (see data.views)
             if tuple(img.shape[-2:]) == (pre.input_size, pre.input_size):
                 return norm(img.float())
-            return standard(img)
+            return norm(_resize(img.float(), [pre.input_size, pre.input_size], interp))
 
         return native
     try:

@@ -15,7 +15,7 @@ from beyond_inet import ENGINE_VERSION
 from beyond_inet.contracts import Request
 from beyond_inet.data import catalog
 from beyond_inet.data.readers import ImageDataset
-from beyond_inet.data.views import resolution_of
+from beyond_inet.data.views import NATIVE_AS_IS, NATIVE_OPEN_CLIP, NATIVE_RESIZED, resolution_of
 from beyond_inet.engine.store import STORE_FORMAT, Expected, Store, image_identities, make_key
 from beyond_inet.errors import DatasetMissing, UserError
 
@@ -37,6 +37,9 @@ class Job:
     n_samples: int
     shards: list[int] = field(default_factory=list)  # shards still missing (union over views)
     view_res: dict[str, int] = field(default_factory=dict)  # view -> resolution the model is rebuilt at
+    # view -> the view actually computed, where planning resolves it per model (``native`` -> native:as-is,
+    # native:resized or native:open_clip; see `native_plan`). Stored under the resolved name's key.
+    run_as: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -48,6 +51,12 @@ class Job:
         return self.view_res.get(view) or self.resolution
 
 
+# Views whose computation changed after stores of them were written: the tag enters their key, so those
+# stores are never read for the new computation (other views' keys stay as they were).
+#   shift-*: the paper's CropShift box (float, int() truncation) replaced a rounded box.
+VIEW_REVISIONS = {"shift-": "crop-shift-int"}
+
+
 def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fingerprint: str, limit: int | None,
               info: dict, numerics: str = "fp32", decoding: str = "") -> str:
     """`numerics` names what changes the numbers without changing the model: fp32 vs bf16 autocast, and
@@ -56,6 +65,9 @@ def store_key(weights_id: str, preprocessing: str, view: str, dataset: str, fing
     fields = {"weights": weights_id, "pre": preprocessing, "view": view, "dataset": dataset,
               "samples": fingerprint, "limit": limit, "logit_scale": info.get("logit_scale"), "engine": ENGINE_VERSION,
               "store_format": STORE_FORMAT}
+    for prefix, tag in VIEW_REVISIONS.items():
+        if view.startswith(prefix):
+            fields["view_revision"] = tag
     if numerics != "fp32":  # fp32 CPU-decoded keys stay as they were
         fields["numerics"] = numerics
     if decoding:
@@ -86,6 +98,7 @@ class DatasetCache:
     def __init__(self, data_root: str | None, limit: int | None, exif_transpose: bool = False):
         self.data_root, self.limit, self.exif_transpose = data_root, limit, exif_transpose
         self._open: dict[str, tuple[ImageDataset, np.ndarray, str]] = {}
+        self._sizes: dict[str, int | None] = {}
         self.missing: dict[str, str] = {}  # every dataset that could not be opened, and why
         self.refused: dict[str, str] = {}  # those of them that are present but unusable (bad layout or labels)
 
@@ -122,6 +135,73 @@ class DatasetCache:
         return Expected(len(pos), fp, lambda r: image_identities(ds, pos, r))
 
 
+    def stimulus_size(self, name: str) -> int | None:
+        """The side of the dataset's stimuli: that of its first readable selected image when square (the
+        model-vs-human sets are all 224 x 224), else None. Decoded once per run."""
+        if name not in self._sizes:
+            got = self.get(name)
+            size = None
+            if got is not None:
+                ds, pos, _ = got
+                for i in pos[:8]:
+                    try:
+                        w, h = ds.load(int(i)).size
+                    except Exception:  # noqa: BLE001 - an unreadable image is skipped by the pass too
+                        continue
+                    size = w if w == h else None
+                    break
+            self._sizes[name] = size
+        return self._sizes[name]
+
+
+_ACCEPTS: dict[tuple, bool] = {}
+
+
+def accepts_size(model, size: int) -> bool:
+    """Can `model` take a size x size input? It can when `model.rebuild(size)` (the same model at that
+    input size: convolutional networks unchanged, ViTs with their position embeddings interpolated as for
+    the ``res-`` views) runs one forward of a blank size x size image to 1000 logits. A network that
+    refuses (no rebuild, fixed windows or token counts) cannot. Remembered per weights and size."""
+    import torch
+
+    k = (model.spec, model.weights_id, model.preprocessing.input_size, size)
+    if k not in _ACCEPTS:
+        try:
+            m = model.rebuild(size)
+            p = next(iter(m.module.parameters()), None)
+            x = torch.zeros(1, 3, size, size, device=p.device if p is not None else "cpu")
+            with torch.inference_mode():
+                logits, _ = m.forward(x)
+            ok = tuple(logits.shape) == (1, 1000) and bool(torch.isfinite(logits.float()).all())
+        except Exception:  # noqa: BLE001 - whatever the network raises, it does not take this size
+            ok = False
+        _ACCEPTS[k] = ok
+    return _ACCEPTS[k]
+
+
+def native_plan(model, size: int | None) -> tuple[str, int | None]:
+    """How the ``native`` view runs `model` on stimuli of side `size`: (resolved view, resolution to rebuild
+    the model at, or None for its own).
+
+    CLIP (open_clip) models get open_clip's eval transform, the paper's protocol (docs/paper-spec.md §2.2).
+    Every other model sees the stimulus as it is (model-vs-human) whenever it accepts that size
+    (`accepts_size`): at its own input size unchanged, else rebuilt at the stimulus size. A model that
+    cannot take it, and stimuli that are not square, get the whole image resized to the model's input."""
+    if model.weights_id.startswith("open_clip:"):
+        return NATIVE_OPEN_CLIP, None
+    if size is None:
+        return NATIVE_RESIZED, None
+    if size == model.preprocessing.input_size:
+        return NATIVE_AS_IS, None
+    if accepts_size(model, size):
+        return NATIVE_AS_IS, size
+    return NATIVE_RESIZED, None
+
+
+NATIVE_RULES = {NATIVE_AS_IS: "stimuli as they are", NATIVE_RESIZED: "whole stimulus resized to the input",
+                NATIVE_OPEN_CLIP: "open_clip eval transform (paper protocol)"}
+
+
 def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     import hashlib
 
@@ -139,7 +219,7 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
     """Jobs for one built model: one per dataset with all its views (every resolution), so each image is
     decoded once; keep only missing shards."""
     groups: dict[str, list[str]] = defaultdict(list)
-    native = model.preprocessing.input_size
+    own = model.preprocessing.input_size
     for req in requests:
         if req.view not in groups[req.dataset]:
             groups[req.dataset].append(req.view)
@@ -149,15 +229,21 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         if got is None:
             continue
         ds, pos, fp = got
-        view_res = {v: r for v in views if (r := resolution_of(v)) and r != native}
+        view_res = {v: r for v in views if (r := resolution_of(v)) and r != own}
+        run_as: dict[str, str] = {}
+        if "native" in views:
+            run_as["native"], r = native_plan(model, datasets.stimulus_size(dname))
+            if r:
+                view_res["native"] = r
 
         def key(v: str) -> str:
             r = view_res.get(v)
             pre = model.preprocessing if r is None else model.preprocessing.at_resolution(r)
-            # res-<native> on the unchanged model is the standard view: share its key (stored and run once).
-            return store_key(model.weights_id, pre.describe(), "standard" if resolution_of(v) == native else v,
-                             dname, fp, datasets.limit, model.info, numerics,
-                             datasets.decoding)
+            # res-<own> on the unchanged model is the standard view: share its key (stored and run once).
+            # A resolved view is keyed by its resolved name (never by the old "native" key).
+            name = "standard" if resolution_of(v) == own else run_as.get(v, v)
+            return store_key(model.weights_id, pre.describe(), name, dname, fp, datasets.limit, model.info,
+                             numerics, datasets.decoding)
 
         keys = {v: key(v) for v in views}
         missing: set[int] = set()
@@ -167,7 +253,7 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
             # then is moved aside and recomputed by the same run (pipeline.load_outputs); reading them here
             # too would cost a second pass over the data (docs/store.md).
             missing |= set(entry.missing_shards())
-        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res))
+        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res, run_as))
     return jobs
 
 

@@ -615,7 +615,7 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
                         "Fraction of shape decisions among shape-or-texture decisions per cue-conflict category; "
                         "dashed lines: overall shape bias" + ("; black diamonds: humans (model-vs-human raw data)."
                                                               if human else "; no human reference in the artifacts.")
-                        + shape_bias_units_note(rows, human))
+                        + shape_bias_units_note(rows, human) + native_view_note(artifacts, models))
 
         def rel_fig(ds: str, nice: str):
             rel = collect_reliability(artifacts, models, ds)
@@ -716,6 +716,17 @@ def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:
         text += (f" Humans: {human['n_trials_cue-conflict']} trials on {human.get('n_images_cue-conflict', '?')} "
                  f"images.")
     return text
+
+
+def native_view_note(artifacts: dict, models: Sequence[str]) -> str:
+    """How each model saw the cue-conflict stimuli (the engine's `native` rule, see docs/views.md)."""
+    parts = []
+    for m in models:
+        rec = (_art(artifacts, "shape-bias", m, "shape-bias/native-view") or {}).get("cue-conflict")
+        if isinstance(rec, dict) and rec.get("rule"):
+            size = f" at {rec['input_size']} px" if rec.get("input_size") else ""
+            parts.append(f"{m}: {rec['rule']}{size}")
+    return (" Stimuli entered the models as: " + "; ".join(parts) + ".") if parts else ""
 
 
 def remove_stale(fig_dir: Path, keep: set[str]) -> None:
