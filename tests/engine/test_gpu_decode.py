@@ -170,10 +170,10 @@ def test_compile_uses_the_compiled_forward(tmp_path, monkeypatch):
 def test_cli_flags(tmp_path, capsys, monkeypatch):
     from beyond_inet import api, cli
 
-    rc = cli.main(["run", "--models", "timm:x@random", "--out", str(tmp_path / "o"), "--device", "cpu",
+    rc = cli.main(["run", "--models", "timm:resnet18@random", "--out", str(tmp_path / "o"), "--device", "cpu",
                    "--gpu-decode"])
     assert rc == 2 and "--gpu-decode needs --device cuda" in capsys.readouterr().err
-    args = cli.build_parser().parse_args(["run", "--models", "m", "--out", str(tmp_path), "--device", "cpu",
+    args = cli.build_parser().parse_args(["run", "--models", "timm:resnet18@random", "--out", str(tmp_path), "--device", "cpu",
                                           "--compile"])
     monkeypatch.setattr(api, "evaluate", lambda *a, **kw: api.run_config(*a, **kw))  # the config, not a run
     cfg = cli._evaluate(args, args.models, args.analyses)

@@ -30,13 +30,13 @@ def test_shift_stores_of_the_rounded_box_are_not_reused():
     """The shift views' crop box changed (the paper's int() truncation, not rounding): their key is not the
     one the earlier code stored them under; the other views' keys are unchanged."""
     from beyond_inet import ENGINE_VERSION
-    from beyond_inet.engine.store import make_key
+    from beyond_inet.engine.store import STORE_FORMAT, make_key
 
     base = dict(weights_id="w", preprocessing="p", dataset="d", fingerprint="f", limit=None, info={})
 
     def earlier(view: str) -> str:  # the fields every key had before the change
         return make_key({"weights": "w", "pre": "p", "view": view, "dataset": "d", "samples": "f", "limit": None,
-                         "logit_scale": None, "engine": ENGINE_VERSION})
+                         "logit_scale": None, "engine": ENGINE_VERSION, "store_format": STORE_FORMAT})
 
     for view in ("shift-0", "shift-30"):
         assert store_key(**base, view=view) != earlier(view)

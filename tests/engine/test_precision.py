@@ -48,9 +48,9 @@ def test_no_amp_is_a_silent_fp32_alias(tmp_path, monkeypatch, capsys):
     assert cli_config(tmp_path, monkeypatch, "--no-amp", "--precision", "bf16").precision == "fp32"
     assert capsys.readouterr().err == ""
     # The Python API: fp32 by default; its old `amp` keyword still works (True: bf16).
-    assert api.run_config("m", device="cpu").precision == "fp32"
-    assert api.run_config("m", device="cpu", amp=True).precision == "bf16"
-    assert api.run_config("m", device="cpu", precision="bf16").precision == "bf16"
+    assert api.run_config("timm:resnet18@random", device="cpu").precision == "fp32"
+    assert api.run_config("timm:resnet18@random", device="cpu", amp=True).precision == "bf16"
+    assert api.run_config("timm:resnet18@random", device="cpu", precision="bf16").precision == "bf16"
 
 
 def test_fp32_keys_unchanged():
