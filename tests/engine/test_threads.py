@@ -46,3 +46,26 @@ def test_threads_and_workers_fit_the_cores(tmp_path, monkeypatch, workers):
     a, b = e.load(), ref.load()
     assert a.ids == b.ids
     np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-6)
+
+
+def test_layer_statistics_pass_fits_the_cores_too(tiny_imagenet, tmp_path, monkeypatch):
+    from beyond_inet.engine.layer_stats import StatsConfig, compute_layer_stats
+    from beyond_inet.engine.plan import DatasetCache
+    from beyond_inet.models import create_model
+
+    model = create_model("timm:test_vit@random")
+    ds, pos, fp = DatasetCache(str(tiny_imagenet), None).get("imagenet-val")
+    seen: list[int] = []
+    inner = model.forward
+    monkeypatch.setattr(model, "forward", lambda x: (seen.append(torch.get_num_threads()), inner(x))[1])
+    monkeypatch.setattr(cores, "usable_cores", lambda *a, **k: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        compute_layer_stats(model, ds, pos, "imagenet-val", fp, tmp_path, StatsConfig(n_images=8, batch_size=4),
+                            num_workers=1)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen and all(t + 1 <= 2 for t in seen), seen
+    assert after == 4
