@@ -13,8 +13,8 @@ and per precision (bf16 autocast, fp32), images/s of:
   ours, GPU decode the same with the workers only reading bytes (`--gpu-decode`: nvJPEG on CUDA);
   timm loop        our own equivalent of timm's validate.py loop: a torchvision ImageFolder DataLoader (the
                    same workers, batch size, pinned memory) feeding the model in eval/inference mode under
-                   autocast, top-1 counted per batch with `.item()` as timm's meters do; no channels_last
-                   (timm's default), no store.
+                   autocast, top-1 counted per batch with `.item()` as timm's meters do; channels_last
+                   on CUDA (timm's --channels-last, as ours), no store.
 It also reports how far the GPU-decoded outputs are from the CPU-decoded ones (top-1 agreement, max |logit
 difference|): the decoders differ by about one grey level. On a CPU, autocast is off, so "bf16" runs fp32.
 
@@ -103,8 +103,9 @@ def _sync(dev) -> None:
 
 def timm_loop(model, root: Path, args, dev, amp: bool) -> float:
     """Images/s of a timm-validate.py-style loop (written here, not imported): ImageFolder + DataLoader with
-    the model's standard transform, pinned memory and non-blocking copies, forward in eval/inference mode
-    under autocast, top-1 counted per batch with `.item()` (timm's meters sync on every batch)."""
+    the model's standard transform, pinned memory and non-blocking copies, channels_last on CUDA (timm's
+    --channels-last), forward in eval/inference mode under autocast, top-1 counted per batch with `.item()`
+    (timm's meters sync on every batch)."""
     import torch
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -120,6 +121,8 @@ def timm_loop(model, root: Path, args, dev, amp: bool) -> float:
     with torch.inference_mode():
         for x, y in loader:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if dev.type == "cuda":  # timm's --channels-last (the module is channels_last too, as in ours)
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
                 logits, _ = model.forward(x)
             correct += int((logits.argmax(1) == y).sum().item())
