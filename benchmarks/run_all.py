@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
+import bench_cpu_load
 import bench_limit
 import bench_ray
 import bench_suite_vs_naive
@@ -20,6 +21,7 @@ QUICK = {
     "suite_vs_naive": (bench_suite_vs_naive, ["--limit", "40", "--sweep", "small"]),
     "limit": (bench_limit, ["--limit", "64"]),
     "ray": (bench_ray, ["--limit", "600"]),
+    "cpu_load": (bench_cpu_load, ["--limit", "8"]),
 }
 
 
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> dict:
         f = figs["ray"]
         print(f"  in-process / local-Ray wall time:             {f['ratio_in_process_over_ray']:.2f} "
               f"(outputs identical: {f['identical_outputs']})")
+    if "cpu_load" in figs:
+        for cond, f in figs["cpu_load"]["summary"].items():
+            print(f"  suite CPU s/image, naive / ours, {cond + ':':8s}       {f['cpu_ratio_naive_over_ours']:.2f}x "
+                  f"(wall {f['wall_ratio_naive_over_ours']:.2f}x)")
     print(f"  total {time.time() - t0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figs, indent=1))

@@ -1,7 +1,7 @@
 """The package's import graph points down: models -> data -> engine -> analyses -> report -> pipeline.
 
 Every ``import`` / ``from ... import`` of a beyond_inet module counts, also those inside functions (a
-lazy import is still a dependency). ``contracts`` and ``errors`` are leaves any layer may use.
+lazy import is still a dependency). ``contracts``, ``errors`` and ``cores`` are leaves any layer may use.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import beyond_inet
 
 PKG = Path(beyond_inet.__file__).parent
 # Lower rank = lower layer; a module may import only modules of its own or a lower rank.
-RANK = {"contracts": 0, "errors": 0, "registry": 0, "model_names": 0, "__init__": 0, "models": 1, "data": 2, "references": 2,
+RANK = {"contracts": 0, "errors": 0, "registry": 0, "model_names": 0, "cores": 0, "lean_imports": 0, "__init__": 0,
+        "models": 1, "data": 2, "references": 2,
         "engine": 3, "analyses": 4, "report": 5, "pipeline": 6, "validate": 6, "demo": 6, "api": 7, "cli": 7,
         "__main__": 8}
 

@@ -15,9 +15,10 @@ from typing import Any
 __version__ = "0.1.0"
 ENGINE_VERSION = "1"  # bump when stored outputs would change for the same key
 
-from beyond_inet import lean_imports
+from beyond_inet import cores, lean_imports
 
 lean_imports.install()  # no Triton (100 MB) in a process that has no GPU; see lean_imports.py
+cores.quiet_openmp_waits()  # OpenMP threads sleep, not spin, when they wait (before torch loads); see cores.py
 
 __all__ = ["__version__", "evaluate", "load_results", "Evaluation", "UserError"]
 

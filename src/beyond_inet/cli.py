@@ -51,7 +51,8 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="auto: cuda when visible, else cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: 0 on CPUs with <= 4 cores, most cores on GPU)")
+                   help="decoding processes (default: 0 on CPUs with <= 4 usable cores, most cores on GPU; torch "
+                        "threads + workers fit the usable cores: docs/performance.md section 8)")
     p.add_argument("--limit", type=int, default=None, help="at most N >= 1 images per dataset (evenly spaced)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="GPU numerics: fp32 (default, the paper's setting) or bf16 autocast (faster; outputs are "

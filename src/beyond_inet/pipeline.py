@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
 import sys
 import uuid
@@ -446,12 +445,8 @@ def cross_fetch(store: Store, keys_by_model: dict[str, dict[tuple[str, str], str
 
 
 def default_workers(device: str = "cpu") -> int:
-    """Decoding processes when --workers is not given.
+    """Decoding processes when --workers is not given: `cores.default_workers` over the cores this
+    process may use (affinity mask, cgroup quota, OMP_NUM_THREADS; see beyond_inet.cores)."""
+    from beyond_inet import cores
 
-    On a GPU the model waits for decoding, so use most cores. On a CPU the forward pass already uses
-    every core: a worker process competes with it, and on small machines costs more (fork, shared
-    memory) than it saves — the offline demo on 2 cores ran in 2:04 with none vs 3:05 with one."""
-    cores = os.cpu_count() or 2
-    if str(device).startswith("cuda"):
-        return max(1, min(8, cores - 1))
-    return 0 if cores <= 4 else min(4, cores // 4)
+    return cores.default_workers(device)

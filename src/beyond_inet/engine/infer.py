@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from beyond_inet.cores import torch_threads
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import build_view, normalize_uint8
 from beyond_inet.engine.store import Entry, claim, image_identities, refresh_claims, release
@@ -281,20 +282,22 @@ def run_pass(model: VisionModel, ds: ImageDataset, positions: np.ndarray, entrie
         wanted = set(shards)
         todo = [s for s in todo if s in wanted]
     state: dict = {}
-    try:
-        while todo:
-            mine = _claim_shards(entries, todo, CLAIM_CHUNK)
-            got = set(mine)
-            if mine:
-                _fill(model, ds, positions, entries, mine, stats, state, device, batch_size, num_workers, amp,
-                      progress, task, gpu_decode, compile, models)
-            todo = _still_missing(entries, [s for s in todo if s not in got])
-            if todo and not got:
-                time.sleep(poll_s)  # another process holds these shards: wait for its files
-    finally:
-        for s, es in list(state.get("held", {}).items()):
-            for e in es:
-                release(e.shard_path(s))
+    # Intra-op threads + loader workers stay within the cores this process may use (beyond_inet.cores).
+    with torch_threads(num_workers):
+        try:
+            while todo:
+                mine = _claim_shards(entries, todo, CLAIM_CHUNK)
+                got = set(mine)
+                if mine:
+                    _fill(model, ds, positions, entries, mine, stats, state, device, batch_size, num_workers, amp,
+                          progress, task, gpu_decode, compile, models)
+                todo = _still_missing(entries, [s for s in todo if s not in got])
+                if todo and not got:
+                    time.sleep(poll_s)  # another process holds these shards: wait for its files
+        finally:
+            for s, es in list(state.get("held", {}).items()):
+                for e in es:
+                    release(e.shard_path(s))
     return stats
 
 

@@ -353,6 +353,7 @@ def _compute(model: VisionModel, ds: ImageDataset, positions: np.ndarray, datase
              progress, decoding: str, damaged: list[Damage] | None) -> LayerStats:
     from torch.utils.data import DataLoader
 
+    from beyond_inet.cores import torch_threads
     from beyond_inet.data.views import normalize_uint8
     from beyond_inet.engine.infer import _collate, _ViewSet, tune_cpu_allocator
 
@@ -398,7 +399,8 @@ def _compute(model: VisionModel, ds: ImageDataset, positions: np.ndarray, datase
         if progress is not None else None
     pending: dict[int, list[tuple[list[str], np.ndarray]]] = {}
     chunk_of = {a: c for c in todo for a, _ in chunks[c]}
-    with capture_layers(model.module, selected, cfg.reduce, sink) as (order, start):
+    # Intra-op threads + loader workers stay within the cores this process may use (beyond_inet.cores).
+    with torch_threads(num_workers), capture_layers(model.module, selected, cfg.reduce, sink) as (order, start):
         for js, ok, views, errors in loader:
             c = chunk_of[js[0]]
             for j, err in errors:
