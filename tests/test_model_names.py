@@ -1,7 +1,6 @@
 """The model-name index: the same names as the live libraries, and the commands it serves import no torch."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -10,26 +9,39 @@ import pytest
 from beyond_inet import model_names
 
 
-def test_shipped_index_holds_the_package_own_names():
-    from beyond_inet.models import _BUILDERS, ALIASES
-    from beyond_inet.models.packaged import PACKAGED
+def _fresh(code: str) -> None:
+    """Run `code` in a fresh interpreter: other tests register stand-in models and aliases in this process
+    (tests/tiny_zoo.py), and the index must equal the libraries as a user's process sees them."""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
 
-    shipped = model_names.ModelNames.from_json(json.loads(model_names.SHIPPED.read_text()))
-    assert shipped.aliases == dict(ALIASES)  # also the order `beyond-inet models` lists them in
-    assert list(shipped.aliases) == list(ALIASES)
-    assert shipped.packaged == {n: v[2] for n, v in PACKAGED.items()}
-    assert set(model_names.PREFIXES) == set(_BUILDERS)
+
+def test_shipped_index_holds_the_package_own_names():
+    _fresh("""
+import json
+from beyond_inet import model_names
+from beyond_inet.models import _BUILDERS, ALIASES
+from beyond_inet.models.packaged import PACKAGED
+shipped = model_names.ModelNames.from_json(json.loads(model_names.SHIPPED.read_text()))
+assert shipped.aliases == dict(ALIASES)
+assert list(shipped.aliases) == list(ALIASES)  # also the order `beyond-inet models` lists them in
+assert shipped.packaged == {n: v[2] for n, v in PACKAGED.items()}
+assert set(model_names.PREFIXES) == set(_BUILDERS)
+""")
 
 
 def test_index_equals_the_installed_libraries():
     """Whatever the installed timm / open_clip, names() answers with their lists (shipped or rebuilt)."""
-    live = model_names.build_live(model_names.names().aliases, model_names.names().packaged)
-    idx = model_names.names()
-    assert (idx.timm_version, idx.open_clip_version) == (live.timm_version, live.open_clip_version)
-    assert idx.timm_archs == live.timm_archs
-    assert idx.timm_pretrained == live.timm_pretrained
-    assert idx.open_clip_archs == live.open_clip_archs
-    assert idx.open_clip_pretrained == live.open_clip_pretrained
+    _fresh("""
+from beyond_inet import model_names
+idx = model_names.names()
+live = model_names.build_live(idx.aliases, idx.packaged)
+assert (idx.timm_version, idx.open_clip_version) == (live.timm_version, live.open_clip_version)
+assert idx.timm_archs == live.timm_archs
+assert idx.timm_pretrained == live.timm_pretrained
+assert idx.open_clip_archs == live.open_clip_archs, sorted(idx.open_clip_archs ^ live.open_clip_archs)
+assert idx.open_clip_pretrained == live.open_clip_pretrained
+""")
 
 
 def test_other_versions_rebuild_once_into_the_cache(tmp_path, monkeypatch):
@@ -97,3 +109,29 @@ def test_prefixes_and_values_that_look_like_flags_still_parse():
     check_flags(parser, ["run", "--lim", "5", "--models", "vit-sup", "--out", "o"])  # argparse abbreviation
     check_flags(parser, ["run", "--models", "vit-sup", "--out", "o", "--", "--whatever"])
     check_flags(parser, ["run", "--limit=5", "--models", "vit-sup", "--out", "o"])
+
+
+def test_names_registered_at_run_time_are_accepted(tmp_path):
+    """A timm model registered by the user's code, or an open_clip config added at run time, exists only in
+    that process: the index answers for the rest, the imported library for these."""
+    _fresh("""
+import open_clip, timm
+from timm.models import register_model
+from beyond_inet import validate
+from beyond_inet.errors import UserError
+
+@register_model
+def my_own_resnet_zz(pretrained=False, **kw):
+    return timm.create_model("resnet18", pretrained=False, **kw)
+
+cfg = dict(open_clip.get_model_config("ViT-B-16"))
+open_clip.factory._MODEL_CONFIGS["my-own-clip-zz"] = cfg
+validate.check_model_spec("timm:my_own_resnet_zz@random")
+validate.check_model_spec("open_clip:my-own-clip-zz@random")
+try:
+    validate.check_model_spec("timm:my_own_resnet_zzz@random")
+except UserError:
+    pass
+else:
+    raise SystemExit("an unknown name passed")
+""")

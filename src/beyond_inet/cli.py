@@ -160,7 +160,7 @@ def cmd_verify(args) -> int:
     building any model; moves nothing. The store is checked by the same code as a run's loads (meta.json,
     each shard's hash, range, entry and images against the dataset under --data-root, by default the last
     run's), so both give the same verdict. Exit 2 with one line when anything is damaged."""
-    from beyond_inet.engine.store import verify_layer_stats, verify_store
+    from beyond_inet.engine.store import VerifyReport, verify_store
     from beyond_inet.report.results import check_database, database_error, last_data_root
 
     store = os.path.join(args.out_dir, "store")
@@ -171,7 +171,12 @@ def cmd_verify(args) -> int:
     data_root = args.data_root or (last_data_root(db) if os.path.exists(db) else None) \
         or os.environ.get("BEYOND_INET_DATA")
     rep = verify_store(store, _dataset_expectations(data_root))
-    lrep = verify_layer_stats(stats)
+    if os.path.isdir(stats):  # the layer-statistics module imports torch: only when there is something to check
+        from beyond_inet.engine.layer_stats import verify_layer_stats
+
+        lrep = verify_layer_stats(stats)
+    else:
+        lrep = VerifyReport()
     damaged = [f"{d.path} ({d.reason})" for d in list(rep.damaged) + list(lrep.damaged)]
     advice = " -- the next `run` moves damaged store files aside and recomputes them" if damaged else ""
     if os.path.exists(db) and (why := check_database(db)) is not None:

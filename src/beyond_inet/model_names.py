@@ -125,3 +125,28 @@ def known_prefixes() -> tuple[str, ...]:
     mod = sys.modules.get("beyond_inet.models")
     builders = getattr(mod, "_BUILDERS", None)
     return tuple(builders) if builders else PREFIXES
+
+
+# Names registered at run time (a timm @register_model, open_clip.add_model_config) exist only in a process that
+# imported the library: when it is imported, its live lists answer what the index does not know.
+
+def timm_arch_known(arch: str) -> bool:
+    if arch in names().timm_archs:
+        return True
+    timm = sys.modules.get("timm")
+    return bool(timm is not None and timm.is_model(arch))
+
+
+def open_clip_arch_known(arch: str) -> bool:
+    if arch in names().open_clip_archs:
+        return True
+    oc = sys.modules.get("open_clip")
+    return bool(oc is not None and arch in oc.list_models())
+
+
+def open_clip_tags(arch: str) -> list[str]:
+    tags = names().open_clip_tags(arch)
+    oc = sys.modules.get("open_clip")
+    if oc is not None:
+        tags += [t for t in oc.list_pretrained_tags_by_model(arch) if t not in tags]
+    return tags

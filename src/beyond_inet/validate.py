@@ -135,7 +135,7 @@ def known_model_names() -> list[str]:
 def check_model_spec(spec: str) -> None:
     """Fail on a spec no builder understands, or an unknown timm/open_clip name, with a suggestion.
     Answers from the model-name index (no torch import), so a typo costs well under a second."""
-    from beyond_inet.model_names import known_prefixes, names
+    from beyond_inet.model_names import known_prefixes, names, open_clip_arch_known, open_clip_tags, timm_arch_known
 
     idx = names()
     alias_name, _, alias_suffix = spec.partition("@")
@@ -161,7 +161,7 @@ def check_model_spec(spec: str) -> None:
             raise UserError(f"checkpoint {suffix!r} does not exist; pass an existing .safetensors/.pth file "
                             f"(timm:{name}@<path>) or @random")
 
-        if name and name.split(".")[0] not in idx.timm_archs:
+        if name and not timm_arch_known(name.split(".")[0]):
             archs = [f"timm:{a}" for a in sorted(idx.timm_archs)]
             raise UserError(f"unknown timm model {name!r} in {spec!r}{registry.did_you_mean('timm:' + name, archs)}; "
                             f"see `beyond-inet models --search {name.split('_')[0][:4]}`")
@@ -170,12 +170,11 @@ def check_model_spec(spec: str) -> None:
 
             check_checkpoint(name, suffix)
     elif prefix == "open_clip" and name:
-        if name not in idx.open_clip_archs:
+        if not open_clip_arch_known(name):
             raise UserError(f"unknown open_clip architecture {name!r} in {spec!r}"
                             f"{registry.did_you_mean(target, known_model_names())}; "
                             f"see `beyond-inet models --search {name.split('-')[0]}`")
-        if suffix and suffix != "random" and (name, suffix) not in set(idx.open_clip_pretrained):
-            tags = idx.open_clip_tags(name)
+        if suffix and suffix != "random" and suffix not in (tags := open_clip_tags(name)):
             raise UserError(f"open_clip {name!r} has no pretrained tag {suffix!r}{registry.did_you_mean(suffix, tags)}"
                             f" (tags: {', '.join(tags) or 'none'})")
 

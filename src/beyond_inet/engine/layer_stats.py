@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -49,9 +50,9 @@ import numpy as np
 import torch
 
 from beyond_inet.data.readers import ImageDataset
-from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, atomic_write_bytes,
-                                     hashed_safetensors, make_key, open_file, read_safetensors_head,
-                                     read_stats_chunk)
+from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, VerifyReport, _read_meta,
+                                     _stray, atomic_write_bytes, hashed_safetensors, make_key, open_file,
+                                     read_safetensors_head, read_stats_chunk)
 from beyond_inet.models.base import VisionModel
 from beyond_inet.models.layers import LAYER_TYPES, REDUCTIONS, capture_layers, typed_modules
 
@@ -227,17 +228,11 @@ class LayerStats:
             return None
         try:
             meta = json.loads(mp.read_text())
-            problem = meta_problem(meta, expected)
+            problem = stored_meta_problem(meta, root, expected)
         except (OSError, ValueError):
             problem = "does not parse"
         if problem is None:
-            stats = cls(root, meta)
-            stored = [lay for c in range(stats.n_chunks) if stats.chunk_path(c).exists()
-                      for lay in [_chunk_layers(stats.chunk_path(c))] if lay is not None]
-            if stored and stats.layers not in stored:
-                problem = f"its {len(stats.layers)} layers are not those of any stored chunk"
-        if problem is None:
-            return stats
+            return cls(root, meta)
         d = Damage(str(mp), f"corrupt meta.json ({problem})", str(set_aside(mp)))
         if damaged is not None:
             damaged.append(d)
@@ -442,3 +437,47 @@ def _write_chunk(stats: LayerStats, c: int, batches: list[tuple[list[str], np.nd
                for t, (_, g) in enumerate(batches)}
     md = {"chunk": c, "ids": [ids for ids, _ in batches], "layers": stats.layers}
     atomic_write_bytes(stats.chunk_path(c), hashed_safetensors(tensors, "batches", md))
+
+
+def stored_meta_problem(meta, folder: Path, expected: dict | None = None) -> str | None:
+    """What is wrong with a stored layer-statistics meta.json, or None: its schema (`meta_problem`, against
+    `expected` when given) and a layer list that some stored chunk shares. The one rule of `LayerStats.open`
+    (a run) and `verify_layer_stats` (`beyond-inet verify`)."""
+    problem = meta_problem(meta, expected)
+    if problem is None:
+        chunks = [folder / f"chunk-{c:05d}.safetensors" for c in range(meta["n_chunks"])]
+        stored = [lay for p in chunks if p.exists() for lay in [_chunk_layers(p)] if lay is not None]
+        if stored and meta["layers"] not in stored:
+            problem = f"its {len(meta['layers'])} layers are not those of any stored chunk"
+    return problem
+
+
+def verify_layer_stats(root: str | Path) -> VerifyReport:
+    """Check every layer-statistics folder under `root` (``<out>/layer-stats``) with the checks a run applies:
+    meta.json against its schema and the stored chunks' layer list, every chunk's hash and its own index;
+    moves nothing."""
+    t0 = time.perf_counter()
+    rep = VerifyReport()
+    root = Path(root)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rep.entries += 1
+        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+        meta = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
+        if meta is None:
+            rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()
+                                      else "meta.json missing"))
+            continue
+        problem = stored_meta_problem(meta, d)
+        if problem:
+            rep.damaged.append(Damage(str(d / "meta.json"), f"corrupt meta.json ({problem})"))  # as a run says
+            continue
+        for p in sorted(d.glob("chunk-*.safetensors")):
+            try:
+                rep.bytes += read_stats_chunk(p, int(p.name[6:11]))[1].size
+                rep.shards += 1
+            except (ShardDamage, ValueError) as e:  # ValueError: not a chunk-NNNNN name
+                rep.damaged.append(Damage(str(p), str(e)))
+        if len(list(d.glob("chunk-*.safetensors"))) < meta["n_chunks"]:
+            rep.incomplete.append(str(d))
+    rep.seconds = time.perf_counter() - t0
+    return rep
