@@ -119,6 +119,11 @@ def parse_trial_name(imagename: str) -> tuple[str, str]:
     return parts[3], parts[4]
 
 
+def trial_condition(dataset: str, imagename: str) -> str:
+    """The experiment's condition of a released trial name (`parse_trial_name` + `canonical_condition`)."""
+    return canonical_condition(dataset, parse_trial_name(imagename)[0])
+
+
 def benchmark_conditions(dataset: str) -> tuple[str, ...] | None:
     """The conditions the benchmark keeps for a dataset; None: all trials (no parametric conditions)."""
     if dataset not in CONDITIONS:
@@ -127,17 +132,38 @@ def benchmark_conditions(dataset: str) -> tuple[str, ...] | None:
     return tuple(c for c in CONDITIONS[dataset] if c not in drop)
 
 
+def canonical_condition(dataset: str, raw: str) -> str:
+    """The experiment's name for a condition as written in a CSV or file name: the release writes
+    ``3`` / ``0.00`` / ``false`` where model-vs-human (after pandas parses the column) compares ``3.0`` /
+    ``0.0`` / ``False``; matched case-insensitively or by numeric value, else returned unchanged."""
+    raw = str(raw).strip()
+    for c in CONDITIONS.get(dataset, ()):
+        if c == raw or c.lower() == raw.lower():
+            return c
+    try:
+        x = float(raw)
+    except ValueError:
+        return raw
+    for c in CONDITIONS.get(dataset, ()):
+        try:
+            if float(c) == x:
+                return c
+        except ValueError:
+            continue
+    return raw
+
+
 # --- tables ---------------------------------------------------------------------------------------
 
-def normalise(df: "pd.DataFrame") -> "pd.DataFrame":
-    """Lower-case column names (one release file says ``Session``), condition as text (``nan`` for none),
-    plus ``image_id`` and ``correct``."""
+def normalise(df: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
+    """Lower-case column names (one release file says ``Session``), condition as the experiment names it
+    (`canonical_condition`; ``nan`` for none), plus ``image_id`` and ``correct``."""
     df = df.rename(columns=str.lower).copy()
     missing = [c for c in ("subj", "object_response", "category", "condition", "imagename") if c not in df]
     if missing:
         raise ValueError(f"decision table lacks column(s) {', '.join(missing)}")
-    df["condition"] = [("nan" if (isinstance(c, float) and math.isnan(c)) or c is None else str(c))
-                       for c in df["condition"]]
+    df["condition"] = [("nan" if (isinstance(c, float) and math.isnan(c)) or c is None
+                        else canonical_condition(dataset, c)) for c in df["condition"]]
     df["image_id"] = [image_id(n) for n in df["imagename"]]
     df["correct"] = (df["object_response"].astype(str).str.strip()
                      == df["category"].astype(str).str.strip()).to_numpy(np.float64)
@@ -150,7 +176,7 @@ def read_raw_dataset(raw_dir: str | Path, dataset: str) -> dict[str, "pd.DataFra
 
     out: dict[str, pd.DataFrame] = {}
     for f in sorted((Path(raw_dir) / dataset).glob("*.csv")):
-        df = normalise(pd.read_csv(f))
+        df = normalise(pd.read_csv(f, dtype=str), dataset)
         for subj, part in df.groupby("subj", sort=False):
             out[str(subj)] = part.reset_index(drop=True)
     return out
@@ -168,14 +194,14 @@ def decision_table(observer: str, dataset: str, sample_ids: Sequence[str], decis
     conds = []
     for n in names:
         try:
-            conds.append(parse_trial_name(n)[0])
+            conds.append(trial_condition(dataset, n))
         except ValueError:
             if dataset in CONDITIONS:
                 raise
             conds.append("nan")
     return normalise(pd.DataFrame({"subj": observer, "session": 1, "trial": np.arange(1, len(names) + 1),
                                    "rt": math.nan, "object_response": list(decisions),
-                                   "category": list(categories), "condition": conds, "imagename": names}))
+                                   "category": list(categories), "condition": conds, "imagename": names}), dataset)
 
 
 def _by_image(df: "pd.DataFrame", condition: str | None, observer: str) -> dict[str, float]:
