@@ -210,3 +210,43 @@ def test_decision_table_from_logits_plugs_in_like_a_released_observer(tables):
     a = {(r["condition"], r["metric"]): r["value"] for r in rows if r["observer"] == "mine"}
     b = {(r["condition"], r["metric"]): r["value"] for r in rows if r["observer"] == "resnet50"}
     assert a == b
+
+
+def _as_outputs(ds: str, table, sample_prefix: str):
+    """Stored outputs of a model whose logits make exactly the decisions of a released table."""
+    from beyond_inet.analyses.shape_bias import CATEGORIES, category_indices
+    from beyond_inet.contracts import Outputs
+
+    logits = np.full((len(table), 1000), -10.0, np.float32)
+    for i, resp in enumerate(table["object_response"]):
+        logits[i, list(category_indices()[resp])] = 5.0
+    if ds in M.CONDITIONS or ds in ("sketch", "stylized"):
+        ids = [f"{sample_prefix}/{n}" for n in table["imagename"]]
+    else:  # class folders: <category>/<file>
+        ids = [f"{c}/{n}" for c, n in zip(table["category"], table["imagename"])]
+    labels = np.array([CATEGORIES.index(c) for c in table["category"]], np.int64)
+    return Outputs(ids, labels, logits, np.zeros((len(table), 1), np.float32))
+
+
+def test_analysis_on_stored_outputs_reproduces_the_published_row_and_draws(raw, tables, tmp_path):
+    """The registered analysis, fed stored logits that decide as the released resnet50 does on all 17
+    datasets, gives the benchmark row model-vs-human publishes for ResNet-50, and its figures draw."""
+    from beyond_inet.analyses.base import Context
+    from beyond_inet.report import figures_mvh
+
+    outs = {ds: _as_outputs(ds, tables[ds]["resnet50"], "session-1") for ds in M.DATASETS}
+    ctx = Context(data_root=None, options={"mvh_raw_data": str(raw)}, n_boot=50, seed=0,
+                  available=lambda d: d in M.DATASETS)
+    res = M.ModelVsHuman().compare(ctx, ["mine"], lambda m, req: outs.get(req.dataset))
+    rows = {(r.model, r.dataset, r.metric): r for r in res.rows}
+    published = {"ood_accuracy": 0.559, "acc_diff_sq": 0.087, "c_obs": 0.665, "kappa": 0.208}
+    for k, v in published.items():
+        r = rows[("mine", "model-vs-human", k)]
+        assert round(r.value, 3) == v and r.ci_low <= r.value <= r.ci_high and r.n > 10_000
+    assert ("human-subjects", "model-vs-human", "kappa") in rows
+    acc = rows[("mine", "contrast", "accuracy@c05")]
+    ref = tables["contrast"]["resnet50"]
+    assert acc.value == pytest.approx(ref[ref["condition"] == "c05"]["correct"].mean())
+    arts = {(M.ModelVsHuman.name, "*", k): v for k, v in res.artifacts.items()}
+    figs = figures_mvh.mvh_figures(arts, ["mine"], tmp_path, {"mine": (0.2, 0.4, 0.8)})
+    assert [f.name for f in figs] == ["mvh-accuracy", "mvh-error-consistency", "mvh-benchmark", "mvh-scatter"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -472,3 +472,86 @@ def ranks(rows: Sequence[Mapping]) -> list[dict]:
     for i, m in enumerate(models):
         out.append({"observer": m, "ood_accuracy_rank": float(r_acc[i]), "humanlike_mean_rank": float(mean_rank[i])})
     return out
+
+
+# --- the registered analysis: models run here against the released human trials ----------------------
+
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch,  # noqa: E402
+                                       Request, Row, Skip, register_analysis)
+
+HUMAN_ROWS = "human-subjects"  # the model column of human rows (as in error-consistency)
+
+
+def model_tables(dataset: str, model: str, out) -> "pd.DataFrame":
+    """A model's decision table from its stored ImageNet logits: 16-class decisions by the paper's rule."""
+    from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16
+
+    keep = np.asarray(out.labels) >= 0
+    dec = decisions16(np.asarray(out.logits)[keep])
+    ids = [i for i, k in zip(out.ids, keep) if k]
+    cats = [CATEGORIES[int(lab)] for lab in np.asarray(out.labels)[keep]]
+    return decision_table(model, dataset, ids, [CATEGORIES[int(d)] for d in dec], cats)
+
+
+def to_rows(rows: Sequence[Mapping], analysis: str) -> list[Row]:
+    """Tidy result rows: metric ``<metric>@<condition>`` per condition, ``<metric>`` over a dataset
+    (dataset ``model-vs-human`` for the across-dataset benchmark)."""
+    out = []
+    for r in rows:
+        model = HUMAN_ROWS if r["observer"] == HUMANS else r["observer"]
+        ds = "model-vs-human" if r["dataset"] == BENCHMARK else r["dataset"]
+        metric = r["metric"] if r["condition"] == ALL else f"{r['metric']}@{r['condition']}"
+        out.append(Row(model, ds, analysis, metric, r["value"], r["ci_low"], r["ci_high"], r["n"]))
+    return out
+
+
+@register_analysis
+class ModelVsHuman(Analysis):
+    name = "model-vs-human"
+    description = "model-vs-human benchmark: 16-class accuracy, accuracy difference, observed and error " \
+                  "consistency with human subjects on 17 OOD datasets (Geirhos et al. 2021)"
+    compares_models: ClassVar[bool] = True
+    paired_tests: ClassVar[bool] = False
+
+    def present(self, ctx: Context) -> list[str]:
+        return [d for d in BENCHMARK_DATASETS if ctx.available(d)]
+
+    def requests(self, ctx: Context) -> list[Request]:
+        return [Request(d, "native") for d in self.present(ctx)]
+
+    def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
+        return AnalysisResult()
+
+    def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
+        from beyond_inet.analyses.shape_bias import human_raw_dir
+
+        res = AnalysisResult()
+        raw = human_raw_dir(ctx)
+        if raw is None:
+            res.skips.append(Skip(self.name, "*", "*", "no model-vs-human raw data (human trials) found"))
+            return res
+        data: dict[str, dict] = {}
+        for ds in self.present(ctx):
+            tables = {o: t for o, t in read_raw_dataset(raw, ds).items() if is_human(o)}
+            if not tables:
+                res.skips.append(Skip(self.name, "*", ds, f"no human trials in {Path(raw) / ds}"))
+                continue
+            for m in models:
+                out = fetch(m, Request(ds, "native"))
+                if out is None or not len(out):
+                    res.skips.append(Skip(self.name, m, ds, f"{ds} outputs are not available"))
+                    continue
+                tables[m] = model_tables(ds, m, out)
+            data[ds] = tables
+            rows = per_condition(ds, tables, ctx.n_boot, ctx.seed) if ds in CONDITIONS else []
+            res.rows += to_rows(rows, self.name)
+            res.artifacts.setdefault("model-vs-human/per-condition", {})[ds] = rows
+        bench = benchmark(data, observers=list(models) + [HUMANS], n_boot=ctx.n_boot, seed=ctx.seed)
+        res.rows += to_rows(bench, self.name)
+        res.artifacts["model-vs-human/benchmark"] = {"rows": bench, "ranks": ranks(bench)}
+        missing = [d for d in BENCHMARK_DATASETS if d not in data]
+        if missing:
+            res.skips.append(Skip(self.name, "*", "model-vs-human",
+                                  f"{len(missing)} of the 17 datasets absent ({', '.join(missing)}): no "
+                                  f"across-dataset benchmark row"))
+        return res
