@@ -250,3 +250,28 @@ def test_analysis_on_stored_outputs_reproduces_the_published_row_and_draws(raw, 
     arts = {(M.ModelVsHuman.name, "*", k): v for k, v in res.artifacts.items()}
     figs = figures_mvh.mvh_figures(arts, ["mine"], tmp_path, {"mine": (0.2, 0.4, 0.8)})
     assert [f.name for f in figs] == ["mvh-accuracy", "mvh-error-consistency", "mvh-benchmark", "mvh-scatter"]
+
+
+def test_accuracies_equal_the_published_performances_of_all_nine_models(raw, tables):
+    """model-vs-human's ``performances/<model>.csv`` (16-class top-1 over all trials of a dataset): the
+    benchmark's per-dataset accuracy where nothing is excluded, the trial-weighted mean of the per-condition
+    accuracies elsewhere."""
+    checked = 0
+    for f in sorted((raw / "performances").glob("*.csv")):
+        for r in csv.DictReader(open(f, newline="")):
+            if r["metric_name"] != "accuracy (top-1)":
+                continue
+            ds, model = r["dataset_name"], r["subj"]
+            if ds not in M.DATASETS:
+                continue
+            tabs = {o: t for o, t in tables[ds].items() if M.is_human(o) or o == model}
+            if ds in M.CONDITIONS:
+                rows = [x for x in M.per_condition(ds, tabs, n_boot=0)
+                        if x["observer"] == model and x["metric"] == "accuracy"]
+                got = sum(x["value"] * x["n"] for x in rows) / sum(x["n"] for x in rows)
+            else:
+                got = next(x["value"] for x in M.benchmark({ds: tabs}, [model], n_boot=0, datasets=(ds,))
+                           if x["metric"] == "ood_accuracy" and x["dataset"] == ds)
+            assert got == pytest.approx(float(r["performance"]), abs=1e-9), (model, ds)
+            checked += 1
+    assert checked == 9 * 17
