@@ -179,8 +179,10 @@ def test_benchmark_intervals_cover_and_do_not_depend_on_row_order(tables):
     for r in rows:
         if r["metric"] in ("ood_accuracy", "c_obs", "kappa"):
             assert r["ci_low"] <= r["value"] <= r["ci_high"], r
-        if r["metric"] == "kappa" and r["dataset"] != M.BENCHMARK:
-            assert math.isfinite(r["subject_ci_low"]) and r["subject_ci_low"] <= r["subject_ci_high"]
+        if r["metric"] in M.PAIR_METRICS:  # over subjects too, per dataset and over all 17
+            assert math.isfinite(r["subject_ci_low"]) and r["subject_ci_low"] <= r["subject_ci_high"], r
+        if r["metric"] == "kappa":
+            assert r["subject_ci_low"] <= r["value"] <= r["subject_ci_high"], r
 
 
 def test_subject_interval_never_pairs_a_subject_with_itself():

@@ -30,7 +30,8 @@ Benchmark aggregates, exactly as model-vs-human's ``plotting/plot.py`` builds it
 Intervals: every value is a function of per-image column sums, so it is bootstrapped over images with the
 shared resampler (`stats.replicate_column_sums`); across datasets the images of each dataset are resampled
 independently (a stratified bootstrap) and the replicate values averaged like the point values. Human
-rows also get an interval over subjects (``subject_ci``). ``n`` is the number of images a value rests on.
+and model rows of the pairwise metrics also get an interval over subjects (``subject_ci_low/high``:
+subjects resampled, images fixed). ``n`` is the number of images a value rests on.
 """
 from __future__ import annotations
 
@@ -279,26 +280,35 @@ def _ci(reps: Mapping[str, np.ndarray], key: str) -> tuple[float, float]:
     return stats.percentile_interval(reps[key])
 
 
-def subject_ci(per_subject: np.ndarray, n_boot: int, seed: int, pairs: bool = False) -> tuple[float, float]:
-    """Percentile interval of a mean over subjects (``pairs``: over unordered pairs of distinct subjects,
-    ``per_subject`` then a [k, k] matrix) with the subjects resampled; a subject drawn twice is never paired
-    with itself."""
+def subject_replicates(per_subject: np.ndarray, n_boot: int, seed: int, pairs: bool = False) -> np.ndarray | None:
+    """Bootstrap replicates [n_boot] of a mean over subjects (``pairs``: over unordered pairs of distinct
+    subjects, ``per_subject`` then a symmetric [k, k] matrix) with the subjects resampled; a subject drawn
+    twice is never paired with itself, and a resample of one subject only (no pair: 4/256 of them with the
+    4 subjects of a parametric set) is redrawn. None with fewer than 2 subjects or no replicates."""
     v = np.asarray(per_subject, np.float64)
     k = v.shape[0]
     if k < 2 or n_boot <= 0:
-        return math.nan, math.nan
+        return None
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot)
+    i, j = np.triu_indices(k, 1)
     for b in range(n_boot):
         idx = rng.integers(0, k, size=k)
         if not pairs:
             out[b] = v[idx].mean()
             continue
-        i, j = np.triu_indices(k, 1)
+        while len(set(idx.tolist())) < 2:  # one subject drawn k times has no pair: redraw (conditioning)
+            idx = rng.integers(0, k, size=k)
         a, c = idx[i], idx[j]
         ok = a != c
-        out[b] = v[a[ok], c[ok]].mean() if ok.any() else math.nan
-    return stats.percentile_interval(out)
+        out[b] = v[a[ok], c[ok]].mean()
+    return out
+
+
+def subject_ci(per_subject: np.ndarray, n_boot: int, seed: int, pairs: bool = False) -> tuple[float, float]:
+    """Percentile interval of `subject_replicates` (NaN when there are none)."""
+    reps = subject_replicates(per_subject, n_boot, seed, pairs)
+    return (math.nan, math.nan) if reps is None else stats.percentile_interval(reps)
 
 
 # --- the analysis -----------------------------------------------------------------------------------
@@ -360,10 +370,13 @@ def per_condition(dataset: str, tables: Mapping[str, "pd.DataFrame"], n_boot: in
     return rows
 
 
+PAIR_METRICS = ("acc_diff_sq", "c_obs", "kappa")
+
+
 def dataset_block(dataset: str, tables: Mapping[str, "pd.DataFrame"], observer: str
-                  ) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]], np.ndarray]:
-    """The benchmark columns of one observer (or ``humans``) on one dataset, their finish, and the per-
-    subject (or per-pair [k, k]) error consistencies for the subject interval."""
+                  ) -> tuple[np.ndarray, Callable[[np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """The benchmark columns of one observer (or ``humans``) on one dataset, their finish, and for each
+    pairwise metric the per-subject values (humans: the per-pair [k, k] matrix) for the subject interval."""
     keep = benchmark_conditions(dataset)
     conds: list[str | None] = [None] if keep is None else list(keep)
     humans = sorted(o for o in tables if is_human(o))
@@ -389,20 +402,25 @@ def dataset_block(dataset: str, tables: Mapping[str, "pd.DataFrame"], observer: 
             per_pair = []
             for slices in grid:  # mean over conditions first
                 vals = [pair_values(S[:, s]) for s in slices]
-                per_pair.append({k: _mean([v[k] for v in vals]) for k in ("acc_diff_sq", "c_obs", "kappa")})
-            for k in ("acc_diff_sq", "c_obs", "kappa"):  # then over subjects (pairs)
+                per_pair.append({k: _mean([v[k] for v in vals]) for k in PAIR_METRICS})
+            for k in PAIR_METRICS:  # then over subjects (pairs)
                 out[k] = _mean([p[k] for p in per_pair])
-            out["_per_pair_kappa"] = np.stack([p["kappa"] for p in per_pair], axis=1)
+                out["_per_pair_" + k] = np.stack([p[k] for p in per_pair], axis=1)
         return out
 
-    kappas = finish(U.sum(axis=0, keepdims=True)).get("_per_pair_kappa", np.zeros((1, 0)))[0]
-    if observer == HUMANS:
-        k = len(humans)
-        mat = np.full((k, k), np.nan)
-        for (a, b), v in zip(pairs, kappas):
-            mat[humans.index(a), humans.index(b)] = mat[humans.index(b), humans.index(a)] = v
-        return U, finish, mat
-    return U, finish, kappas
+    whole = finish(U.sum(axis=0, keepdims=True))
+    per: dict[str, np.ndarray] = {}
+    for key in PAIR_METRICS:
+        vals = whole.get("_per_pair_" + key, np.zeros((1, 0)))[0]
+        if observer == HUMANS:
+            k = len(humans)
+            mat = np.full((k, k), np.nan)
+            for (a, b), v in zip(pairs, vals):
+                mat[humans.index(a), humans.index(b)] = mat[humans.index(b), humans.index(a)] = v
+            per[key] = mat
+        else:
+            per[key] = vals
+    return U, finish, per
 
 
 BENCHMARK_METRICS = ("ood_accuracy", "acc_diff_sq", "c_obs", "kappa")
@@ -421,7 +439,8 @@ def benchmark(data: Mapping[str, Mapping[str, "pd.DataFrame"]], observers: Seque
     for oi, obs in enumerate(observers):
         points: dict[str, list[float]] = {k: [] for k in BENCHMARK_METRICS}
         reps: dict[str, list[np.ndarray]] = {k: [] for k in BENCHMARK_METRICS}
-        per_subject, n_total, complete = [], 0, True
+        subj_reps: dict[str, list[np.ndarray | None]] = {k: [] for k in PAIR_METRICS}
+        n_total, complete = 0, True
         for di, ds in enumerate(datasets):
             tables = data.get(ds, {})
             if not any(is_human(o) for o in tables) or (obs != HUMANS and obs not in tables):
@@ -434,22 +453,28 @@ def benchmark(data: Mapping[str, Mapping[str, "pd.DataFrame"]], observers: Seque
             for k in BENCHMARK_METRICS:
                 lo, hi = _ci(rep, k)
                 extra = {}
-                if k == "kappa" and obs == HUMANS:
-                    extra = dict(zip(("subject_ci_low", "subject_ci_high"), subject_ci(subj, n_boot, seed, pairs=True)))
-                elif k == "kappa":
-                    extra = dict(zip(("subject_ci_low", "subject_ci_high"), subject_ci(subj, n_boot, seed)))
+                if k in PAIR_METRICS:  # the interval over subjects (pairs of subjects for the human row)
+                    sr = subject_replicates(subj[k], n_boot, seed + 15485863 + 7919 * di, pairs=obs == HUMANS)
+                    subj_reps[k].append(sr)
+                    slo, shi = (math.nan, math.nan) if sr is None else stats.percentile_interval(sr)
+                    extra = {"subject_ci_low": slo, "subject_ci_high": shi}
                 rows.append(_row(obs, ds, ALL, k, point[k], lo, hi, n, **extra))
                 points[k].append(point[k])
                 if k in rep:
                     reps[k].append(rep[k])
-            per_subject.append(subj)
         if not complete or not points["kappa"]:
             continue
         for k in BENCHMARK_METRICS:
             value = float(np.mean(points[k]))
             lo, hi = (stats.percentile_interval(_mean(reps[k])) if len(reps[k]) == len(points[k])
                       else (math.nan, math.nan))
-            rows.append(_row(obs, BENCHMARK, ALL, k, value, lo, hi, n_total, n_datasets=len(points[k])))
+            extra = {}
+            if k in PAIR_METRICS:  # each dataset's subjects resampled on their own, replicates averaged
+                srs = subj_reps[k]
+                ok = srs and all(r is not None for r in srs)
+                extra = dict(zip(("subject_ci_low", "subject_ci_high"),
+                                 stats.percentile_interval(_mean(srs)) if ok else (math.nan, math.nan)))
+            rows.append(_row(obs, BENCHMARK, ALL, k, value, lo, hi, n_total, n_datasets=len(points[k]), **extra))
     return rows
 
 
