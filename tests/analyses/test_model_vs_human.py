@@ -277,3 +277,14 @@ def test_accuracies_equal_the_published_performances_of_all_nine_models(raw, tab
             assert got == pytest.approx(float(r["performance"]), abs=1e-9), (model, ds)
             checked += 1
     assert checked == 9 * 17
+
+
+def test_a_table_with_an_image_twice_in_a_condition_is_a_skip_not_a_crash(raw, tables):
+    from beyond_inet.analyses.base import Context
+
+    t = tables["colour"]["resnet50"]
+    dup = _as_outputs("colour", t.iloc[[0, 0, 1]].reset_index(drop=True), "session-1")
+    ctx = Context(data_root=None, options={"mvh_raw_data": str(raw)}, n_boot=0, available=lambda d: d == "colour")
+    res = M.ModelVsHuman().compare(ctx, ["m"], lambda m, req: dup)
+    assert any("appears twice" in s.reason for s in res.skips)
+    assert not [r for r in res.rows if r.model == "m"]

@@ -567,11 +567,19 @@ class ModelVsHuman(Analysis):
                     res.skips.append(Skip(self.name, m, ds, f"{ds} outputs are not available"))
                     continue
                 tables[m] = model_tables(ds, m, out)
+            try:  # tables that cannot be compared (an image twice in a condition, unknown conditions)
+                rows = per_condition(ds, tables, ctx.n_boot, ctx.seed) if ds in CONDITIONS else []
+            except ValueError as e:
+                res.skips.append(Skip(self.name, "*", ds, str(e)))
+                continue
             data[ds] = tables
-            rows = per_condition(ds, tables, ctx.n_boot, ctx.seed) if ds in CONDITIONS else []
             res.rows += to_rows(rows, self.name)
             res.artifacts.setdefault("model-vs-human/per-condition", {})[ds] = rows
-        bench = benchmark(data, observers=list(models) + [HUMANS], n_boot=ctx.n_boot, seed=ctx.seed)
+        try:
+            bench = benchmark(data, observers=list(models) + [HUMANS], n_boot=ctx.n_boot, seed=ctx.seed)
+        except ValueError as e:
+            res.skips.append(Skip(self.name, "*", "model-vs-human", str(e)))
+            return res
         res.rows += to_rows(bench, self.name)
         res.artifacts["model-vs-human/benchmark"] = {"rows": bench, "ranks": ranks(bench)}
         missing = [d for d in BENCHMARK_DATASETS if d not in data]
