@@ -118,7 +118,7 @@ def cmd_demo(args) -> int:
 
 
 SUMMARY_METRICS = ("top1", "probe_top1", "ece", "shape_bias", "error_ratio_mean", "top1_avg", "top1_real",
-                   "top1_scale_2", "top1_res_336")
+                   "top1_scale_2", "top1_res_336", "ood_accuracy", "kappa")
 
 
 def _print_summary(ev) -> None:

@@ -196,6 +196,14 @@ _declare(AnalysisInfo(
                "are always compared by 16-class decisions)"),
     )))
 _declare(AnalysisInfo(
+    "model-vs-human", "Model vs human (17 datasets)",
+    "16-class accuracy, accuracy difference, observed and error consistency with human subjects per dataset "
+    "and distortion level, and model-vs-human's benchmark aggregates (Geirhos et al. 2021).",
+    ("edge", "silhouette", "cue-conflict", "colour", "contrast", "high-pass", "low-pass", "phase-scrambling",
+     "power-equalisation", "false-colour", "rotation", "eidolonI", "eidolonII", "eidolonIII", "uniform-noise",
+     "sketch", "stylized"),
+    figures=("mvh-accuracy", "mvh-error-consistency", "mvh-benchmark", "mvh-scatter")))
+_declare(AnalysisInfo(
     "calibration", "Calibration", "Reliability diagrams, confidence histograms and ECE on ImageNet-1K val and "
                                   "ImageNet-R (paper §2.3).",
     ("imagenet-val", "imagenet-r", "imagenet-sample"), figures=("reliability-<dataset>", "ece"),

@@ -17,7 +17,7 @@ from beyond_inet.analyses.base import (  # noqa: F401
 )
 
 _BUILTIN = ["accuracy", "calibration", "imagenet_x", "robustness", "shape_bias", "invariance", "synthetic", "transfer",
-            "error_consistency", "paired_tests", "cka"]
+            "error_consistency", "paired_tests", "cka", "model_vs_human"]
 
 
 def load_builtin() -> None:

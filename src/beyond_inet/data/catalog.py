@@ -158,6 +158,29 @@ _add(Entry("silhouette", "Silhouettes (160, 16 classes)", "cue", ("silhouette",)
            "16 model-vs-human categories",
            "url:https://github.com/bethgelab/model-vs-human/releases/download/v0.1/silhouette.tar.gz", "CC BY 4.0",
            paper="beyond the paper", bundled="silhouette", extras={"bundled_note": "all 160 images are bundled", "bundled_complete": True}))
+# model-vs-human's other 14 datasets (Geirhos et al. 2021), as its release ships them: trials of the model
+# "subject" in <name>/dnn/session-1/NNNN_<exp>_dnn_<condition>_<category>_<...>.png; the category and the
+# condition are read from the file name (model-vs-human's InfoMappingWithSessions). Licenses from its
+# LICENSES_OVERVIEW: ImageNet-derived (12 parametric sets via generalisation-humans-DNNs, stylized via
+# texture-vs-shape), sketch from ImageNet-Sketch (MIT).
+MVH_RELEASE = "https://github.com/bethgelab/model-vs-human/releases/download/v0.1/{name}.tar.gz"
+_MVH_SETS = {
+    "colour": "colour vs greyscale", "contrast": "contrast 100% .. 1%", "high-pass": "high-pass filtered",
+    "low-pass": "low-pass filtered (blur)", "phase-scrambling": "phase noise 0-180 deg",
+    "power-equalisation": "power-spectrum equalised", "false-colour": "opponent colour",
+    "rotation": "rotated 0/90/180/270", "eidolonI": "Eidolon I", "eidolonII": "Eidolon II",
+    "eidolonIII": "Eidolon III", "uniform-noise": "uniform noise", "sketch": "ImageNet-Sketch subset (800)",
+    "stylized": "Stylized-ImageNet subset (800)",
+}
+for _n, _t in _MVH_SETS.items():
+    _lic = ("MIT (ImageNet-Sketch)" if _n == "sketch" else
+            "ImageNet terms of access (non-commercial research); derived via rgeirhos/"
+            + ("texture-vs-shape" if _n == "stylized" else "generalisation-humans-DNNs"))
+    _add(Entry(_n, f"model-vs-human {_n}: {_t}, 16 classes", "mvh", (f"model-vs-human/{_n}",),
+               f"model-vs-human/{_n}/dnn/session-1/NNNN_<exp>_dnn_<condition>_<category>_<...>.png",
+               "16 model-vs-human categories", "url:" + MVH_RELEASE.format(name=_n), _lic,
+               paper="beyond the paper (model-vs-human benchmark)"))
+
 _add(Entry("pug-imagenet", "PUG: ImageNet (88k renders, 151 classes, 10 factors)", "pug", ("pug-imagenet", "PUG_ImageNet"),
            "pug-imagenet/class_to_imagenet_idx.json + pug-imagenet/<Factor>/<class>/<image> "
            "(or the HF parquet release in pug-imagenet/**/*.parquet)", "pug151 -> imagenet1k",
@@ -313,6 +336,8 @@ def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.Image
         return readers.class_folder_dataset(name, sub, _imagenet_label)
     if entry.kind == "cue":
         return readers.class_folder_dataset(name, root, _cue_label)
+    if entry.kind == "mvh":
+        return mvh_session_dataset(name, root)
     if entry.kind == "flat":
         if not (root / "labels.csv").exists():
             raise UserError(f"dataset {name!r}: {root}/labels.csv is missing (expected file,wnid,class_index rows)")
@@ -331,6 +356,30 @@ def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.Image
             ds._labels = [m.get(lab, [-1])[0] for lab in ds._labels]
         return ds
     raise UserError(f"dataset {name!r} cannot be opened as images")
+
+
+def mvh_session_dataset(name: str, root: Path) -> readers.FileListDataset:
+    """model-vs-human's session layout ``<root>/dnn/session-*/<trial name>.png``; the label is the category
+    in the trial name (its 5th '_' field), the sample id ``session-N/<file>`` (the file name is the
+    ``imagename`` of the released decision CSVs)."""
+    base = root / "dnn" if (root / "dnn").is_dir() else root
+    sessions = sorted(d for d in base.glob("session-*") if d.is_dir()) if base.is_dir() else []
+    if not sessions:
+        raise UserError(f"dataset {name!r}: no session folders under {base} (expected {root}/dnn/session-1/*.png)")
+    paths, ids, labels = [], [], []
+    for sess in sessions:
+        for p in readers.list_images(sess):
+            parts = p.name.split("_")
+            lab = _cue_label(parts[4]) if len(parts) >= 6 and parts[0].isdigit() else None
+            if lab is None:
+                raise UserError(f"dataset {name!r}: {p.name} is not a model-vs-human trial name "
+                                f"NNNN_<exp>_dnn_<condition>_<category>_... with one of the 16 categories")
+            paths.append(str(p))
+            ids.append(f"{sess.name}/{p.name}")
+            labels.append(lab)
+    if not paths:
+        raise UserError(f"dataset {name!r}: no images under {base}/session-*")
+    return readers.FileListDataset(name, paths, ids, labels, classnames=list(CUE_CONFLICT_CATEGORIES))
 
 
 def _imagenet_wds(name: str, root: Path, split: str, space: str) -> readers.WdsDataset:

@@ -698,7 +698,8 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
 SECTION_FIGURES: dict = {}
 
 OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "invariance",
-               "error-consistency-matrix", "error-consistency-humans")
+               "error-consistency-matrix", "error-consistency-humans", "mvh-accuracy", "mvh-error-consistency",
+               "mvh-benchmark", "mvh-scatter")
 
 
 def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:

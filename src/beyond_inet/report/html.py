@@ -30,6 +30,7 @@ from beyond_inet.engine.store import atomic_write_bytes
 from beyond_inet.errors import UserError
 from beyond_inet.report import effective_robustness_figure as er_figure
 from beyond_inet.report import figures_consistency  # noqa: F401  (registers its section's figures)
+from beyond_inet.report import figures_mvh  # noqa: F401  (registers its section's figures)
 from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
