@@ -34,7 +34,7 @@ from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
 from beyond_inet.report.figures import FigureFile, build_figures, palette
-from beyond_inet.report.results import ResultsDB
+from beyond_inet.report.results import ResultsDB, options_in_effect
 
 TEMPLATES = Path(__file__).parent / "templates"
 _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*"
@@ -49,12 +49,7 @@ _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture
 def _options_in_effect(cfg: dict) -> list[tuple[str, str]]:
     """Every option of the run's analyses with the value it had (the user's, else the declared default), so
     the reproducibility block states choices such as the PUG rule even when nobody typed them."""
-    ran = set(cfg.get("analyses") or [])
-    given = cfg.get("options") or {}
-    out = {}
-    for key, (owner, opt) in registry.all_options().items():
-        if owner in ran or owner == registry.RUN_SCOPE:
-            out[key] = given.get(key, opt.default)
+    out = {k: v for opts in options_in_effect(cfg).values() for k, v in opts.items()}
     return [("options in effect", json.dumps(out, default=str, sort_keys=True))] if out else []
 
 
