@@ -5,6 +5,7 @@ validation (bad input raises `UserError` with the one line the CLI prints) and r
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class Evaluation:
     out:     the output folder (results.csv/json/sqlite, run.log, store/)
     report:  out/report.html, or None when no report was written
     summary: inference jobs, images and skipped images of this call (empty for `load_results`)
+    provenance: results.json as written (configuration, versions, timings, rows with direction; docs/results.md)
     """
 
     results: "pd.DataFrame"
@@ -38,6 +40,7 @@ class Evaluation:
     out: Path
     report: Path | None
     summary: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:  # a notebook shows the table
         return self.results._repr_html_()
@@ -140,4 +143,10 @@ def load_results(out: str | os.PathLike) -> Evaluation:
     skip_df = pd.DataFrame([(s.analysis, s.model, s.dataset, s.reason) for s in skips],
                            columns=["analysis", "model", "dataset", "reason"])
     report = p / "report.html"
-    return Evaluation(results, skip_df, p, report if report.is_file() else None)
+    provenance = {}
+    try:  # written with the table by every run since results.json became a record (older folders: a list)
+        got = json.loads((p / "results.json").read_text())
+        provenance = got if isinstance(got, dict) else {}
+    except (OSError, ValueError):
+        pass
+    return Evaluation(results, skip_df, p, report if report.is_file() else None, provenance=provenance)

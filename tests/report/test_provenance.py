@@ -40,9 +40,10 @@ def run_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BEYOND_INET_CACHE", str(tmp_path_factory.mktemp("cache")))
-        beyond_inet.evaluate(LITE0, ["accuracy", "calibration"], data_root=root, out=out, bootstrap=50, report=True,
+        ev = beyond_inet.evaluate(LITE0, ["accuracy", "calibration"], data_root=root, out=out, bootstrap=50, report=True,
                              workers=0, accuracy_datasets="imagenet-val", calibration_datasets="imagenet-val",
                              log_samples=True)
+    assert ev.provenance == json.loads((out / "results.json").read_text())  # the API hands the record over
     return out
 
 
@@ -81,7 +82,7 @@ def test_results_json_times_each_stage(run_folder):
     parts = [t["planning"], t["inference"][LITE0], t["analyses"]["accuracy"], t["analyses"]["calibration"],
              t["log_samples"], t["report"]]
     assert all(p >= 0 for p in parts) and t["inference"][LITE0] > 0 and t["report"] > 0
-    assert t["total"] >= sum(parts) - 1e-3  # stages are disjoint slices of the run
+    assert t["total"] >= sum(parts) - 1e-2  # stages are disjoint slices of the run (each rounded to 1 ms)
 
 
 def test_results_json_rows_are_results_csv_with_direction_and_too_few(run_folder):
