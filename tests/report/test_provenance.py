@@ -135,6 +135,27 @@ def test_logged_samples_recompute_top1_and_ece_of_results_csv(run_folder):
     assert _ece_by_definition(conf, correct) == pytest.approx(vals[("calibration", "ece")], rel=1e-12, abs=1e-15)
 
 
+def test_log_samples_reads_the_store_without_a_forward_pass(run_folder, tmp_path):
+    """A rerun with --log-samples over stored outputs runs no inference and logs the same rows; the
+    samples of a run that did infer are therefore the stored outputs, not a second forward pass."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    shutil.copytree(run_folder, out)  # the module's run folder stays as the other tests expect it
+    (first,) = sorted((out / "samples").glob("*.parquet"))
+    before = pq.read_table(first)
+    first.unlink()
+    doc = json.loads((out / "results.json").read_text())
+    ev = beyond_inet.evaluate(LITE0, ["accuracy"], data_root=doc["config"]["data_root"], out=out,
+                              bootstrap=50, report=False, workers=0, accuracy_datasets="imagenet-val",
+                              log_samples=True)
+    assert ev.summary["jobs"] == 0 and ev.summary["images"] == 0
+    assert pq.read_table(first).equals(before)
+    assert ev.provenance["timings_s"]["inference"][LITE0] < doc["timings_s"]["inference"][LITE0]
+
+
 def test_logged_samples_follow_the_accuracy_label_rule_on_subsets_and_multilabels():
     """Per dataset, mean(correct) of the logged rows equals accuracy's top-1 on the same outputs: the class
     subset of ImageNet-R (argmax over its 200 classes; a label outside them is left out), multi-labels and
