@@ -66,6 +66,9 @@ def test_results_json_carries_the_resolved_configuration_and_versions(run_folder
     (ds,) = cfg["datasets"]
     assert ds["name"] == "imagenet-val" and ds["n"] == 12 and ds["fingerprint"] == meta["samples"]
     assert len(ds["files"]) == 16
+    for page in ("report.html", "report.md"):  # the report shows the same record
+        text = (run_folder / page).read_text()
+        assert ds["fingerprint"] in text and ds["files"] in text, page
     names = [a["name"] for a in cfg["analyses"]]
     assert names == ["accuracy", "calibration"]
     assert next(a for a in cfg["analyses"] if a["name"] == "accuracy")["options"]["accuracy_datasets"] \

@@ -334,6 +334,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     try:
         rows, skips, artifacts = db.rows(), db.skips(), db.artifacts()
         infos, runs, output_keys = db.models(), db.runs(), db.output_keys()
+        images = db.run_meta(runs[-1]["run_id"]).get("datasets", []) if runs else []
         integrity = _integrity(db)
     finally:
         db.close()
@@ -444,6 +445,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
                          "n_rows": len(rs)})
 
     repro = _reproducibility(runs, infos, models, rows, skips, output_keys, artifacts)
+    repro["images"] = images  # what results.json states too: n and fingerprints of each dataset of the last run
     reproduction = _reproduction_section(rows, infos, models, artifacts)
     ctx = {
         "title": "beyond-inet report", "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -627,6 +629,10 @@ def render_markdown(ctx: dict) -> str:
               "", "### Datasets", "",
               _md_table(["dataset", "title", "source", "revision", "license"],
                         [[d["name"], d["title"], d["source"], d["revision"], d["license"]] for d in r["datasets"]]),
+              *(["", "### Images used (latest run)", "",
+                  _md_table(["dataset", "images", "sample list", "files"],
+                            [[d["name"], d["n"], d["fingerprint"], d["files"]] for d in r["images"]])]
+                if r.get("images") else []),
               "", "### Settings", "",
               f"- Calibration: {md_escape(r['bins'])} equal-width confidence bins on [0, 1], (lower, upper]; "
               f"confidence = max softmax; ImageNet-R softmax over its 200 classes.",
