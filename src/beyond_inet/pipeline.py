@@ -135,10 +135,14 @@ class StageClock:
         node = self.seconds
         for k in path[:-1]:
             node = node.setdefault(k, {})
-        node[path[-1]] = round(node.get(path[-1], 0.0) + time.perf_counter() - t_start, 3)
+        node[path[-1]] = node.get(path[-1], 0.0) + time.perf_counter() - t_start
 
     def as_dict(self) -> dict:
-        return {**self.seconds, "total": round(time.perf_counter() - self.t0, 3)}
+        """Seconds per stage, to the millisecond, and the run's total so far."""
+        def rounded(d: dict) -> dict:
+            return {k: rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in d.items()}
+
+        return {**rounded(self.seconds), "total": round(time.perf_counter() - self.t0, 3)}
 
 
 def _progress(enabled: bool):
