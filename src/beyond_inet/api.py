@@ -5,6 +5,7 @@ validation (bad input raises `UserError` with the one line the CLI prints) and r
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pandas is imported when a result is built, not with the pac
 # evaluate()'s keywords that are run settings (the CLI's flags), not analysis options.
 RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "precision", "amp", "logit_scale",
                 "executor",
-                "ray_address", "report", "progress", "gpu_decode", "compile", "datasets")
+                "ray_address", "report", "progress", "gpu_decode", "compile", "datasets", "log_samples")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Evaluation:
     out:     the output folder (results.csv/json/sqlite, run.log, store/)
     report:  out/report.html, or None when no report was written
     summary: inference jobs, images and skipped images of this call (empty for `load_results`)
+    provenance: results.json as written (configuration, versions, timings, rows with direction; docs/results.md)
     """
 
     results: "pd.DataFrame"
@@ -38,6 +40,7 @@ class Evaluation:
     out: Path
     report: Path | None
     summary: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:  # a notebook shows the table
         return self.results._repr_html_()
@@ -68,7 +71,8 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                logit_scale: float | None = None,
                executor: str = "local", ray_address: str | None = None, report: bool = True,
                progress: bool = False, gpu_decode: bool = False, compile: bool = False,
-               datasets: dict[str, str | os.PathLike] | Iterable[str] | None = None, **options: Any):
+               datasets: dict[str, str | os.PathLike] | Iterable[str] | None = None, log_samples: bool = False,
+               **options: Any):
     """The `RunConfig` that `evaluate` runs (validated when it runs).
 
     `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
@@ -90,7 +94,7 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                      precision=precision if amp is None else ("bf16" if amp else "fp32"),
                      logit_scale=logit_scale, executor=executor, ray_address=ray_address, seed=seed, n_boot=bootstrap,
                      options=dict(options), report=report, progress=progress, gpu_decode=gpu_decode,
-                     compile=compile, datasets=check_user_datasets(datasets))
+                     compile=compile, datasets=check_user_datasets(datasets), log_samples=bool(log_samples))
 
 
 def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accuracy",),
@@ -99,10 +103,11 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
     """Run `models` x `analyses` on the datasets under `data_root`; outputs and results go to `out`.
 
     Keyword arguments are the command line's flags (device, batch_size, workers, limit, bootstrap, seed, precision,
-    logit_scale, executor, ray_address, report, progress, gpu_decode, compile) and analysis options by key
+    logit_scale, executor, ray_address, report, progress, gpu_decode, compile, log_samples) and analysis options by key
     (e.g. ``pug_rule="paper"``, ``calibration_datasets=["imagenet-val"]``; see `beyond-inet analyses`).
     ``datasets={"mypets": "/data/pets"}`` adds your own folders of class folders (docs/user-datasets.md): each is
-    scored by every requested analysis that applies, under its name.
+    scored by every requested analysis that applies, under its name. ``log_samples=True`` also writes each image's
+    prediction, label, correctness and confidence to ``out/samples/*.parquet`` (docs/results.md).
     Stored outputs are reused: a second call with another analysis costs seconds. Raises `UserError` on
     bad input (before any model is built) and when a model could not be built (the others' results are kept).
     """
@@ -138,4 +143,10 @@ def load_results(out: str | os.PathLike) -> Evaluation:
     skip_df = pd.DataFrame([(s.analysis, s.model, s.dataset, s.reason) for s in skips],
                            columns=["analysis", "model", "dataset", "reason"])
     report = p / "report.html"
-    return Evaluation(results, skip_df, p, report if report.is_file() else None)
+    provenance = {}
+    try:  # written with the table by every run since results.json became a record (older folders: a list)
+        got = json.loads((p / "results.json").read_text())
+        provenance = got if isinstance(got, dict) else {}
+    except (OSError, ValueError):
+        pass
+    return Evaluation(results, skip_df, p, report if report.is_file() else None, provenance=provenance)

@@ -75,6 +75,9 @@ def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                         "ImageNet subset (argmax over those classes), other names get a linear probe (and CLIP "
                         "zero-shot with the folder names)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--log-samples", action="store_true",
+                   help="write each image's prediction, label, correctness and confidence to OUT/samples/*.parquet "
+                        "(from the stored outputs: no extra inference)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -94,7 +97,7 @@ def _evaluate(args, models: list[str], analyses: list[str], options: dict | None
                     executor=args.executor,
                     ray_address=args.ray_address, report=not args.no_report, progress=not args.no_progress,
                     gpu_decode=args.gpu_decode, compile=args.compile, datasets=list(args.dataset) or None,
-                    **{**(options or {}), **cli_options})
+                    log_samples=args.log_samples, **{**(options or {}), **cli_options})
 
 
 def cmd_run(args) -> int:

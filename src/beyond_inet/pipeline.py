@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import platform
 import sys
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class RunConfig:
     compile: bool = False
     datasets: dict = field(default_factory=dict)  # the user's own folders: --dataset NAME=PATH
     user_datasets: dict = field(default_factory=dict)  # filled by validation: what each folder is (data.user)
+    log_samples: bool = False  # OUT/samples/*.parquet: each image's prediction, label, correctness, confidence
 
     @property
     def amp(self) -> bool:
@@ -94,16 +96,52 @@ def setup_logging(out: Path) -> Path:
     return path
 
 
-def versions() -> dict[str, str]:
+def versions(device: str | None = None) -> dict[str, str]:
+    """Package versions of the run (and, given `device`, the name of the chip that ran it)."""
     import importlib.metadata as md
 
     out = {"beyond-inet": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "imagenet-x", "scikit-learn"):
+    for pkg in ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "pyarrow", "imagenet-x", "scikit-learn"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
+    if device is not None:
+        out["device"] = device_name(device)
     return out
+
+
+def device_name(device: str) -> str:
+    """`cuda: NVIDIA H100 80GB HBM3` or `cpu: x86_64 (16 cores)`: what the numbers were computed on."""
+    if str(device).startswith("cuda"):
+        try:
+            import torch
+
+            return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+        except Exception as e:  # noqa: BLE001 - a name is informative only; never fail a run for it
+            return f"cuda: (name unknown: {e})"
+    return f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+class StageClock:
+    """Wall time per stage (planning, inference per model, each analysis, report), summed over repeats."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds: dict = {}
+
+    def add(self, t_start: float, *path: str) -> None:
+        node = self.seconds
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = node.get(path[-1], 0.0) + time.perf_counter() - t_start
+
+    def as_dict(self) -> dict:
+        """Seconds per stage, to the millisecond, and the run's total so far."""
+        def rounded(d: dict) -> dict:
+            return {k: rounded(v) if isinstance(v, dict) else round(v, 3) for k, v in d.items()}
+
+        return {**rounded(self.seconds), "total": round(time.perf_counter() - self.t0, 3)}
 
 
 def _progress(enabled: bool):
@@ -133,6 +171,7 @@ def run(cfg: RunConfig) -> dict:
         raise UserError(f"unknown precision {cfg.precision!r}; use {' or '.join(PRECISIONS)}")
     from beyond_inet.validate import validate_run
 
+    clock = StageClock()
     cfg = validate_run(cfg)  # every check that needs no model, before any work
     load_builtin()
     out = Path(cfg.out)
@@ -146,7 +185,7 @@ def run(cfg: RunConfig) -> dict:
     run_id = uuid.uuid4().hex[:12]
     db = ResultsDB(out)
     numerics = numerics_of(cfg.device, cfg.amp, cfg.gpu_decode)
-    db.start_run(run_id, _now(), {**asdict(cfg), "numerics": numerics, "versions": versions()})
+    db.start_run(run_id, _now(), {**asdict(cfg), "numerics": numerics, "versions": versions(cfg.device)})
     log.info("run %s: models=%s analyses=%s data_root=%s", run_id, cfg.models, cfg.analyses, cfg.data_root)
     ctx = Context(data_root=cfg.data_root, options={**cfg.options, "device": cfg.device},
                   available=lambda n: catalog.available(n, cfg.data_root),
@@ -200,7 +239,9 @@ def run(cfg: RunConfig) -> dict:
         run_jobs([j for j in jobs if j.shards], model, False, "recomputed")
 
     model_keys: dict[str, dict] = {}  # spec -> {(dataset, view): (store key, n)}: what cross-model analyses read
+    clock.add(clock.t0, "planning")
     for spec in cfg.models:
+        t_model = time.perf_counter()
         try:
             model = create_model(spec, logit_scale=cfg.logit_scale)
         except UserError as e:  # the other models still run; the run ends with exit 2 afterwards
@@ -217,6 +258,7 @@ def run(cfg: RunConfig) -> dict:
         if todo:
             run_jobs(todo, model, cfg.progress)
             log.info("%s: inference done; peak RSS so far %.0f MB", spec, peak_rss_mb())
+        clock.add(t_model, "inference", spec)
         keys = {(j.dataset, v): (k, j.n_samples) for j in jobs for v, k in j.keys.items()}
         record_unreadable(store, jobs, db, run_id, unreadable, summary)
         model_keys[spec] = keys
@@ -236,6 +278,7 @@ def run(cfg: RunConfig) -> dict:
         env = ModelEnv(str(out), datasets, cfg.device, cfg.num_workers, cfg.amp,
                        numerics_of(cfg.device, cfg.amp, False))
         for a in analyses:
+            t_analysis = time.perf_counter()
             db.clear_skips(a.name, spec)
             prepare_skips = run_prepare(a, ctx, model, env, cfg.progress)
             if env.damaged:  # stored files of the prepare step found damaged (and recomputed there)
@@ -251,42 +294,64 @@ def run(cfg: RunConfig) -> dict:
                 log.info("analysis %s skipped for %s: none of its datasets are present", a.name, spec)
                 db.add_skips(skips, run_id)
                 summary["skips"] += skips
+                clock.add(t_analysis, "analyses", a.name)
                 continue
             if getattr(a, "compares_models", False):  # its rows come from `compare`, after every model ran
                 db.add_skips(skips, run_id)
                 summary["skips"] += skips
+                clock.add(t_analysis, "analyses", a.name)
                 continue
             res = a.compute(ctx, spec, fetch)
             # The engine's reason for an absent dataset says how to get it; drop the analysis' echo of it.
             absent = {s.dataset for s in skips}
             res.skips = [s for s in res.skips if s.dataset not in absent]
             db.add_rows(res.rows, run_id)
+            db.set_metric_info(a.name, res.metrics)
             db.add_skips(skips + res.skips, run_id)
             db.add_artifacts(a.name, spec, res.artifacts, run_id)
             all_rows[a.name] += res.rows
             summary["skips"] += skips + res.skips
             loaded.clear()  # the next analysis reloads what it needs (one read per shard: cheap)
             log.info("analysis %s done for %s; peak RSS so far %.0f MB", a.name, spec, peak_rss_mb())
+            clock.add(t_analysis, "analyses", a.name)
+        if cfg.log_samples:
+            t_samples = time.perf_counter()
+            from beyond_inet.report.samples import write_model_samples
+
+            write_model_samples(out, spec, sorted(keys), fetch, loaded)
+            clock.add(t_samples, "log_samples")
         live.clear()
         del model, loaded
     _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
-                     run_id, summary, recompute, datasets.expected)
+                     run_id, summary, recompute, datasets.expected, clock)
     for a in analyses:
+        t_summary = time.perf_counter()
         res = a.summarize(ctx, all_rows[a.name])
+        clock.add(t_summary, "analyses", a.name)
         db.add_rows(res.rows, run_id)
         db.add_skips(res.skips, run_id)
         for name, data in res.artifacts.items():
             db.add_artifacts(a.name, "*", {name: data}, run_id)
+    db.set_run_meta(run_id, "datasets", dataset_provenance(datasets))
     db.finish_run(run_id, _now())
+    db.set_run_meta(run_id, "timings", clock.as_dict())
     db.export()
-    db.close()
     if cfg.report:
         try:
             from beyond_inet.report.html import write_report
         except ModuleNotFoundError:
             write_report = None
         if write_report is not None:
-            write_report(out)
+            t_report = time.perf_counter()
+            try:
+                write_report(out)
+            except BaseException:
+                db.close()
+                raise
+            clock.add(t_report, "report")
+            db.set_run_meta(run_id, "timings", clock.as_dict())
+            db.export()  # again, now that the report's time is known (results.csv is unchanged)
+    db.close()
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     log.info("run %s finished: %d jobs, %d images, %d unreadable (%s); peak RSS %.0f MB", run_id, summary["jobs"],
              summary["images"], summary["skipped_images"], unreadable_text(summary["unreadable"]),
@@ -301,6 +366,13 @@ def run(cfg: RunConfig) -> dict:
         more = f" (and {len(datasets.refused) - 1} more dataset(s); see run.log)" if len(datasets.refused) > 1 else ""
         raise UserError(f"{next(iter(datasets.refused.values()))}{more}; results of everything else are in {out}")
     return summary
+
+
+def dataset_provenance(datasets: DatasetCache) -> list[dict]:
+    """Each dataset the run opened: images used (n), the fingerprint of its sample list (ids + labels: the
+    store key's) and of its files' identities (size, mtime: what each stored shard records)."""
+    return [{"name": name, "n": n, "fingerprint": fp, "files": files}
+            for name, (n, fp, files) in sorted(datasets.provenance().items())]
 
 
 def report_damage(store: Store, db: ResultsDB, run_id: str, summary: dict) -> None:
@@ -358,7 +430,8 @@ def run_prepare(a: Analysis, ctx: Context, model, env: ModelEnv, progress: bool)
 
 
 def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], store: Store, db: ResultsDB,
-                     run_id: str, summary: dict, recompute=None, expected=None) -> None:
+                     run_id: str, summary: dict, recompute=None, expected=None,
+                     clock: StageClock | None = None) -> None:
     """Cross-model analyses (`compares_models`): one `compare` call with every model that ran, reading the
     store lazily (``cross_fetch``); their rows, skips and artifacts are stored under model ``*``."""
     if not analyses or not model_keys:
@@ -366,8 +439,11 @@ def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], 
     fetch = cross_fetch(store, {m: {dv: k for dv, (k, _) in keys.items()} for m, keys in model_keys.items()},
                         recompute, expected)
     for a in analyses:
+        t_compare = time.perf_counter()
         db.clear_skips(a.name, "*")
         res = a.compare(ctx, list(model_keys), fetch)
+        if clock is not None:
+            clock.add(t_compare, "analyses", a.name)
         db.add_rows(res.rows, run_id)
         db.add_skips(res.skips, run_id)
         db.add_artifacts(a.name, "*", res.artifacts, run_id)

@@ -42,3 +42,34 @@ def test_shift_stores_of_the_rounded_box_are_not_reused():
         assert store_key(**base, view=view) != earlier(view)
     for view in ("standard", "scale-2", "res-336"):
         assert store_key(**base, view=view) == earlier(view)
+
+
+def test_dataset_provenance_tells_the_sample_list_from_the_files(tmp_path):
+    """results.json's dataset record: the sample-list fingerprint is the store key's (it follows --limit, not
+    file times); the files' fingerprint changes when an image file is replaced in place, the list's does not."""
+    import os
+
+    from conftest import make_imagenet_folder
+
+    from beyond_inet.engine.plan import DatasetCache
+
+    root = make_imagenet_folder(tmp_path / "data")
+    full = DatasetCache(str(root), None)
+    assert full.get("imagenet-val") is not None and DatasetCache(str(root), 5).get("imagenet-val") is not None
+    (n, fp, files), = full.provenance().values()
+    assert n == 12 and fp == full.get("imagenet-val")[2]
+    limited = DatasetCache(str(root), 5)
+    limited.get("imagenet-val")
+    (n5, fp5, files5), = limited.provenance().values()
+    assert n5 == 5 and fp5 != fp and files5 != files
+    again = DatasetCache(str(root), None)
+    again.get("imagenet-val")
+    assert again.provenance() == full.provenance()  # deterministic
+    img = next((root / "imagenet-val").rglob("*.JPEG"))
+    st = os.stat(img)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the same bytes, a new file identity
+    fresh = DatasetCache(str(root), None)
+    fresh.get("imagenet-val")
+    (n2, fp2, files2), = fresh.provenance().values()
+    assert (n2, fp2) == (n, fp) and files2 != files
+    assert DatasetCache(str(root), None).provenance() == {}  # only what the run opened

@@ -14,9 +14,12 @@ CLIP models also get ``top1``/``top5`` zero-shot with the folder names as class 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from beyond_inet.analyses.base import Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip, register_analysis
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Row, Skip,
+                                      register_analysis)
 from beyond_inet.analyses.stats import mean_metric
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import real_labels, truth_sets, val_number
@@ -57,6 +60,42 @@ def real_correct(logits: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.nda
     return correct, keep
 
 
+@dataclass
+class Scored:
+    """The images of one dataset that accuracy scores, under the dataset's one label rule."""
+
+    outputs: Outputs  # the scored images (labelled, label inside the dataset's classes)
+    logits: np.ndarray  # over the dataset's classes when it is a class subset, else the 1000 ImageNet classes
+    labels: np.ndarray  # in the same label space as `logits`
+    classes: np.ndarray | None  # the ImageNet classes a class-subset dataset keeps (argmax over those only)
+    outside: int  # labelled images whose label lies outside those classes (left out)
+    kept: np.ndarray  # bool [len(original outputs)]: which of the original images are scored
+
+
+def scored_outputs(dataset: str, out: Outputs) -> Scored:
+    """The label rule of `dataset` (ImageNet label space): unlabelled images are left out; a class-subset
+    dataset (ImageNet-A/R, a user's ImageNet-subset folder) takes the argmax over its classes and leaves
+    out images labelled outside them; multi-labels count any listed class (``topk_correct``). One function,
+    used by the accuracy analysis and by ``--log-samples``, so a logged prediction is the scored one."""
+    kept = (truth_sets(out.labels, out.multilabels) >= 0).any(axis=1)
+    o = out.subset(kept)
+    logits, labels = o.logits, o.labels
+    classes = catalog.class_subset(dataset)
+    outside = 0
+    if classes is not None and o.multilabels is None:
+        from beyond_inet.analyses.calibration import restrict_logits
+
+        logits, labels = restrict_logits(o.logits, o.labels, classes)
+        inside = labels >= 0
+        if not inside.all():
+            outside = int((~inside).sum())
+            o, logits, labels = o.subset(inside), logits[inside], labels[inside]
+            kept[np.flatnonzero(kept)[~inside]] = False
+    else:
+        classes = None
+    return Scored(o, logits, labels, classes, outside, kept)
+
+
 @register_analysis
 class Accuracy(Analysis):
     name = "accuracy"
@@ -78,19 +117,13 @@ class Accuracy(Analysis):
             if catalog.own_label_space(req.dataset):
                 self._own_labels(ctx, model, req.dataset, out, res)
                 continue
-            o = out.subset(labelled)
-            logits, labels = o.logits, o.labels
-            classes = catalog.class_subset(req.dataset)
-            if classes is not None and o.multilabels is None:
-                from beyond_inet.analyses.calibration import restrict_logits
-
-                logits, labels = restrict_logits(o.logits, o.labels, classes)
-                inside = labels >= 0
-                if not inside.all():
-                    res.skips.append(Skip(self.name, model, req.dataset, f"{int((~inside).sum())} images whose label "
-                                                                         f"is outside the dataset's classes left out"))
-                    o, logits, labels = o.subset(inside), logits[inside], labels[inside]
-                res.rows.append(Row(model, req.dataset, self.name, "n_classes", float(classes.size), n=len(o)))
+            scored = scored_outputs(req.dataset, out)
+            o, logits, labels = scored.outputs, scored.logits, scored.labels
+            if scored.outside:
+                res.skips.append(Skip(self.name, model, req.dataset, f"{scored.outside} images whose label "
+                                                                     f"is outside the dataset's classes left out"))
+            if scored.classes is not None:
+                res.rows.append(Row(model, req.dataset, self.name, "n_classes", float(scored.classes.size), n=len(o)))
             for k in (1, 5):
                 res.metrics.append(mean_metric(req.dataset, f"top{k}", topk_correct(logits, labels, k,
                                                                                     o.multilabels), o.ids))

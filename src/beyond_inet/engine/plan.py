@@ -125,6 +125,19 @@ class DatasetCache:
         self._open[name] = (ds, pos, fp)
         return self._open[name]
 
+    def provenance(self) -> dict[str, tuple[int, str, str]]:
+        """name -> (images used, sample-list fingerprint, fingerprint of the files' identities) of every
+        dataset opened: what results.json states a number was computed from."""
+        import hashlib
+        import json
+
+        out = {}
+        for name, (ds, pos, fp) in self._open.items():
+            ident = image_identities(ds, pos, range(len(pos)))
+            files = hashlib.sha256(json.dumps(ident, default=str).encode()).hexdigest()[:16]
+            out[name] = (len(pos), fp, files)
+        return out
+
     def expected(self, name: str) -> Expected | None:
         """What a store entry of dataset `name` must hold (sample count, fingerprint, each shard's images);
         None when the dataset cannot be opened."""

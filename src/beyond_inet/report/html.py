@@ -35,7 +35,7 @@ from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
 from beyond_inet.report.figures import FigureFile, build_figures, palette
-from beyond_inet.report.results import ResultsDB
+from beyond_inet.report.results import ResultsDB, options_in_effect
 
 TEMPLATES = Path(__file__).parent / "templates"
 _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture_acc|agree_.*"
@@ -50,12 +50,7 @@ _PERCENT = re.compile(r"^(top\d+(_.*)?|acc(16)?(_.*)?|val_top1|shape_acc|texture
 def _options_in_effect(cfg: dict) -> list[tuple[str, str]]:
     """Every option of the run's analyses with the value it had (the user's, else the declared default), so
     the reproducibility block states choices such as the PUG rule even when nobody typed them."""
-    ran = set(cfg.get("analyses") or [])
-    given = cfg.get("options") or {}
-    out = {}
-    for key, (owner, opt) in registry.all_options().items():
-        if owner in ran or owner == registry.RUN_SCOPE:
-            out[key] = given.get(key, opt.default)
+    out = {k: v for opts in options_in_effect(cfg).values() for k, v in opts.items()}
     return [("options in effect", json.dumps(out, default=str, sort_keys=True))] if out else []
 
 
@@ -340,6 +335,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
     try:
         rows, skips, artifacts = db.rows(), db.skips(), db.artifacts()
         infos, runs, output_keys = db.models(), db.runs(), db.output_keys()
+        images = db.run_meta(runs[-1]["run_id"]).get("datasets", []) if runs else []
         integrity = _integrity(db)
     finally:
         db.close()
@@ -450,6 +446,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
                          "n_rows": len(rs)})
 
     repro = _reproducibility(runs, infos, models, rows, skips, output_keys, artifacts)
+    repro["images"] = images  # what results.json states too: n and fingerprints of each dataset of the last run
     reproduction = _reproduction_section(rows, infos, models, artifacts)
     ctx = {
         "title": "beyond-inet report", "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -633,6 +630,10 @@ def render_markdown(ctx: dict) -> str:
               "", "### Datasets", "",
               _md_table(["dataset", "title", "source", "revision", "license"],
                         [[d["name"], d["title"], d["source"], d["revision"], d["license"]] for d in r["datasets"]]),
+              *(["", "### Images used (latest run)", "",
+                  _md_table(["dataset", "images", "sample list", "files"],
+                            [[d["name"], d["n"], d["fingerprint"], d["files"]] for d in r["images"]])]
+                if r.get("images") else []),
               "", "### Settings", "",
               f"- Calibration: {md_escape(r['bins'])} equal-width confidence bins on [0, 1], (lower, upper]; "
               f"confidence = max softmax; ImageNet-R softmax over its 200 classes.",

@@ -17,7 +17,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
-from beyond_inet.analyses.base import Row, Skip
+from beyond_inet import registry
+from beyond_inet.analyses.base import Metric, Row, Skip
+from beyond_inet.analyses.stats import too_few
 from beyond_inet.engine.store import atomic_write_bytes
 from beyond_inet.errors import UserError
 
@@ -39,7 +41,13 @@ CREATE TABLE IF NOT EXISTS store_damage (path TEXT, reason TEXT, moved_to TEXT, 
   PRIMARY KEY (path, moved_to));
 CREATE TABLE IF NOT EXISTS unreadable (dataset TEXT, file TEXT, reason TEXT, run_id TEXT,
   PRIMARY KEY (dataset, file, reason));
+CREATE TABLE IF NOT EXISTS metric_info (analysis TEXT, dataset TEXT, metric TEXT, higher_is_better INTEGER,
+  unit TEXT, PRIMARY KEY (analysis, dataset, metric));
+CREATE TABLE IF NOT EXISTS run_meta (run_id TEXT, key TEXT, data TEXT, PRIMARY KEY (run_id, key));
 """
+
+# results.json's layout; bump when a key changes meaning or goes away (docs/results.md).
+SCHEMA_VERSION = 1
 
 
 def database_error(path: Path, e: Exception) -> UserError:
@@ -161,6 +169,29 @@ class ResultsDB:
         return [{"dataset": d, "file": f, "reason": r} for d, f, r in
                 self.con.execute("SELECT dataset, file, reason FROM unreadable ORDER BY dataset, file")]
 
+    def set_metric_info(self, analysis: str, metrics: Iterable[Metric]) -> None:
+        """Each declared metric's direction and unit, taken from its declaration (the one source): results.json
+        states them beside the value, so nobody has to guess whether lower is better."""
+        self.con.executemany("INSERT OR REPLACE INTO metric_info VALUES (?,?,?,?,?)",
+                             [(analysis, m.dataset, m.metric,
+                               None if m.higher_is_better is None else int(bool(m.higher_is_better)), m.unit)
+                              for m in metrics])
+        self.con.commit()
+
+    def metric_info(self) -> dict[tuple[str, str, str], dict]:
+        """(analysis, dataset, metric) -> {"higher_is_better": True/False/None, "unit": ...} of declared metrics."""
+        return {(a, d, k): {"higher_is_better": None if h is None else bool(h), "unit": u}
+                for a, d, k, h, u in self.con.execute("SELECT * FROM metric_info")}
+
+    def set_run_meta(self, run_id: str, key: str, data: Any) -> None:
+        """A JSON-able fact about one run (stage timings, the datasets' fingerprints) for results.json."""
+        self.con.execute("INSERT OR REPLACE INTO run_meta VALUES (?,?,?)", (run_id, key, json.dumps(data)))
+        self.con.commit()
+
+    def run_meta(self, run_id: str) -> dict[str, Any]:
+        return {k: json.loads(d) for k, d in self.con.execute("SELECT key, data FROM run_meta WHERE run_id=?",
+                                                              (run_id,))}
+
     def start_run(self, run_id: str, started: str, config: dict) -> None:
         self.con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?)", (run_id, started, None, json.dumps(config)))
         self.con.commit()
@@ -190,8 +221,48 @@ class ResultsDB:
         return [{"run_id": r, "started": s, "finished": f, "config": json.loads(c)}
                 for r, s, f, c in self.con.execute("SELECT * FROM runs ORDER BY started")]
 
+    def provenance(self) -> dict[str, Any]:
+        """results.json: the latest run's resolved configuration, versions and stage timings, then every row
+        with its direction and too-few flag (docs/results.md). Built from the same tables the report's
+        reproducibility block reads."""
+        runs = self.runs()
+        latest = runs[-1] if runs else {"run_id": None, "started": None, "finished": None, "config": {}}
+        cfg = dict(latest["config"])
+        meta = self.run_meta(latest["run_id"]) if latest["run_id"] else {}
+        infos = self.models()
+        models = []
+        for spec in cfg.get("models", []):
+            info = dict(infos.get(spec, {}))
+            weights = info.pop("weights", None)
+            models.append({"spec": spec, "weights": weights, "weights_hash": weights_hash(weights),
+                           **{k: v for k, v in info.items() if k != "spec"}})
+        analyses = options_in_effect(cfg)
+        directions = self.metric_info()
+        run_of = {tuple(t[:4]): t[4] for t in self.con.execute(
+            "SELECT model, dataset, analysis, metric, run_id FROM results")}
+        rows = []
+        for r in self.rows():
+            d = directions.get((r.analysis, r.dataset, r.metric), {})
+            row = {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in zip(COLUMNS, r.as_tuple())}
+            rows.append({**row, "higher_is_better": d.get("higher_is_better"), "unit": d.get("unit"),
+                         "declared": bool(d), "too_few": too_few(int(r.n)),
+                         "run_id": run_of.get((r.model, r.dataset, r.analysis, r.metric))})
+        config = {"models": models, "datasets": meta.get("datasets", []),
+                  "analyses": [{"name": a, "options": analyses.get(a, {})} for a in cfg.get("analyses", [])],
+                  "run_options": analyses.get(registry.RUN_SCOPE, {}),
+                  **{k: cfg.get(k) for k in ("seed", "n_boot", "limit", "precision", "numerics", "device",
+                                             "batch_size", "num_workers", "logit_scale", "executor", "data_root",
+                                             "options", "log_samples")}}
+        return {"schema": "beyond-inet results", "schema_version": SCHEMA_VERSION,
+                "run": {k: latest.get(k) for k in ("run_id", "started", "finished")},
+                "config": config, "versions": cfg.get("versions", {}), "timings_s": meta.get("timings", {}),
+                "results": rows,
+                "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason}
+                          for s in self.skips()]}
+
     def export(self) -> tuple[Path, Path]:
-        """Write results.csv and results.json (the stable columns) next to the database.
+        """Write results.csv (the stable columns) and results.json (those rows inside the run's provenance,
+        ``provenance``) next to the database.
 
         Each file goes to a temporary name in the same folder and is renamed over the old one: a full disk
         leaves the previous complete file, and the error names the file and its folder's free space."""
@@ -203,7 +274,25 @@ class ResultsDB:
         for r in rows:
             w.writerow(["" if isinstance(x, float) and math.isnan(x) else x for x in r.as_tuple()])
         atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-        atomic_write_bytes(json_path, json.dumps(
-            [{c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in zip(COLUMNS, r.as_tuple())}
-             for r in rows], indent=1).encode("utf-8"))
+        atomic_write_bytes(json_path, json.dumps(self.provenance(), indent=1, default=str).encode("utf-8"))
         return csv_path, json_path
+
+
+def weights_hash(weights_id: str | None) -> str | None:
+    """The content hash a weights id ends in (``hub:arch.tag:<hash>``, ``random:<hash>``, ``file:<hash>``)."""
+    if not weights_id or ":" not in weights_id:
+        return None
+    tail = weights_id.rsplit(":", 1)[1]
+    return tail if tail and all(c in "0123456789abcdef" for c in tail.lower()) else None
+
+
+def options_in_effect(cfg: dict) -> dict[str, dict[str, Any]]:
+    """Every option of the run's analyses (and the run-wide ones, under ``registry.RUN_SCOPE``) with the value
+    it had: the user's, else the declared default. One source for results.json and the report."""
+    ran = set(cfg.get("analyses") or [])
+    given = cfg.get("options") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, (owner, opt) in registry.all_options().items():
+        if owner in ran or owner == registry.RUN_SCOPE:
+            out.setdefault(owner, {})[key] = given.get(key, opt.default)
+    return out
