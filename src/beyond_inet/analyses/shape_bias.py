@@ -314,7 +314,7 @@ class ShapeBias(Analysis):
             cols[rows, 2 * k] = m["is_shape"]
             cols[rows, 2 * k + 1] = m["is_shape"] | m["is_texture"]
             shapes[rows] = m["shape_of_conflict"]
-        desc = f"mean over {len(per)} subjects of each subject's shape bias (model-vs-human's aggregate)"
+        desc = f"each subject's shape bias, then the mean over the {len(per)} subjects (model-vs-human's aggregate)"
         ds = "cue-conflict"
         res.metrics.append(Metric(ds, "shape_bias", cols, images, mean_of_ratios, True, "fraction",
                                   description=desc))
