@@ -112,3 +112,9 @@ def test_decisions_that_are_not_a_folder_are_refused(tmp_path, capsys):
     rc = cli.main(["run", "--decisions", str(tmp_path / "nope"), "--analyses", "shape-bias",
                    "--out", str(tmp_path / "out")])
     assert rc == 2 and "--decisions" in capsys.readouterr().err
+
+
+def test_a_run_without_models_or_decisions_is_refused(tmp_path, capsys):
+    rc = cli.main(["run", "--analyses", "shape-bias", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no models given" in err and "--decisions" in err
