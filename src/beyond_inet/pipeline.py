@@ -407,6 +407,8 @@ def run_observers(ctx: Context, analyses: list, observers: list, db: ResultsDB, 
         return
     humans = [o for o in observers if o.human]
     for a in analyses:
+        for name in [o.name for o in observers] + [HUMANS]:  # a rerun into the same folder replaces them
+            db.clear_skips(a.name, name)
         if not a.scores_observers():
             skips = [Skip(a.name, o.name, "*", "needs a model's logits or features; published decisions "
                                                "cannot be scored by it") for o in observers]
