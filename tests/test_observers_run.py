@@ -84,6 +84,8 @@ def test_the_report_has_the_papers_figure_and_the_released_check(model_and_obser
 
     html = html_lib.unescape((ev.out / "report.html").read_text())
     assert "the paper's figure" in html.lower() and "then the mean" in html
+    pick = next(x for x in (ev.out / "report.md").read_text().splitlines() if x.startswith("- **Shape bias**"))
+    assert "pick vit\\_clip" in pick  # the highest non-human shape bias: humans are the reference, not a pick
     with open(ev.out / "reproduction.csv", newline="") as f:
         checks = list(csv.DictReader(f))
     cn = [c for c in checks if c["model"] == "convnext_clip"]

@@ -306,7 +306,8 @@ def test_the_figure_lines_are_the_specs(shared_data):
     if not spec.is_file():
         pytest.skip(f"{spec} absent")
     line = next(x for x in spec.read_text(encoding="utf-8").splitlines() if "Figure dashed lines" in x)
-    names = {"ViT-sup": "vit-sup", "ConvNeXt-sup": "convnext-sup", "ViT-clip": "vit-clip", "ConvNeXt-clip": "convnext-clip"}
-    got = {names[n]: float(v) for n, v in re.findall(r"(ViT-sup|ConvNeXt-sup|ViT-clip|ConvNeXt-clip)\s*≈?\s*(\d\.\d+)",
-                                                     line.replace("*", ""))}
+    names = {"ViT-sup": "vit-sup", "ConvNeXt-sup": "convnext-sup", "ViT-clip": "vit-clip",
+             "ConvNeXt-clip": "convnext-clip"}
+    found = re.findall(r"(ViT-sup|ConvNeXt-sup|ViT-clip|ConvNeXt-clip)\s*≈?\s*(\d\.\d+)", line.replace("*", ""))
+    got = {names[n]: float(v) for n, v in found}
     assert got == paper.SHAPE_BIAS_FIGURE

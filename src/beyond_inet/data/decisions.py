@@ -118,7 +118,8 @@ def read_file(path: Path, dataset: str, images: set[str] | None) -> list[tuple[i
             if images is not None and key not in images:
                 raise _fail(path, line, f"image {get['imagename']!r} ({key}) is not in the {dataset} dataset "
                                         f"under the data root")
-            out.append((line, subj, Trial(get["imagename"], resp, cat, get["condition"]), (get["session"], get["trial"])))
+            trial = Trial(get["imagename"], resp, cat, get["condition"])
+            out.append((line, subj, trial, (get["session"], get["trial"])))
         return out
 
 
