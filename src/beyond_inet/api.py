@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pandas is imported when a result is built, not with the pac
 # evaluate()'s keywords that are run settings (the CLI's flags), not analysis options.
 RUN_KEYWORDS = ("device", "batch_size", "workers", "limit", "bootstrap", "seed", "precision", "amp", "logit_scale",
                 "executor",
-                "ray_address", "report", "progress", "gpu_decode", "compile", "datasets", "log_samples")
+                "ray_address", "report", "progress", "gpu_decode", "compile", "datasets", "log_samples", "decisions")
 
 
 @dataclass
@@ -50,6 +50,13 @@ def _as_list(x: str | Iterable[str]) -> list[str]:
     return [x] if isinstance(x, str) else list(x)
 
 
+def _paths(x: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[str]:
+    """``--decisions`` as a list of folder paths (one path or several)."""
+    if x is None:
+        return []
+    return [str(x)] if isinstance(x, (str, os.PathLike)) else [str(p) for p in x]
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> cuda when a CUDA device is visible, else cpu; cuda without one is a UserError."""
     if device not in ("auto", "cpu", "cuda"):
@@ -64,7 +71,7 @@ def resolve_device(device: str) -> str:
     return "cuda" if has_cuda else "cpu"
 
 
-def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("accuracy",),
+def run_config(models: str | Iterable[str] = (), analyses: str | Iterable[str] = ("accuracy",),
                data_root: str | os.PathLike | None = None, out: str | os.PathLike = "beyond-inet-out", *,
                device: str = "auto", batch_size: int = 64, workers: int | None = None, limit: int | None = None,
                bootstrap: int = 1000, seed: int = 0, precision: str = "fp32", amp: bool | None = None,
@@ -72,7 +79,7 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                executor: str = "local", ray_address: str | None = None, report: bool = True,
                progress: bool = False, gpu_decode: bool = False, compile: bool = False,
                datasets: dict[str, str | os.PathLike] | Iterable[str] | None = None, log_samples: bool = False,
-               **options: Any):
+               decisions: str | os.PathLike | Iterable[str | os.PathLike] | None = None, **options: Any):
     """The `RunConfig` that `evaluate` runs (validated when it runs).
 
     `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
@@ -82,7 +89,8 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
     # Before torch is imported: a mistyped argument costs no seconds (validate_run checks it all again, cheaply).
     check_arguments(_as_list(models), _as_list(analyses), options,
                     data_root=None if data_root is None else str(data_root), limit=limit, n_boot=bootstrap, seed=seed,
-                    num_workers=workers, batch_size=batch_size, logit_scale=logit_scale, datasets=datasets)
+                    num_workers=workers, batch_size=batch_size, logit_scale=logit_scale, datasets=datasets,
+                    decisions=_paths(decisions))
     from beyond_inet.engine.runner import RunConfig, default_workers
 
     dev = resolve_device(device)
@@ -94,10 +102,11 @@ def run_config(models: str | Iterable[str], analyses: str | Iterable[str] = ("ac
                      precision=precision if amp is None else ("bf16" if amp else "fp32"),
                      logit_scale=logit_scale, executor=executor, ray_address=ray_address, seed=seed, n_boot=bootstrap,
                      options=dict(options), report=report, progress=progress, gpu_decode=gpu_decode,
-                     compile=compile, datasets=check_user_datasets(datasets), log_samples=bool(log_samples))
+                     compile=compile, datasets=check_user_datasets(datasets), log_samples=bool(log_samples),
+                     decisions=_paths(decisions))
 
 
-def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accuracy",),
+def evaluate(models: str | Iterable[str] = (), analyses: str | Iterable[str] = ("accuracy",),
              data_root: str | os.PathLike | None = None, out: str | os.PathLike = "beyond-inet-out",
              **kwargs: Any) -> Evaluation:
     """Run `models` x `analyses` on the datasets under `data_root`; outputs and results go to `out`.
@@ -105,6 +114,8 @@ def evaluate(models: str | Iterable[str], analyses: str | Iterable[str] = ("accu
     Keyword arguments are the command line's flags (device, batch_size, workers, limit, bootstrap, seed, precision,
     logit_scale, executor, ray_address, report, progress, gpu_decode, compile, log_samples) and analysis options by key
     (e.g. ``pug_rule="paper"``, ``calibration_datasets=["imagenet-val"]``; see `beyond-inet analyses`).
+    ``decisions=[folder, ...]`` adds published per-trial decisions (model-vs-human raw data) as observers beside
+    the models (docs/observers.md); with decisions, `models` may be empty.
     ``datasets={"mypets": "/data/pets"}`` adds your own folders of class folders (docs/user-datasets.md): each is
     scored by every requested analysis that applies, under its name. ``log_samples=True`` also writes each image's
     prediction, label, correctness and confidence to ``out/samples/*.parquet`` (docs/results.md).

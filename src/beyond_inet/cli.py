@@ -38,11 +38,16 @@ EXAMPLES = {
 
 def _add_run_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     if not demo:
-        p.add_argument("--models", nargs="+", required=True, metavar="SPEC",
+        p.add_argument("--models", nargs="+", default=[], metavar="SPEC",
                        help="model specs: an alias, timm:<name>, open_clip:<arch>@<tag>, hf:<repo>, packaged:<name> "
                             "(see `beyond-inet models`)")
         p.add_argument("--analyses", nargs="+", default=["accuracy"], metavar="NAME",
                        help=f"any of: {', '.join(registry.analysis_names())}, or 'all' (default: accuracy)")
+    if not demo:
+        p.add_argument("--decisions", action="append", default=[], metavar="FOLDER",
+                       help="published per-trial decisions (model-vs-human raw-data CSVs: a folder of <dataset>/ "
+                            "folders, or one dataset folder); each subj joins the decision-only analyses as an "
+                            "observer (repeatable; with it, --models may be left out)")
     p.add_argument("--data-root", default=os.environ.get("BEYOND_INET_DATA"),
                    help="folder holding the datasets (default: $BEYOND_INET_DATA)")
     p.add_argument("--out", default="beyond-inet-demo" if demo else None, required=not demo,
@@ -97,7 +102,8 @@ def _evaluate(args, models: list[str], analyses: list[str], options: dict | None
                     executor=args.executor,
                     ray_address=args.ray_address, report=not args.no_report, progress=not args.no_progress,
                     gpu_decode=args.gpu_decode, compile=args.compile, datasets=list(args.dataset) or None,
-                    log_samples=args.log_samples, **{**(options or {}), **cli_options})
+                    log_samples=args.log_samples, decisions=list(getattr(args, "decisions", []) or []) or None,
+                    **{**(options or {}), **cli_options})
 
 
 def cmd_run(args) -> int:

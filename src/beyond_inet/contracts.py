@@ -7,6 +7,8 @@ it without cycles. What lives here:
 * ``Request``: a (dataset, view) an analysis needs; ``Fetch`` / ``CrossFetch`` to get its outputs;
 * ``Row``, ``Skip``, ``AnalysisResult``: what analyses produce (the stable results schema);
 * ``Context``: what an analysis may know besides the outputs;
+* ``Trial``, ``Observer``: published per-trial decisions (model-vs-human raw data) that enter the
+  decision-only analyses beside the models that run;
 * ``Metric``: a per-sample metric declaration (per-unit columns + finish + resampling units +
   direction + unit), the ONE scoring rule from which values, CIs, paired tests and verdicts derive.
 """
@@ -162,6 +164,34 @@ class AnalysisResult:
         self.metrics += other.metrics
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One published decision: the image shown (model-vs-human's ``imagename``), the 16-class response
+    (``na`` = a human gave none), the true (shape) category and the condition."""
+
+    image: str
+    response: str
+    category: str
+    condition: str = ""
+
+
+@dataclass
+class Observer:
+    """A decision maker known only by its published decisions (a human subject, or a model whose per-trial
+    CSV was released): it has no logits, so only analyses that need decisions alone can score it.
+
+    name:   the CSVs' ``subj`` (``subject-01``, ``resnet50``, ``deit3_21k``);
+    human:  a human subject (aggregated as model-vs-human does: per subject, then the mean);
+    trials: dataset name -> its trials, in file order;
+    source: dataset name -> the CSV file it came from.
+    """
+
+    name: str
+    human: bool
+    trials: dict[str, list[Trial]] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Context:
     """What an analysis may know besides the outputs: the data root, catalog and options."""
@@ -176,6 +206,8 @@ class Context:
     n_boot: int = 1000
     # The analyses of this run (a cross-model analysis such as the paired tests compares theirs).
     analyses: tuple[str, ...] = ()
+    # Published decisions (--decisions): observers beside the models, for the decision-only analyses.
+    observers: tuple[Observer, ...] = ()
 
     def option_list(self, key: str, default) -> list:
         """An option that holds a list; a single value or a comma-separated string (from the command

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from beyond_inet import __version__
 from beyond_inet.analyses import ANALYSES, Analysis, Context, ModelEnv, Request, Skip, get_analysis, load_builtin
-from beyond_inet.data import catalog
+from beyond_inet.data import catalog, decisions
 from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
 from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, numerics_of, plan_model_jobs, validate_spec
@@ -54,6 +54,7 @@ class RunConfig:
     datasets: dict = field(default_factory=dict)  # the user's own folders: --dataset NAME=PATH
     user_datasets: dict = field(default_factory=dict)  # filled by validation: what each folder is (data.user)
     log_samples: bool = False  # OUT/samples/*.parquet: each image's prediction, label, correctness, confidence
+    decisions: list = field(default_factory=list)  # --decisions folders: published observers (data.decisions)
 
     @property
     def amp(self) -> bool:
@@ -179,18 +180,20 @@ def run(cfg: RunConfig) -> dict:
     for spec in cfg.models:
         validate_spec(spec)
     exif = exif_transpose_option(cfg.options)  # a bad value fails before any work
+    observers = read_observers(cfg.decisions, cfg.data_root, cfg.models)  # bad files: exit 2 before any model
     analyses = [get_analysis(a) for a in cfg.analyses]
     if len(cfg.models) >= 2 and SIGNIFICANCE in ANALYSES and SIGNIFICANCE not in cfg.analyses:
         analyses.append(get_analysis(SIGNIFICANCE))  # paired tests whenever >= 2 models run
     run_id = uuid.uuid4().hex[:12]
     db = ResultsDB(out)
     numerics = numerics_of(cfg.device, cfg.amp, cfg.gpu_decode)
-    db.start_run(run_id, _now(), {**asdict(cfg), "numerics": numerics, "versions": versions(cfg.device)})
+    db.start_run(run_id, _now(), {**asdict(cfg), "numerics": numerics, "versions": versions(cfg.device),
+                                  "observers": decisions.describe(observers)})
     log.info("run %s: models=%s analyses=%s data_root=%s", run_id, cfg.models, cfg.analyses, cfg.data_root)
     ctx = Context(data_root=cfg.data_root, options={**cfg.options, "device": cfg.device},
                   available=lambda n: catalog.available(n, cfg.data_root),
                   parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot,
-                  analyses=tuple(a.name for a in analyses))
+                  analyses=tuple(a.name for a in analyses), observers=tuple(observers))
     requests = {a.name: a.requests(ctx) for a in analyses}
     store = Store(out / "store")
     store.remove_strays()
@@ -322,6 +325,7 @@ def run(cfg: RunConfig) -> dict:
             clock.add(t_samples, "log_samples")
         live.clear()
         del model, loaded
+    run_observers(ctx, analyses, observers, db, run_id, summary, all_rows)
     _run_cross_model(ctx, [a for a in analyses if getattr(a, "compares_models", False)], model_keys, store, db,
                      run_id, summary, recompute, datasets.expected, clock)
     for a in analyses:
@@ -434,7 +438,9 @@ def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], 
                      clock: StageClock | None = None) -> None:
     """Cross-model analyses (`compares_models`): one `compare` call with every model that ran, reading the
     store lazily (``cross_fetch``); their rows, skips and artifacts are stored under model ``*``."""
-    if not analyses or not model_keys:
+    if not model_keys:  # published observers alone: only the analyses that score them
+        analyses = [a for a in analyses if ctx.observers and a.scores_observers()]
+    if not analyses:
         return
     fetch = cross_fetch(store, {m: {dv: k for dv, (k, _) in keys.items()} for m, keys in model_keys.items()},
                         recompute, expected)
@@ -451,6 +457,50 @@ def _run_cross_model(ctx: Context, analyses: list, model_keys: dict[str, dict], 
 
 
 SIGNIFICANCE = "significance"
+HUMANS = "humans"  # the human subjects among the observers, aggregated (per subject, then the mean)
+
+
+def read_observers(paths: list, data_root: str | None, models: list[str]) -> list:
+    """The ``--decisions`` folders' observers (`data.decisions`), checked before any model runs; an observer
+    named like a model of the run, or like the human aggregate, is refused (their rows would mix)."""
+    if not paths:
+        return []
+    observers = decisions.read_observers(paths, data_root)
+    for o in observers:
+        if o.name in models or o.name == HUMANS:
+            raise UserError(f"--decisions: observer {o.name!r} has the name of "
+                            f"{'a model of this run' if o.name in models else 'the human aggregate'}")
+    return observers
+
+
+def run_observers(ctx: Context, analyses: list, observers: list, db: ResultsDB, run_id: str, summary: dict,
+                  all_rows: dict) -> None:
+    """Published observers (``--decisions``) through every per-model analysis that needs decisions only,
+    scored like a model; the human subjects also as one aggregate (``humans``). Analyses that need logits
+    list each observer as a skip. Cross-model analyses read ``ctx.observers`` in `compare`."""
+    if not observers:
+        return
+    humans = [o for o in observers if o.human]
+    for a in analyses:
+        for name in [o.name for o in observers] + [HUMANS]:  # a rerun into the same folder replaces them
+            db.clear_skips(a.name, name)
+        if not a.scores_observers():
+            skips = [Skip(a.name, o.name, "*", "needs a model's logits or features; published decisions "
+                                               "cannot be scored by it") for o in observers]
+            db.add_skips(skips, run_id)
+            summary["skips"] += skips
+            continue
+        if getattr(a, "compares_models", False):
+            continue
+        results = [(o.name, a.compute_observer(ctx, o)) for o in observers]
+        if len(humans) >= 2:
+            results.append((HUMANS, a.compute_group(ctx, HUMANS, humans)))
+        for name, res in results:
+            db.add_rows(res.rows, run_id)
+            db.add_skips(res.skips, run_id)
+            db.add_artifacts(a.name, name, res.artifacts, run_id)
+            all_rows[a.name] += res.rows
+            summary["skips"] += res.skips
 
 
 def load_outputs(store: Store, key: str, recompute=None, expect=None):

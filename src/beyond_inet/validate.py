@@ -364,13 +364,18 @@ def check_data_present(analyses: list[str], ctx) -> None:
 
 def check_arguments(models: list[str], analyses: list[str], options: dict[str, Any], *, data_root: str | None,
                     limit: int | None, n_boot: int, seed: int, num_workers: int | None, batch_size: int,
-                    logit_scale: float | None, datasets: dict[str, str] | None = None
+                    logit_scale: float | None, datasets: dict[str, str] | None = None, decisions=()
                     ) -> tuple[list[str], dict[str, Any]]:
     """Everything about a run's arguments that can be checked without torch (numbers, names, options, model
     specs from the name index): a mistyped argument is refused in well under a second. Returns the analyses
     resolved and the options typed, with defaults filled in."""
-    if not models:
-        raise UserError("no models given; pass --models SPEC [SPEC ...] (see `beyond-inet models`)")
+    if not models and not decisions:
+        raise UserError("no models given; pass --models SPEC [SPEC ...] (see `beyond-inet models`) or published "
+                        "decisions with --decisions FOLDER")
+    for d in decisions or ():
+        if not Path(d).is_dir():
+            raise UserError(f"--decisions {d}: not a folder (model-vs-human raw-data CSVs: <dataset>/<dataset>_"
+                            f"<observer>_session-1.csv)")
     check_int("--limit", limit, 1)
     check_int("--bootstrap", n_boot, 1, allow_none=False)
     check_int("--seed", seed, 0, allow_none=False)
@@ -397,7 +402,8 @@ def validate_run(cfg):
     analyses, options = check_arguments(cfg.models, cfg.analyses, cfg.options, data_root=cfg.data_root,
                                         limit=cfg.limit, n_boot=cfg.n_boot, seed=cfg.seed,
                                         num_workers=cfg.num_workers, batch_size=cfg.batch_size,
-                                        logit_scale=cfg.logit_scale, datasets=user)
+                                        logit_scale=cfg.logit_scale, datasets=user,
+                                        decisions=getattr(cfg, "decisions", ()))
     check_executor(cfg.executor, cfg.ray_address)
     options, found = use_user_datasets(check_user_datasets(user), cfg.options, options, cfg.executor)
     cfg = replace(cfg, analyses=analyses, options=options)

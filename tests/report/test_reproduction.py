@@ -273,3 +273,41 @@ def test_end_to_end_three_images_are_too_few_to_tell(tiny_imagenet, tmp_path):
     assert '<td class="muted">too few images to tell</td>' in sec
     md = (out / "report.md").read_text()
     assert "| too few images to tell |" in md and "(too few: n=3)" in md
+
+
+# ---------------------------------------------------------------------------------- released decisions
+def test_released_decisions_are_compared_exactly_so_a_file_that_is_not_the_figures_run_differs():
+    """The paper's released CSV is the data of its number, not a sample: convnext-clip's file (0.424) against the
+    figure's line (0.447) differs even though a bootstrap CI over images (~±0.03) would contain 0.447."""
+    rows = [Row("convnext_clip", "cue-conflict", "shape-bias", "shape_bias", 0.42412, 0.393, 0.456, 738),
+            Row("vit_clip", "cue-conflict", "shape-bias", "shape_bias", 0.46468, 0.434, 0.491, 906)]
+    refs, no_verdict = P.reference_table(["convnext_clip", "vit_clip"], {})
+    assert not no_verdict
+    checks = {(c.model, c.published): c for c in P.compare(rows, refs)}
+    assert checks[("convnext_clip", 0.424)].verdict == "matches"
+    fig = checks[("convnext_clip", 0.447)]
+    assert fig.verdict == "differs" and "released" in fig.likely_causes and "does not match the figure" in fig.note
+    assert {c.verdict for (m, _), c in checks.items() if m == "vit_clip"} == {"matches"}
+    # the same rows under a model spec (a sample of images) keep the CI rule: 0.447 lies inside the CI
+    alias_rows = [Row("convnext-clip", *r.as_tuple()[1:]) for r in rows[:1]]
+    alias_refs = [type(r)("convnext-clip", *[getattr(r, f) for f in ("analysis", "dataset", "metric", "value",
+                                                                     "tolerance", "source", "note")])
+                  for r in refs if r.model == "convnext_clip" and r.value == 0.447]
+    assert P.compare(alias_rows, alias_refs)[0].verdict != "differs"
+
+
+def test_the_figure_lines_are_the_specs(shared_data):
+    """paper.SHAPE_BIAS_FIGURE against the spec's own sentence, parsed here."""
+    import re
+
+    from beyond_inet.references import paper
+
+    spec = shared_data.parent / "docs" / "paper-spec.md"
+    if not spec.is_file():
+        pytest.skip(f"{spec} absent")
+    line = next(x for x in spec.read_text(encoding="utf-8").splitlines() if "Figure dashed lines" in x)
+    names = {"ViT-sup": "vit-sup", "ConvNeXt-sup": "convnext-sup", "ViT-clip": "vit-clip",
+             "ConvNeXt-clip": "convnext-clip"}
+    found = re.findall(r"(ViT-sup|ConvNeXt-sup|ViT-clip|ConvNeXt-clip)\s*≈?\s*(\d\.\d+)", line.replace("*", ""))
+    got = {names[n]: float(v) for n, v in found}
+    assert got == paper.SHAPE_BIAS_FIGURE

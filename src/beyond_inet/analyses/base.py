@@ -25,6 +25,7 @@ from beyond_inet.contracts import (  # noqa: F401  (re-exported: the analyses' p
     CrossFetch,
     Fetch,
     Metric,
+    Observer,
     Outputs,
     Request,
     Row,
@@ -92,6 +93,34 @@ class Analysis:
     def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
         """Cross-model rows (only when `compares_models`)."""
         raise NotImplementedError
+
+    @classmethod
+    def scores_observers(cls) -> bool:
+        """Can this analysis score a published observer (decisions only, no logits)? A cross-model analysis
+        that reads ``ctx.observers`` in `compare` says so by overriding `declare_observer` too."""
+        return cls.declare_observer is not Analysis.declare_observer
+
+    def declare_observer(self, ctx: Context, observer: Observer) -> AnalysisResult:
+        """Per-sample declarations of one observer from its decisions alone (like `declare` for a model).
+        Analyses that need logits or features leave this out: the run lists each observer as a skip."""
+        raise NotImplementedError
+
+    def declare_group(self, ctx: Context, name: str, observers: list[Observer]) -> AnalysisResult:
+        """Declarations of a group of observers as one (the human subjects as model-vs-human aggregates
+        them); default: none."""
+        return AnalysisResult()
+
+    def compute_group(self, ctx: Context, name: str, observers: list[Observer]) -> AnalysisResult:
+        """Rows of a group of observers (`declare_group`), scored like a model's."""
+        res = self.declare_group(ctx, name, observers)
+        res.rows = score_metrics(ctx, name, self.name, res.metrics) + res.rows
+        return res
+
+    def compute_observer(self, ctx: Context, observer: Observer) -> AnalysisResult:
+        """Rows of one observer: its declared metrics scored exactly as a model's are."""
+        res = self.declare_observer(ctx, observer)
+        res.rows = score_metrics(ctx, observer.name, self.name, res.metrics) + res.rows
+        return res
 
     def prepare_datasets(self, ctx: Context) -> list[str]:
         """Datasets `prepare` reads itself (not through `requests`); the run checks they exist. Default: none."""

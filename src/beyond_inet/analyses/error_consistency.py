@@ -20,6 +20,11 @@ The metric is split as the scoring contract wants it: `pair_columns` gives per-i
 sufficient statistics), `finish` turns column sums into kappa, vectorised over bootstrap replicates; the CI
 resamples images.
 
+Published observers (``--decisions``; ``ctx.observers``) join on the decision sets: a model-like observer is one
+more observer in the pairwise rows and against the humans (correct = ``object_response == category``); the
+human subjects among them, when they have trials on a set, are the humans of that set (instead of
+`human_raw_dir`'s).
+
 Rows (analysis ``error-consistency``): ``kappa_vs:<other model>`` (+ ``c_obs_vs:``/``c_exp_vs:``) for every
 ordered pair of models, ``kappa_humans`` per model, and ``kappa_humans`` for model ``human-subjects``
 (the human-human ceiling).
@@ -35,8 +40,8 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Request, Row,
-                                       Skip, register_analysis)
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Observer,
+                                       Request, Row, Skip, register_analysis)
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
 from beyond_inet.engine.outputs import Outputs
 
@@ -133,6 +138,13 @@ def human_correct(raw_dir: Path, ds: str) -> tuple[dict[str, dict[str, float]], 
     return out, repeats
 
 
+def observer_correct(observer: Observer, ds: str) -> dict[str, float]:
+    """Image key -> 1.0/0.0 for a published observer's trials on `ds` (``na`` and any non-category are
+    wrong, as for `human_correct`); a repeated image keeps its last trial, as `human_correct` does."""
+    return {image_key(t.image): float(t.category in CATEGORIES and t.response == t.category)
+            for t in observer.trials.get(ds, [])}
+
+
 def _vector(correct: dict[str, float], keys: list[str]) -> np.ndarray:
     return np.array([correct.get(k, math.nan) for k in keys], np.float64)
 
@@ -160,6 +172,10 @@ class ErrorConsistency(Analysis):
         """Nothing per model: every number compares two observers (see `compare`)."""
         return AnalysisResult()
 
+    def declare_observer(self, ctx: Context, observer: Observer) -> AnalysisResult:
+        """Nothing per observer: `compare` reads ``ctx.observers`` beside the models."""
+        return AnalysisResult()
+
     def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
         res = AnalysisResult()
         raw = human_raw_dir(ctx)
@@ -171,6 +187,9 @@ class ErrorConsistency(Analysis):
                 out = fetch(m, Request(ds, view))
                 if out is not None and len(out):
                     correct[m] = model_correct(ds, out)
+            if ds in DECISION_SETS:
+                correct.update({o.name: observer_correct(o, ds) for o in ctx.observers
+                                if not o.human and o.trials.get(ds)})
             if not correct:
                 continue
             keys = sorted(set().union(*correct.values()))
@@ -178,7 +197,7 @@ class ErrorConsistency(Analysis):
             present = list(vec)
             if len(present) >= 2:
                 matrices[ds] = self._model_pairs(ctx, ds, present, vec, res)
-            elif len(models) >= 2:
+            elif len(models) + len(ctx.observers) >= 2:
                 res.skips.append(Skip(self.name, "*", ds, "only one model has outputs here: no model pair"))
             if ds in DECISION_SETS:
                 humans = self._humans(ctx, ds, keys, vec, raw, res)
@@ -210,10 +229,16 @@ class ErrorConsistency(Analysis):
 
     def _humans(self, ctx: Context, ds: str, keys: list[str], vec: dict[str, np.ndarray], raw: Path | None,
                 res: AnalysisResult) -> dict | None:
-        if raw is None:
+        published = [o for o in ctx.observers if o.human and o.trials.get(ds)]
+        if published:  # the --decisions humans are this run's humans
+            subjects = {o.name: observer_correct(o, ds) for o in published}
+            repeats, where = 0, published[0].source.get(ds, "--decisions")
+            raw = Path(where).parent
+        elif raw is None:
             res.skips.append(Skip(self.name, "*", ds, "no human raw data (model-vs-human) found: no kappa vs humans"))
             return None
-        subjects, repeats = human_correct(raw, ds)
+        else:
+            subjects, repeats = human_correct(raw, ds)
         hv = {s: _vector(c, keys) for s, c in subjects.items()}
         hv = {s: v for s, v in hv.items() if np.isfinite(v).any()}
         if not hv:

@@ -15,6 +15,12 @@ on the shape == texture images). Datasets ``edge`` and ``silhouette``: ``acc16``
 
 The same metric code recomputes shape bias from published decision CSVs (`shape_bias_from_decisions`) and
 gives human reference values from model-vs-human's raw data (`human_reference`).
+
+Published observers (``--decisions``; `beyond_inet.contracts.Observer`) get the same rows from their
+decisions (`declare_observer`: ``object_response`` is the decision, ``category`` the shape, the texture is
+parsed from ``imagename``; a human's "na" is neither shape nor texture). Human subjects are also aggregated
+as model-vs-human aggregates them: each subject's shape bias, then the mean over subjects (rows of observer
+``humans``; `declare_group`), per category the same way.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Metric, Request, Skip,
+from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Metric, Observer, Request, Skip,
                                        register_analysis)
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES
@@ -215,6 +221,41 @@ def shape_bias_metric(dataset: str, metric: str, is_shape: np.ndarray, is_textur
                   rests_on=1, description="higher = more shape decisions (humans: ~0.96)")
 
 
+def mean_of_ratios(sums: np.ndarray) -> np.ndarray:
+    """Column sums [b, 2k] (k observers' (shape, shape-or-texture) side by side) -> the mean over the
+    observers of their shape bias, [b]: model-vs-human's human aggregate (per subject, then the mean)."""
+    s = np.asarray(sums, np.float64)
+    s = s.reshape(s.shape[0], -1, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = s[..., 0] / s[..., 1]
+    ok = np.isfinite(r)
+    return np.where(ok.any(axis=1), np.where(ok, r, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), math.nan)
+
+
+def observer_cue_conflict(trials) -> tuple[dict[str, Any], list[str], list[str], list[str]]:
+    """`shape_bias_metrics` of an observer's cue-conflict trials, with the image ids of its conflict trials,
+    the names it could not parse (left out) and the ids of its no-conflict trials."""
+    dec, sha, tex, ids, bad = [], [], [], [], []
+    for t in trials:
+        try:
+            _, texture = parse_cue_conflict_name(t.image)
+        except ValueError:
+            bad.append(t.image)
+            continue
+        dec.append(_category_or_none(t.response))
+        sha.append(_category_or_none(t.category))
+        tex.append(_CAT_INDEX[texture])
+        ids.append(t.image.replace("\\", "/").rsplit("/", 1)[-1].rsplit("_", 1)[-1])
+    m = shape_bias_metrics(np.array(dec, np.int64), np.array(sha, np.int64), np.array(tex, np.int64))
+    return (m, [i for i, c in zip(ids, m["conflict"]) if c], bad,
+            [i for i, c in zip(ids, m["conflict"]) if not c])
+
+
+def _per_category_artifact(m: dict[str, Any]) -> dict[str, Any]:
+    return {"categories": list(CATEGORIES), "shape_bias": [m["per_category"][c] for c in CATEGORIES],
+            "overall": m["shape_bias"], "n_conflict": m["n_conflict"]}
+
+
 @register_analysis
 class ShapeBias(Analysis):
     name = "shape-bias"
@@ -247,6 +288,78 @@ class ShapeBias(Analysis):
             res.artifacts["shape-bias/human"] = human_reference(raw)
         return res
 
+    def declare_observer(self, ctx: Context, observer: Observer) -> AnalysisResult:
+        """An observer's rows from its published decisions: the same metrics as a model's (module docstring)."""
+        res = AnalysisResult()
+        trials = observer.trials.get("cue-conflict")
+        if not trials:
+            res.skips.append(Skip(self.name, observer.name, "cue-conflict", "no published cue-conflict decisions"))
+        else:
+            m, ids, bad, no_conflict = observer_cue_conflict(trials)
+            for name in bad[:3]:
+                res.skips.append(Skip(self.name, observer.name, "cue-conflict", f"left out {name!r}: not "
+                                      f"'<shape>N-<texture>M.png'" + (f" ({len(bad)} such)" if len(bad) > 1 else "")))
+            self._declare_cue_conflict(m, ids, no_conflict, res)
+            res.artifacts["shape-bias/per-category"] = _per_category_artifact(m)
+        for ds in ("edge", "silhouette"):
+            ts = observer.trials.get(ds)
+            if ts:
+                ok = np.array([t.response == t.category for t in ts], np.float64)
+                res.metrics.append(stats.mean_metric(ds, "acc16", ok, [t.image for t in ts]))
+        return res
+
+    def declare_group(self, ctx: Context, name: str, observers: list[Observer]) -> AnalysisResult:
+        """The human aggregate (model-vs-human's): each subject's shape bias, then the mean over subjects;
+        per category the same. Units are the images (a subject's trial names reduce to the image file), so
+        the CI resamples images, every subject's trial on an image together."""
+        res = AnalysisResult()
+        per = [(o, observer_cue_conflict(o.trials["cue-conflict"])[:2]) for o in observers
+               if o.trials.get("cue-conflict")]
+        if not per:
+            return res
+        images = sorted({i for _, (_, ids) in per for i in ids})
+        at = {k: j for j, k in enumerate(images)}
+        shapes = np.full(len(images), -1, np.int64)
+        cols = np.zeros((len(images), 2 * len(per)))
+        for k, (_, (m, ids)) in enumerate(per):
+            rows = np.array([at[i] for i in ids], np.int64)
+            cols[rows, 2 * k] = m["is_shape"]
+            cols[rows, 2 * k + 1] = m["is_shape"] | m["is_texture"]
+            shapes[rows] = m["shape_of_conflict"]
+        desc = f"each subject's shape bias, then the mean over the {len(per)} subjects (model-vs-human's aggregate)"
+        ds = "cue-conflict"
+        res.metrics.append(Metric(ds, "shape_bias", cols, images, mean_of_ratios, True, "fraction",
+                                  description=desc))
+        per_cat = []
+        for k, c in enumerate(CATEGORIES):
+            sel = shapes == k
+            if sel.any():
+                res.metrics.append(Metric(ds, f"shape_bias_{c}", cols[sel], [i for i, s_ in zip(images, sel) if s_],
+                                          mean_of_ratios, True, "fraction", description=desc))
+            per_cat.append(float(mean_of_ratios(cols[sel].sum(axis=0, keepdims=True))[0]) if sel.any()
+                           else math.nan)
+        overall = float(mean_of_ratios(cols.sum(axis=0, keepdims=True))[0])
+        res.artifacts["shape-bias/per-category"] = {"categories": list(CATEGORIES), "shape_bias": per_cat,
+                                                    "overall": overall, "n_conflict": len(images),
+                                                    "subjects": [o.name for o, _ in per], "aggregate": desc}
+        return res
+
+    def _declare_cue_conflict(self, m: dict[str, Any], conflict_ids: list[str], no_conflict_ids: list[str],
+                              res: AnalysisResult) -> None:
+        """The cue-conflict metrics of one decision maker (model or observer) from `shape_bias_metrics`."""
+        is_shape, is_tex, sc = m["is_shape"], m["is_texture"], m["shape_of_conflict"]
+        ds = "cue-conflict"
+        res.metrics.append(shape_bias_metric(ds, "shape_bias", is_shape, is_tex, conflict_ids))
+        for k, c in enumerate(CATEGORIES):
+            sel = sc == k
+            if sel.any():
+                res.metrics.append(shape_bias_metric(ds, f"shape_bias_{c}", is_shape[sel], is_tex[sel],
+                                                     [i for i, s_ in zip(conflict_ids, sel) if s_]))
+        res.metrics.append(stats.mean_metric(ds, "shape_acc", is_shape, conflict_ids))
+        res.metrics.append(stats.mean_metric(ds, "texture_acc", is_tex, conflict_ids))
+        if m["n_no_conflict"]:
+            res.metrics.append(stats.mean_metric(ds, "acc16_no_conflict", m["correct_no_conflict"], no_conflict_ids))
+
     def _cue_conflict(self, ctx: Context, model: str, out, res: AnalysisResult) -> None:
         keep, textures = [], []
         for i, sid in enumerate(out.ids):
@@ -265,23 +378,6 @@ class ShapeBias(Analysis):
             return
         idx = np.array(keep)
         m = shape_bias_metrics(decisions16(out.logits[idx]), out.labels[idx], np.array(textures))
-        is_shape, is_tex, sc = m["is_shape"], m["is_texture"], m["shape_of_conflict"]
-        ds = "cue-conflict"
-        conflict_ids = [out.ids[i] for i in idx[m["conflict"]]]
-        res.metrics.append(shape_bias_metric(ds, "shape_bias", is_shape, is_tex, conflict_ids))
-        for k, c in enumerate(CATEGORIES):
-            sel = sc == k
-            if sel.any():
-                res.metrics.append(shape_bias_metric(ds, f"shape_bias_{c}", is_shape[sel], is_tex[sel],
-                                                     [i for i, s_ in zip(conflict_ids, sel) if s_]))
-        res.metrics.append(stats.mean_metric(ds, "shape_acc", is_shape, conflict_ids))
-        res.metrics.append(stats.mean_metric(ds, "texture_acc", is_tex, conflict_ids))
-        if m["n_no_conflict"]:
-            res.metrics.append(stats.mean_metric(ds, "acc16_no_conflict", m["correct_no_conflict"],
-                                                 [out.ids[i] for i in idx[~m["conflict"]]]))
-        res.artifacts["shape-bias/per-category"] = {
-            "categories": list(CATEGORIES),
-            "shape_bias": [m["per_category"][c] for c in CATEGORIES],
-            "overall": m["shape_bias"],
-            "n_conflict": m["n_conflict"],
-        }
+        self._declare_cue_conflict(m, [out.ids[i] for i in idx[m["conflict"]]],
+                                   [out.ids[i] for i in idx[~m["conflict"]]], res)
+        res.artifacts["shape-bias/per-category"] = _per_category_artifact(m)

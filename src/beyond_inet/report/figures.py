@@ -168,16 +168,40 @@ def collect_imagenet_x(rt: RowTable, artifacts: dict, models: Sequence[str]) -> 
     return factors, data
 
 
+HUMANS = "humans"  # the published human subjects' aggregate (pipeline.HUMANS)
+_SUBJECT = re.compile(r"^subject-\d+$")
+
+
+def is_human_observer(m: str) -> bool:
+    """A published human subject or their aggregate (``--decisions``): drawn as the human reference."""
+    return m == HUMANS or bool(_SUBJECT.match(m))
+
+
+def published_humans(artifacts: dict) -> dict | None:
+    """The human reference from published human observers (``--decisions``): per subject, then the mean,
+    per category and overall (the ``humans`` aggregate's artifact); None when there is none."""
+    a = _art(artifacts, "shape-bias", HUMANS, "shape-bias/per-category")
+    if not (isinstance(a, dict) and a.get("categories")):
+        return None
+    return {"shape_bias_per_category": {c: _num(v) for c, v in zip(a["categories"], a.get("shape_bias", []))},
+            "shape_bias_mean": _num(a.get("overall")), "n_subjects": len(a.get("subjects", [])),
+            "aggregate": a.get("aggregate", "")}
+
+
 def collect_shape_bias(rt: RowTable, artifacts: dict, models: Sequence[str]) -> tuple[list[str], dict, dict | None]:
-    """Categories, {model: {'per_category': {cat: v}, 'overall': v}} and the human reference (or None)."""
+    """Categories, {model: {'per_category': {cat: v}, 'overall': v}} and the human reference (or None).
+
+    Published human observers (``--decisions``) are the human reference (their aggregate), not model series."""
     try:
         from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES as cats0
         cats = list(cats0)
     except Exception:
         cats = []
     data: dict[str, dict] = {}
-    human = None
+    human = published_humans(artifacts)
     for m in models:
+        if is_human_observer(m):
+            continue
         a = _art(artifacts, "shape-bias", m, "shape-bias/per-category")
         h = _art(artifacts, "shape-bias", m, "shape-bias/human")
         if human is None and isinstance(h, dict) and h.get("shape_bias_per_category"):
@@ -369,8 +393,10 @@ def imagenet_x_figure(factors: Sequence[str], data: dict, models: Sequence[str],
 
 
 def shape_bias_figure(categories: Sequence[str], data: dict, models: Sequence[str], colors: dict,
-                      human: dict | None) -> Figure:
-    """Model-vs-human style: per-category fraction of shape decisions, overall value as a dashed line."""
+                      human: dict | None, names: dict | None = None, title: str | None = None) -> Figure:
+    """Model-vs-human style: per-category fraction of shape decisions, overall value as a dashed line.
+    `names`: legend names per model (default: the model); `title`: the axes title."""
+    names = names or {}
     ms = [m for m in models if m in data]
     cats = [c for c in categories if any(c in d["per_category"] for d in data.values())] or list(categories)
     fig = Figure(figsize=(6.8, max(3.0, 0.32 * len(cats) + 1.4)))
@@ -402,10 +428,10 @@ def shape_bias_figure(categories: Sequence[str], data: dict, models: Sequence[st
     top.set_xlabel("fraction of 'texture' decisions")
     ax.grid(axis="x", color="0.9", lw=0.6)
     ax.set_axisbelow(True)
-    ax.set_title("Shape vs texture bias on cue-conflict (dashed: overall shape bias)")
+    ax.set_title(title or "Shape vs texture bias on cue-conflict (dashed: overall shape bias)")
     handles = [Line2D([], [], color=colors[m], marker=marker(models, m), ls="--", lw=1.2,
-                      label=label(f"{m} ({data[m]['overall']:.2f})" if data[m]["overall"] is not None
-                                  and math.isfinite(data[m]["overall"]) else m)) for m in ms]
+                      label=label(f"{names.get(m, m)} ({data[m]['overall']:.2f})" if data[m]["overall"] is not None
+                                  and math.isfinite(data[m]["overall"]) else names.get(m, m))) for m in ms]
     fig.subplots_adjust(right=0.97)
     fig.legend(handles=handles + extra, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                ncol=1 if len(handles) <= 14 else 2)
@@ -613,9 +639,29 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
                 return None
             return save(shape_bias_figure(cats, sb, models, colors, human), fig_dir, "shape-bias", "Shape bias",
                         "Fraction of shape decisions among shape-or-texture decisions per cue-conflict category; "
-                        "dashed lines: overall shape bias" + ("; black diamonds: humans (model-vs-human raw data)."
-                                                              if human else "; no human reference in the artifacts.")
+                        "dashed lines: overall shape bias" + (human_caption(human) if human
+                                                              else "; no human reference in the artifacts.")
                         + shape_bias_units_note(rows, human) + native_view_note(artifacts, models))
+
+        def paper_sb_fig():
+            from beyond_inet.references.paper import RELEASED_DECISIONS
+
+            cats, sb, human = collect_shape_bias(rt, artifacts, models)
+            released = [m for m in RELEASED_DECISIONS if m in sb]
+            if not released:
+                return None
+            nice = {"vit-sup": "ViT-sup", "convnext-sup": "ConvNeXt-sup", "vit-clip": "ViT-clip",
+                    "convnext-clip": "ConvNeXt-clip"}
+            names = {m: f"{nice[RELEASED_DECISIONS[m]]} [{m}]" for m in released}
+            return save(shape_bias_figure(cats, {m: sb[m] for m in released}, released, colors, human, names,
+                                          "The paper's shape-bias figure, from its released decisions"),
+                        fig_dir, "shape-bias-paper", "Shape bias: the paper's figure",
+                        "The paper's shape-bias figure redrawn from the decisions it released "
+                        "(kirill-vish/Beyond-INet raw-data, given with --decisions): per-category fraction of shape "
+                        "decisions of its four models, dashed lines their overall shape bias" +
+                        (human_caption(human) if human else "; no human reference in this run.") +
+                        " The paper's figure shows ConvNeXt-clip at about 0.447; its released CSV gives "
+                        "0.424 (paper-spec §3; see the reproduction check).")
 
         def rel_fig(ds: str, nice: str):
             rel = collect_reliability(artifacts, models, ds)
@@ -653,6 +699,7 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
 
         attempt("imagenet-x", ix_fig)
         attempt("shape-bias", sb_fig)
+        attempt("shape-bias", paper_sb_fig)
         rel_sets = ["imagenet-val", "imagenet-r"] + sorted(
             {k.split("/", 1)[1] for (a, _, k) in artifacts if a == "calibration" and k.startswith("reliability/")}
             - {"imagenet-val", "imagenet-r"})
@@ -697,9 +744,17 @@ def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], f
 # register here (``figures_consistency``), so this module never imports them back.
 SECTION_FIGURES: dict = {}
 
-OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "invariance",
+OWN_FIGURES = ("imagenet-x", "shape-bias", "shape-bias-paper", "ece", "robustness", "vtab", "pug", "invariance",
                "error-consistency-matrix", "error-consistency-humans", "mvh-accuracy", "mvh-error-consistency",
                "mvh-benchmark", "mvh-scatter")
+
+
+def human_caption(human: dict) -> str:
+    """Where the black human diamonds come from and how they are aggregated."""
+    if human.get("aggregate"):
+        return (f"; black diamonds and line: humans, {human['aggregate']}, from the published decisions "
+                f"(--decisions).")
+    return "; black diamonds: humans (model-vs-human raw data)."
 
 
 def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:

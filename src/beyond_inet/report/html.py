@@ -34,7 +34,7 @@ from beyond_inet.report import figures_mvh  # noqa: F401  (registers its section
 from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
-from beyond_inet.report.figures import FigureFile, build_figures, palette
+from beyond_inet.report.figures import FigureFile, build_figures, is_human_observer, palette
 from beyond_inet.report.results import ResultsDB, options_in_effect
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -381,7 +381,9 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         title = prop_title(prop, key)
         comp = comps.get(key)
         unusable = standing.unusable(vals, key[1])
-        choice = cmp.choose({m: v[0] for m, v in vals.items()}, ns, prop.higher_is_better, comp, unusable)
+        # Published human observers (--decisions) are the reference the models are read against, not candidates.
+        choice = cmp.choose({m: v[0] for m, v in vals.items() if not is_human_observer(m)}, ns,
+                            prop.higher_is_better, comp, unusable)
         mark = len(vals) >= 2
         pct = prop.unit.startswith("%")
         columns.append({"prop": prop, "title": title, "key": key, "metric": key[2], "dataset": key[1],

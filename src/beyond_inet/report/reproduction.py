@@ -65,6 +65,9 @@ PAPER_CAUSES = {
     "synthetic": "PUG mapping rule (option pug_rule) or transform (the paper's code is ambiguous); factor folders",
     "invariance": "sweep transform details (bilinear zoom for every model, shifts in original-image pixels)",
 }
+# Why the paper's own released decisions can give another number than the paper shows.
+RELEASED_CAUSE = ("the released decision file is not the run the paper's figure was drawn from (compared exactly: "
+                  "the same trials, no sampling)")
 # Our rows that timm's published columns speak to.
 TIMM_ROWS = {
     "val": (("robustness", "imagenet-val", "top1"), ("accuracy", "imagenet-val", "top1")),
@@ -207,6 +210,9 @@ def reference_table(models: Sequence[str], infos: dict[str, dict]) -> tuple[list
     no_verdict: dict[str, str] = {}
     by_target = {target: alias for alias, target in PAPER_SPECS.items() if target.startswith("open_clip:")}
     for m in models:
+        if m in paper.RELEASED_DECISIONS:  # the paper's released decisions, run as an observer (--decisions)
+            refs += paper.released_references(m)
+            continue
         if m.endswith("@random"):
             no_verdict[m] = "random weights: nothing published to compare with"
             continue
@@ -262,6 +268,9 @@ def compare(rows: Iterable[Row], refs: Iterable[Reference], used: dict[str, dict
     """A Check for every reference whose (model, analysis, dataset, metric) row was measured (finite value).
 
     used: {model: used_settings(...)}, to name the settings that differ from the published ones.
+    The paper's released decisions (`paper.RELEASED_DECISIONS`) are the very trials the paper's number was
+    computed from, not a sample of them: they are compared by value against the tolerance alone (no CI), so a
+    released file that is not the figure's run "differs" instead of hiding inside a sampling interval.
     """
     used = used or {}
     index = {(r.model, r.analysis, r.dataset, r.metric): r for r in rows}
@@ -272,7 +281,9 @@ def compare(rows: Iterable[Row], refs: Iterable[Reference], used: dict[str, dict
             continue
         n = int(row.n)
         margin = match_margin(ref.metric, ref.tolerance)
-        v = verdict(row.value, row.ci_low, row.ci_high, ref.value, ref.tolerance, n, margin)
+        released = ref.model in paper.RELEASED_DECISIONS
+        lo, hi = (math.nan, math.nan) if released else (row.ci_low, row.ci_high)
+        v = verdict(row.value, lo, hi, ref.value, ref.tolerance, n, margin)
         needed = images_needed(n, row.ci_low, row.ci_high, margin) if v == TOO_FEW else None
         note = ref.note
         if ref.settings:
@@ -282,7 +293,8 @@ def compare(rows: Iterable[Row], refs: Iterable[Reference], used: dict[str, dict
             note = "; ".join(x for x in (too_few_text(n, row.ci_low, row.ci_high, margin, needed), note) if x)
         out.append(Check(ref.model, ref.analysis, ref.dataset, ref.metric, row.value, row.ci_low, row.ci_high,
                          n, ref.value, ref.tolerance, round(row.value - ref.value, 10), v, ref.source,
-                         likely_causes(ref, used.get(ref.model, {})) if v == DIFFERS else "", note, needed))
+                         (RELEASED_CAUSE if released else likely_causes(ref, used.get(ref.model, {})))
+                         if v == DIFFERS else "", note, needed))
     return out
 
 
