@@ -275,11 +275,13 @@ def dataset_rows(data_root: str | None) -> list[dict]:
         if r["present"]:
             if r["parts"]:
                 count = f"{r['parts']} parts"
+            elif catalog.ENTRIES[r["name"]].kind == "labels":  # labels for another dataset's images
+                count = "label set, used with imagenet-val's images"
             else:
                 try:
                     count = f"{len(catalog.open_dataset(r['name'], data_root))} images"
-                except (UserError, OSError, ValueError) as e:
-                    count = f"unreadable: {str(e).splitlines()[0][:80]}" if str(e) else "label set"
+                except (UserError, OSError, ValueError) as e:  # the whole reason: a cut one cannot be acted on
+                    count = f"unreadable: {' '.join(str(e).split())}" if str(e) else "unreadable"
             where = r["path"] or "(bundled)"
             get = ""
         else:
