@@ -138,7 +138,8 @@ def anchor(name: str) -> str:
     return "a-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-DATASET_SHORT = {"imagenet-val": "IN-1K", "imagenet-r": "IN-R", "imagenet-sample": "IN-1K sample (1000 imgs)",
+# (no image counts here: how many images a value rests on is its n, which --limit changes)
+DATASET_SHORT = {"imagenet-val": "IN-1K", "imagenet-r": "IN-R", "imagenet-sample": "IN-1K sample",
                  "skimage-photos": "scikit-image photos"}
 
 
@@ -342,6 +343,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         integrity = _integrity(db)
     finally:
         db.close()
+    n_rows_total = len(rows)  # = the rows of results.csv, the number the run's summary prints
     # The significance analysis' rows ("A vs B") are shown through its artifact, not as model rows.
     rows = [r for r in rows if r.analysis != cmp.SIGNIFICANCE]
     models = model_order(runs, rows, infos, output_keys)
@@ -423,11 +425,18 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             skips_by.setdefault(s.analysis, []).append(s)
     known = [a for a, _, _ in SECTIONS]
     others = sorted((set(by_analysis) | set(skips_by)) - set(known))
-    sections = []
+    sections, blocked = [], []
     for name, title, blurb in [sec for sec in SECTIONS if sec[0] != cmp.SIGNIFICANCE] + [(a, a, "") for a in others]:
         rs = by_analysis.get(name, [])
         groups, more = _group_skips(skips_by.get(name, []))
         figs = figures.get(name, [])
+        if not (rs or figs or figure_notes.get(name) or skips_by.get(name)):
+            # Nothing to show: an analysis that was not asked for gets no section, and one that only lacked
+            # data is named once (with the data it needs) instead of as an empty section.
+            needs = [m.dataset for m in missing_data if name in m.analyses]
+            if needs:
+                blocked.append({"name": name, "title": title, "needs": needs})
+            continue
         status = None
         needs = [m.dataset for m in missing_data if name in m.analyses]
         if name in FIGURE_SECTIONS and not figs and not rs and not skips_by.get(name) and needs:
@@ -458,9 +467,9 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         "alpha": alpha, "n_boot": n_boot, "seed": seed,
         "tests_head": tests_head, "tests_other": sorted(tests_other.items()), "untested": untested,
         "compare_error": compare_error,
-        "sections": sections, "repro": repro, "reproduction": reproduction,
+        "sections": sections, "blocked": blocked, "repro": repro, "reproduction": reproduction,
         "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason} for s in skips],
-        "n_rows": len(rows), "integrity": integrity,
+        "n_rows": n_rows_total, "integrity": integrity,
         "missing_data": [{"dataset": m.dataset, "title": m.title, "analyses": m.analyses,
                           "models": m.models_text(len(models)), "how_to_get": m.how_to_get} for m in missing_data],
         "bundled": bundled,
@@ -546,7 +555,7 @@ def _md_data_notes(ctx: dict) -> list[str]:
 
 def render_markdown(ctx: dict) -> str:
     parts = [f"# {ctx['title']}", "", f"Generated {ctx['generated']} from `results.sqlite`; "
-             f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows.", ""]
+             f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows (as in `results.csv`).", ""]
     parts += ["## Summary", ""]
     if ctx["columns"]:
         header = ["model"] + [f"{c['title']} ({'↑' if c['prop'].higher_is_better else '↓'})"
@@ -567,6 +576,9 @@ def render_markdown(ctx: dict) -> str:
                   "best there.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
+    if ctx["blocked"]:
+        parts += ["Asked for, but the data is not present here: " + md_escape("; ".join(
+            f"{b['title']} (needs {', '.join(b['needs'])})" for b in ctx["blocked"])) + ".", ""]
     parts += _md_data_notes(ctx)
     if not ctx["single_model"]:
         parts += ["## Model selection", ""]
