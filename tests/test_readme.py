@@ -52,9 +52,10 @@ def test_readme_lists_every_analysis():
 def test_run_commands_parse():
     """Every `beyond-inet run ...` the README shows (the block's and the paper-scale line's) parses with the real
     parser; the paper-scale one asks for all analyses of the paper's four models on a GPU."""
-    cmds = [c.strip() for c in re.findall(r"beyond-inet run ([^`\n]*(?:\\\n[^`\n]*)*)", README)]
+    text = README.replace("\\\n", " ")  # shell line continuations
+    cmds = [c.split("#")[0].strip() for c in re.findall(r"beyond-inet run (--[^`\n]*)", text)]
     assert len(cmds) >= 2, cmds
-    parsed = [build_parser().parse_args(["run", *c.replace("\\\n", " ").split()]) for c in cmds]
+    parsed = [build_parser().parse_args(["run", *c.split()]) for c in cmds]
     assert all(a.models and a.out for a in parsed)
     paper = [a for a in parsed if a.models == ["vit-sup", "convnext-sup", "vit-clip", "convnext-clip"]]
     assert paper and paper[0].analyses == ["all"] and paper[0].device == "cuda"

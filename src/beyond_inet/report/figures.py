@@ -766,14 +766,30 @@ OWN_FIGURES = ("imagenet-x", "shape-bias", "ece", "robustness", "vtab", "pug", "
                "error-consistency-matrix", "error-consistency-humans")
 
 
+def images_scored(rows: Sequence[Row]) -> dict[str, int]:
+    """Images of each dataset the run scored: the largest n of a model's row there (per-image metrics such as
+    top-1 or shape_acc rest on every scored image; ratios such as shape bias on a subset). The one source of
+    "N images" in captions and test headers, so one dataset is never given two image counts."""
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.n and r.model not in ("*", "all", "human-subjects") and " vs " not in r.model:
+            out[r.dataset] = max(out.get(r.dataset, 0), int(r.n))
+    return out
+
+
 def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:
     """How many images the shape-bias figure rests on, and a warning when a per-category point rests on
     fewer than 30 (the bundled demo set has 10 per category)."""
     per_cat = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
                and r.metric.startswith("shape_bias_") and r.n]
-    overall = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
-               and r.metric == "shape_bias" and r.n]
-    text = f" Overall lines rest on {min(overall)} conflict images per model." if overall else ""
+    overall = {r.model: r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
+               and r.metric == "shape_bias" and r.n}
+    scored = images_scored(rows).get("cue-conflict")
+    text = ""
+    if overall:  # each model's own count of decisions: one "per model" number would misstate the others
+        of = f" of the {scored} cue-conflict images scored" if scored else ""
+        text = (f" Overall lines rest on each model's shape-or-texture decisions{of}: "
+                + ", ".join(f"{n} ({m})" for m, n in overall.items()) + ".")
     if per_cat and min(per_cat) < 30:
         text += (f" Each per-category point rests on only {min(per_cat)}–{max(per_cat)} images (fewer than 30): "
                  f"read the points as rough, the overall lines as the result.")

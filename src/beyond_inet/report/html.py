@@ -33,7 +33,7 @@ from beyond_inet.report import figures_consistency  # noqa: F401  (registers its
 from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
-from beyond_inet.report.figures import FigureFile, build_figures, palette
+from beyond_inet.report.figures import FigureFile, build_figures, images_scored, palette
 from beyond_inet.report.results import ResultsDB
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -214,9 +214,17 @@ def _results_table(rows: Sequence[Row], models: Sequence[str]) -> dict:
     return {"models": cols, "lines": lines, "percent_note": any(is_percent(m) for (_, m) in cells)}
 
 
-def _comparison_view(c: cmp.Comparison, title: str | None = None) -> dict:
+def _n_text(n: int, scored: int | None) -> str:
+    """A paired test's n in the words of the rest of the report: the images, or which share of them."""
+    if scored is None or n == scored:
+        return f"n = {n} images"
+    return f"n = {n} of the {scored} images scored (those this metric is defined on)"
+
+
+def _comparison_view(c: cmp.Comparison, title: str | None = None, scored: int | None = None) -> dict:
     m = c.metric
     return {
+        "n_text": _n_text(c.n, scored),
         "label": title or _metric_label(c.analysis, c.dataset, c.metric),
         "analysis": c.analysis, "dataset": c.dataset, "metric": c.metric,
         "test": "exact McNemar" if c.test == "mcnemar" else "paired bootstrap",
@@ -402,6 +410,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
                           "n_models": len(vals), "metric": _metric_label(*key)})
 
     # Paired tests, headline metrics first
+    scored = images_scored(rows)
     headline = [c["key"] for c in columns]
     tests_head, tests_other = [], {}
     for c in sorted(comps.values(), key=lambda c: headline.index(c.key) if c.key in headline else len(headline)):
@@ -409,9 +418,9 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             continue
         if c.key in headline:
             title = next(col["title"] for col in columns if col["key"] == c.key)
-            tests_head.append(_comparison_view(c, f"{title} ({_metric_label(*c.key)})"))
+            tests_head.append(_comparison_view(c, f"{title} ({_metric_label(*c.key)})", scored.get(c.dataset)))
         else:
-            tests_other.setdefault(c.analysis, []).append(_comparison_view(c))
+            tests_other.setdefault(c.analysis, []).append(_comparison_view(c, scored=scored.get(c.dataset)))
     untested = [{"label": f"{s.dataset}", "reason": s.reason} for s in skips if s.analysis == cmp.SIGNIFICANCE]
 
     # Analysis sections
@@ -597,7 +606,7 @@ def render_markdown(ctx: dict) -> str:
               f"significantly better.", ""]
     for t in ctx["tests_head"] + [v for _, vs in ctx["tests_other"] for v in vs]:
         parts += [f"### {md_escape(t['label'])}", "",
-                  f"{t['test']}, {t['direction']}, n = {t['n']}" + (f"; {md_escape(t['description'])}"
+                  f"{t['test']}, {t['direction']}, {t['n_text']}" + (f"; {md_escape(t['description'])}"
                                                                     if t["description"] else ""), ""]
         parts.append(_md_table(["model A", "model B", "A", "B", "A − B", "95% CI (A − B)", "A✓B✗ / A✗B✓", "p",
                                 "p (Holm)", "verdict"],
