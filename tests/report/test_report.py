@@ -314,7 +314,7 @@ def test_eight_models_render(tmp_path):
     assert len(top1["pairs"]) == 28
     summary = html[html.index('id="summary"'):html.index('id="model-selection"')]
     assert summary.count("<tr>") == 9  # header + 8 models
-    assert 'class="scroll' in summary
+    assert 'class="fit"' in summary  # shares the width (tests/report/test_browser.py: no sideways scrolling)
     for name in FIGURES:
         assert (out / "figures" / f"{name}.png").exists()
 
