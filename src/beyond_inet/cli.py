@@ -25,7 +25,7 @@ RUN_EXAMPLE = """example:
       --data-root /data --out runs/paper --option calibration_datasets=imagenet-val
   beyond-inet analyses          # every analysis, its datasets and --option keys"""
 EXAMPLES = {
-    "demo": "example:\n  beyond-inet demo --out beyond-inet-demo --data-root ../shared/data",
+    "demo": "example:\n  beyond-inet demo --out beyond-inet-demo   # add --data-root DIR to use your datasets too",
     "report": "example:\n  beyond-inet report runs/paper     # rewrites runs/paper/report.html",
     "verify": "example:\n  beyond-inet verify runs/paper     # exit 2 with one line when anything is damaged",
     "analyses": "example:\n  beyond-inet analyses\n  beyond-inet analyses --markdown > options.md",
