@@ -56,6 +56,13 @@ def test_one_image_count_per_dataset(run):
         seen += 1
     assert seen
     assert "imgs)" not in page and "imgs)" not in md
+    # the shape-bias caption: the dataset's one count, and each model's own number of decisions (its row's n)
+    cap = next(f.caption for s in ctx["sections"] for f in s["figures"] if f.name == "shape-bias")
+    rows = [r for r in ResultsDB(out).rows() if r.analysis == "shape-bias" and r.metric == "shape_bias"
+            and r.dataset == "cue-conflict"]
+    assert rows and f"of the {scored['cue-conflict']} cue-conflict images scored" in cap, cap
+    for r in rows:
+        assert f"{r.n} ({r.model})" in cap, cap
 
 
 def test_header_does_not_deny_the_run(run):
