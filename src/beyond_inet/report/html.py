@@ -606,8 +606,8 @@ def render_markdown(ctx: dict) -> str:
               f"significantly better.", ""]
     for t in ctx["tests_head"] + [v for _, vs in ctx["tests_other"] for v in vs]:
         parts += [f"### {md_escape(t['label'])}", "",
-                  f"{t['test']}, {t['direction']}, {t['n_text']}" + (f"; {md_escape(t['description'])}"
-                                                                    if t["description"] else ""), ""]
+                  f"{t['test']}, {t['direction']}, {t['n_text']}"
+                  + (f"; {md_escape(t['description'])}" if t["description"] else ""), ""]
         parts.append(_md_table(["model A", "model B", "A", "B", "A − B", "95% CI (A − B)", "A✓B✗ / A✗B✓", "p",
                                 "p (Holm)", "verdict"],
                                [[p["a"], p["b"], p["va"], p["vb"], p["diff"], p["ci"], p["disc"], p["p"], p["p_holm"],
