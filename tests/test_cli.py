@@ -143,3 +143,44 @@ def test_datasets_shows_counts_and_how_to_get_the_rest(shared_data):
     assert absent["get"] == f"beyond-inet download imagenet-r --data-root {shared_data}"
     r = cli("datasets", "--data-root", str(shared_data))
     assert r.returncode == 0 and f"{n_png} images" in r.stdout and "clip-benchmark/wds_imagenet-r@main" in r.stdout
+
+
+def test_datasets_table_shows_whole_reasons(tmp_path, capsys):
+    """A present-but-unreadable dataset shows its whole reason (a cut one cannot be acted on); label sets are
+    called label sets, not "unreadable"; the printed table ellipsizes nothing."""
+    from beyond_inet.cli import dataset_rows, main
+    from beyond_inet.data import catalog
+    from beyond_inet.errors import UserError
+
+    root = tmp_path / ("a-rather-long-data-root-name-" * 3)
+    (root / "imagenet-sample-images").mkdir(parents=True)  # present, but neither labels.csv nor images
+    with pytest.raises(UserError) as e:
+        catalog.open_dataset("imagenet-sample", str(root))
+    rows = {r["name"]: r for r in dataset_rows(str(root))}
+    assert rows["imagenet-sample"]["count"] == f"unreadable: {e.value}"
+    assert len(str(e.value)) > 80  # the old 80-character cut would show
+    for name in ("imagenet-real", "imagenet-x"):
+        assert rows[name]["count"].startswith("label set"), rows[name]
+    assert main(["datasets", "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "..." not in out.replace("...)", "")
+    assert "repository's shared data" not in out  # a place only this project's developers know
+
+
+def test_imagenet_sample_reads_the_upstream_clone(tmp_path):
+    """The folder as `git clone github.com/EliSchwartz/imagenet-sample-images` leaves it (no labels.csv):
+    labels come from the <wnid>_ file-name prefix, in ImageNet's sorted-wnid order."""
+    from PIL import Image
+
+    from beyond_inet.data import catalog
+    from beyond_inet.data.labelspaces import wnid_to_index
+
+    d = tmp_path / "imagenet-sample-images"
+    d.mkdir()
+    for f in ("n01443537_goldfish.JPEG", "n01440764_tench.JPEG"):
+        Image.new("RGB", (8, 8)).save(d / f, "JPEG")
+    (d / "README.md").write_text("not an image")
+    ds = catalog.open_dataset("imagenet-sample", str(tmp_path))
+    assert len(ds) == 2
+    idx = wnid_to_index()
+    assert sorted(ds.label(i) for i in range(len(ds))) == sorted([idx["n01440764"], idx["n01443537"]]) == [0, 1]

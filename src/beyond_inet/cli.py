@@ -25,7 +25,7 @@ RUN_EXAMPLE = """example:
       --data-root /data --out runs/paper --option calibration_datasets=imagenet-val
   beyond-inet analyses          # every analysis, its datasets and --option keys"""
 EXAMPLES = {
-    "demo": "example:\n  beyond-inet demo --out beyond-inet-demo --data-root ../shared/data",
+    "demo": "example:\n  beyond-inet demo --out beyond-inet-demo   # add --data-root DIR to use your datasets too",
     "report": "example:\n  beyond-inet report runs/paper     # rewrites runs/paper/report.html",
     "verify": "example:\n  beyond-inet verify runs/paper     # exit 2 with one line when anything is damaged",
     "analyses": "example:\n  beyond-inet analyses\n  beyond-inet analyses --markdown > options.md",
@@ -290,11 +290,13 @@ def dataset_rows(data_root: str | None) -> list[dict]:
         if r["present"]:
             if r["parts"]:
                 count = f"{r['parts']} parts"
+            elif catalog.ENTRIES[r["name"]].kind == "labels":  # labels for another dataset's images
+                count = "label set, used with imagenet-val's images"
             else:
                 try:
                     count = f"{len(catalog.open_dataset(r['name'], data_root))} images"
-                except (UserError, OSError, ValueError) as e:
-                    count = f"unreadable: {str(e).splitlines()[0][:80]}" if str(e) else "label set"
+                except (UserError, OSError, ValueError) as e:  # the whole reason: a cut one cannot be acted on
+                    count = f"unreadable: {' '.join(str(e).split())}" if str(e) else "unreadable"
             where = r["path"] or "(bundled)"
             get = ""
         else:

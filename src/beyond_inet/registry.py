@@ -182,7 +182,8 @@ _declare(AnalysisInfo(
     ("cue-conflict", "edge", "silhouette"), figures=("shape-bias",),
     options=(
         Option("mvh_raw_data", "path", None,
-               "folder of model-vs-human raw human decisions for the human reference (auto: shared data)"),
+               ("folder of model-vs-human raw human decisions for the human reference (auto: the bundled "
+                "decisions with the bundled images, else <data root>/model-vs-human-raw-data)")),
     )))
 _declare(AnalysisInfo(
     "error-consistency", "Error consistency", "Do two observers err on the same images? Kappa between every pair "

@@ -88,6 +88,17 @@ class Entry:
         return f"{self.source.removeprefix('manual: ')}; expected layout: {self.layout}"
 
 
+def _flat_by_wnid_prefix(name: str, root: Path) -> "readers.FileListDataset":
+    """A flat folder of ``<wnid>_<anything>.JPEG`` files (the imagenet-sample-images clone as published),
+    labelled by the wnid each file name starts with."""
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")
+                   and wnid_to_index().get(p.name.split("_", 1)[0]) is not None)
+    if not files:
+        raise UserError(f"dataset {name!r}: {root} has neither labels.csv nor <wnid>_<name>.JPEG images")
+    return readers.FileListDataset(name, [str(p) for p in files], [p.name for p in files],
+                                   [wnid_to_index()[p.name.split("_", 1)[0]] for p in files])
+
+
 def _imagenet_label(folder: str) -> int | None:
     idx = wnid_to_index().get(folder)
     if idx is not None:
@@ -191,7 +202,8 @@ _add(Entry("vtab", "VTAB: the paper's 19 tasks (clip-benchmark wds)", "vtab", ("
            "per task (see each HF dataset card)", paper="§2.5"))
 _add(Entry("imagenet-sample", "ImageNet sample images (1 per class, downscaled)", "flat",
            ("imagenet-sample-images",), "imagenet-sample-images/<wnid>_<name>.JPEG + labels.csv", "imagenet1k",
-           "manual: the repository's shared data folder (github.com/EliSchwartz/imagenet-sample-images)",
+           "manual: git clone https://github.com/EliSchwartz/imagenet-sample-images DIR/imagenet-sample-images "
+           "(labels from the <wnid>_ file names when there is no labels.csv)",
            "ImageNet terms of access", paper="smoke test"))
 _add(Entry("skimage-photos", "scikit-image's bundled photos (chelsea, coffee, rocket, ...)", "skimage", (),
            "bundled with scikit-image (no data root needed)", "imagenet1k (multi-label where clear)",
@@ -339,8 +351,8 @@ def _open_entry(entry: Entry, part: str, root: Path, name: str) -> readers.Image
     if entry.kind == "mvh":
         return mvh_session_dataset(name, root)
     if entry.kind == "flat":
-        if not (root / "labels.csv").exists():
-            raise UserError(f"dataset {name!r}: {root}/labels.csv is missing (expected file,wnid,class_index rows)")
+        if not (root / "labels.csv").exists():  # the upstream clone: <wnid>_<name>.JPEG, no CSV
+            return _flat_by_wnid_prefix(name, root)
         return readers.labelled_flat_dataset(name, root)
     if entry.kind == "parquet":
         files = sorted(root.rglob("*.parquet"))

@@ -56,6 +56,7 @@ class FigureFile:
     png: Path
     svg: Path
     png_b64: str
+    overlaps: tuple[tuple[str, str], ...] = ()  # pairs of texts drawn over each other (should be none)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -573,13 +574,76 @@ def cka_figure(pair: dict) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------------
+# Legibility check
+# ------------------------------------------------------------------------------------------------
+def _text_box(t: Any, renderer: Any) -> np.ndarray:
+    """The four corners (display px) of a text as drawn: its unrotated box turned by its rotation about the
+    centre of its drawn extent (a rotated label's axis-aligned extent is far larger than the label)."""
+    drawn = t.get_window_extent(renderer)
+    angle = t.get_rotation()
+    if angle % 180 == 0:
+        return np.array([[drawn.x0, drawn.y0], [drawn.x1, drawn.y0], [drawn.x1, drawn.y1], [drawn.x0, drawn.y1]])
+    t.set_rotation(0)
+    try:
+        flat = t.get_window_extent(renderer)
+    finally:
+        t.set_rotation(angle)
+    w, h = flat.width / 2, flat.height / 2
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    cx, cy = (drawn.x0 + drawn.x1) / 2, (drawn.y0 + drawn.y1) / 2
+    return np.array([[cx + c * x - s * y, cy + s * x + c * y] for x, y in ((-w, -h), (w, -h), (w, h), (-w, h))])
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Separating-axis test of two convex quadrilaterals; touching within `tol` px is not overlapping."""
+    for poly in (a, b):
+        for i in range(4):
+            edge = poly[(i + 1) % 4] - poly[i]
+            axis = np.array([-edge[1], edge[0]])
+            norm = np.hypot(*axis)
+            if norm == 0:
+                continue
+            axis /= norm
+            pa, pb = a @ axis, b @ axis
+            if pa.max() - tol <= pb.min() or pb.max() - tol <= pa.min():
+                return False  # a separating axis: no overlap
+    return True
+
+
+def overlapping_texts(fig: Figure, tol: float = 1.0) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts of `fig` drawn over each other (titles, tick labels, legends,
+    annotations), found at draw time from their rendered extents: a figure a reader cannot read fails here."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()  # axis labels are placed in pixels at draw time: measure at the dpi they were placed for
+    renderer = canvas.get_renderer()
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+             and (not t.get_clip_on() or t.get_clip_box() is None or _inside_clip(t, renderer))]
+    boxes = [_text_box(t, renderer) for t in texts]
+    out = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if _boxes_overlap(boxes[i], boxes[j], tol):
+                out.append((texts[i].get_text(), texts[j].get_text()))
+    return out
+
+
+def _inside_clip(t: Any, renderer: Any) -> bool:
+    """A clipped text outside its clip box is not drawn (e.g. a label of a bar beyond the limits)."""
+    return t.get_window_extent(renderer).overlaps(t.get_clip_box())
+
+
+# ------------------------------------------------------------------------------------------------
 # Writing
 # ------------------------------------------------------------------------------------------------
 def save(fig: Figure, fig_dir: Path, name: str, title: str, caption: str) -> FigureFile:
     """Write NAME.png and NAME.svg; return the record the page embeds.
 
     Figures use fixed margins (no layout engine) and both files are cut to one tight box computed
-    without rendering (legends sit outside the axes), so saving costs one render per format.
+    without rendering (legends sit outside the axes); one render per format, and one more that records
+    any texts drawn over each other (`overlapping_texts`; the tests require none).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -595,10 +659,12 @@ def save(fig: Figure, fig_dir: Path, name: str, title: str, caption: str) -> Fig
         box = fig.get_tightbbox(canvas.get_renderer()).padded(0.08)  # includes the legends outside the axes
         fig.savefig(svg_buf, format="svg", bbox_inches=box, metadata={"Date": None})
         fig.savefig(png_buf, format="png", dpi=PNG_DPI, bbox_inches=box, metadata={"Software": None})
+        overlaps = tuple(overlapping_texts(fig))  # drawn again at the figure dpi: labels are placed in pixels
     # Rendered in memory, then each file replaced whole (temp name + rename): a full disk keeps the old ones.
     atomic_write_bytes(svg, svg_buf.getvalue())
     atomic_write_bytes(png, png_buf.getvalue())
-    return FigureFile(name, title, caption, png, svg, base64.b64encode(png_buf.getvalue()).decode("ascii"))
+    return FigureFile(name, title, caption, png, svg, base64.b64encode(png_buf.getvalue()).decode("ascii"),
+                      overlaps)
 
 
 def build_figures(rows: Sequence[Row], artifacts: dict, models: Sequence[str], fig_dir: Path,
@@ -757,14 +823,30 @@ def human_caption(human: dict) -> str:
     return "; black diamonds: humans (model-vs-human raw data)."
 
 
+def images_scored(rows: Sequence[Row]) -> dict[str, int]:
+    """Images of each dataset the run scored: the largest n of a model's row there (per-image metrics such as
+    top-1 or shape_acc rest on every scored image; ratios such as shape bias on a subset). The one source of
+    "N images" in captions and test headers, so one dataset is never given two image counts."""
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.n and r.model not in ("*", "all", "human-subjects") and " vs " not in r.model:
+            out[r.dataset] = max(out.get(r.dataset, 0), int(r.n))
+    return out
+
+
 def shape_bias_units_note(rows: Sequence[Row], human: dict | None) -> str:
     """How many images the shape-bias figure rests on, and a warning when a per-category point rests on
     fewer than 30 (the bundled demo set has 10 per category)."""
     per_cat = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
                and r.metric.startswith("shape_bias_") and r.n]
-    overall = [r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
-               and r.metric == "shape_bias" and r.n]
-    text = f" Overall lines rest on {min(overall)} conflict images per model." if overall else ""
+    overall = {r.model: r.n for r in rows if r.analysis == "shape-bias" and r.dataset == "cue-conflict"
+               and r.metric == "shape_bias" and r.n}
+    scored = images_scored(rows).get("cue-conflict")
+    text = ""
+    if overall:  # each model's own count of decisions: one "per model" number would misstate the others
+        of = f" of the {scored} cue-conflict images scored" if scored else ""
+        text = (f" Overall lines rest on each model's shape-or-texture decisions{of}: "
+                + ", ".join(f"{n} ({m})" for m, n in overall.items()) + ".")
     if per_cat and min(per_cat) < 30:
         text += (f" Each per-category point rests on only {min(per_cat)}–{max(per_cat)} images (fewer than 30): "
                  f"read the points as rough, the overall lines as the result.")

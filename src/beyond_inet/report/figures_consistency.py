@@ -45,7 +45,8 @@ def matrix_figure(matrices: dict[str, dict]) -> Figure:
                     if math.isfinite(mat[i, j]):
                         ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
                                 color="white" if abs(mat[i, j]) > 0.6 else "black")
-        ax.set_title(f"{ds} (n = {matrices[ds].get('n', '?')} images)")
+        # two lines: one line ran into the next panel's title at two or three models per panel
+        ax.set_title(f"{fg.label(ds, 24)}\nn = {matrices[ds].get('n', '?')} images")
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="error consistency (kappa)")
     return fig
 

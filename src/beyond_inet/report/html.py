@@ -34,7 +34,7 @@ from beyond_inet.report import figures_mvh  # noqa: F401  (registers its section
 from beyond_inet.report import layout
 from beyond_inet.report import reproduction as reproduction_check
 from beyond_inet.report import verdicts as cmp
-from beyond_inet.report.figures import FigureFile, build_figures, is_human_observer, palette
+from beyond_inet.report.figures import FigureFile, build_figures, images_scored, is_human_observer, palette
 from beyond_inet.report.results import ResultsDB, options_in_effect
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -134,7 +134,8 @@ def anchor(name: str) -> str:
     return "a-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-DATASET_SHORT = {"imagenet-val": "IN-1K", "imagenet-r": "IN-R", "imagenet-sample": "IN-1K sample (1000 imgs)",
+# (no image counts here: how many images a value rests on is its n, which --limit changes)
+DATASET_SHORT = {"imagenet-val": "IN-1K", "imagenet-r": "IN-R", "imagenet-sample": "IN-1K sample",
                  "skimage-photos": "scikit-image photos"}
 
 
@@ -209,9 +210,17 @@ def _results_table(rows: Sequence[Row], models: Sequence[str]) -> dict:
     return {"models": cols, "lines": lines, "percent_note": any(is_percent(m) for (_, m) in cells)}
 
 
-def _comparison_view(c: cmp.Comparison, title: str | None = None) -> dict:
+def _n_text(n: int, scored: int | None) -> str:
+    """A paired test's n in the words of the rest of the report: the images, or which share of them."""
+    if scored is None or n == scored:
+        return f"n = {n} images"
+    return f"n = {n} of the {scored} images scored (those this metric is defined on)"
+
+
+def _comparison_view(c: cmp.Comparison, title: str | None = None, scored: int | None = None) -> dict:
     m = c.metric
     return {
+        "n_text": _n_text(c.n, scored),
         "label": title or _metric_label(c.analysis, c.dataset, c.metric),
         "analysis": c.analysis, "dataset": c.dataset, "metric": c.metric,
         "test": "exact McNemar" if c.test == "mcnemar" else "paired bootstrap",
@@ -339,6 +348,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         integrity = _integrity(db)
     finally:
         db.close()
+    n_rows_total = len(rows)  # = the rows of results.csv, the number the run's summary prints
     # The significance analysis' rows ("A vs B") are shown through its artifact, not as model rows.
     rows = [r for r in rows if r.analysis != cmp.SIGNIFICANCE]
     models = model_order(runs, rows, infos, output_keys)
@@ -399,6 +409,7 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
                           "n_models": len(vals), "metric": _metric_label(*key)})
 
     # Paired tests, headline metrics first
+    scored = images_scored(rows)
     headline = [c["key"] for c in columns]
     tests_head, tests_other = [], {}
     for c in sorted(comps.values(), key=lambda c: headline.index(c.key) if c.key in headline else len(headline)):
@@ -406,9 +417,9 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             continue
         if c.key in headline:
             title = next(col["title"] for col in columns if col["key"] == c.key)
-            tests_head.append(_comparison_view(c, f"{title} ({_metric_label(*c.key)})"))
+            tests_head.append(_comparison_view(c, f"{title} ({_metric_label(*c.key)})", scored.get(c.dataset)))
         else:
-            tests_other.setdefault(c.analysis, []).append(_comparison_view(c))
+            tests_other.setdefault(c.analysis, []).append(_comparison_view(c, scored=scored.get(c.dataset)))
     untested = [{"label": f"{s.dataset}", "reason": s.reason} for s in skips if s.analysis == cmp.SIGNIFICANCE]
 
     # Analysis sections
@@ -422,11 +433,18 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
             skips_by.setdefault(s.analysis, []).append(s)
     known = [a for a, _, _ in SECTIONS]
     others = sorted((set(by_analysis) | set(skips_by)) - set(known))
-    sections = []
+    sections, blocked = [], []
     for name, title, blurb in [sec for sec in SECTIONS if sec[0] != cmp.SIGNIFICANCE] + [(a, a, "") for a in others]:
         rs = by_analysis.get(name, [])
         groups, more = _group_skips(skips_by.get(name, []))
         figs = figures.get(name, [])
+        if not (rs or figs or figure_notes.get(name) or skips_by.get(name)):
+            # Nothing to show: an analysis that was not asked for gets no section, and one that only lacked
+            # data is named once (with the data it needs) instead of as an empty section.
+            needs = [m.dataset for m in missing_data if name in m.analyses]
+            if needs:
+                blocked.append({"name": name, "title": title, "needs": needs})
+            continue
         status = None
         needs = [m.dataset for m in missing_data if name in m.analyses]
         if name in FIGURE_SECTIONS and not figs and not rs and not skips_by.get(name) and needs:
@@ -458,9 +476,9 @@ def build_context(out_dir: Path, alpha: float, n_boot: int | None, seed: int | N
         "alpha": alpha, "n_boot": n_boot, "seed": seed,
         "tests_head": tests_head, "tests_other": sorted(tests_other.items()), "untested": untested,
         "compare_error": compare_error,
-        "sections": sections, "repro": repro, "reproduction": reproduction,
+        "sections": sections, "blocked": blocked, "repro": repro, "reproduction": reproduction,
         "skips": [{"analysis": s.analysis, "model": s.model, "dataset": s.dataset, "reason": s.reason} for s in skips],
-        "n_rows": len(rows), "integrity": integrity,
+        "n_rows": n_rows_total, "integrity": integrity,
         "missing_data": [{"dataset": m.dataset, "title": m.title, "analyses": m.analyses,
                           "models": m.models_text(len(models)), "how_to_get": m.how_to_get} for m in missing_data],
         "bundled": bundled,
@@ -546,7 +564,7 @@ def _md_data_notes(ctx: dict) -> list[str]:
 
 def render_markdown(ctx: dict) -> str:
     parts = [f"# {ctx['title']}", "", f"Generated {ctx['generated']} from `results.sqlite`; "
-             f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows.", ""]
+             f"{len(ctx['models'])} model(s), {ctx['n_rows']} result rows (as in `results.csv`).", ""]
     parts += ["## Summary", ""]
     if ctx["columns"]:
         header = ["model"] + [f"{c['title']} ({'↑' if c['prop'].higher_is_better else '↓'})"
@@ -567,6 +585,9 @@ def render_markdown(ctx: dict) -> str:
                   "best there.", ""]
     if ctx["missing"]:
         parts += ["Not computed in this run: " + md_escape(", ".join(ctx["missing"])) + ".", ""]
+    if ctx["blocked"]:
+        parts += ["Asked for, but the data is not present here: " + md_escape("; ".join(
+            f"{b['title']} (needs {', '.join(b['needs'])})" for b in ctx["blocked"])) + ".", ""]
     parts += _md_data_notes(ctx)
     if not ctx["single_model"]:
         parts += ["## Model selection", ""]
@@ -585,8 +606,8 @@ def render_markdown(ctx: dict) -> str:
               f"significantly better.", ""]
     for t in ctx["tests_head"] + [v for _, vs in ctx["tests_other"] for v in vs]:
         parts += [f"### {md_escape(t['label'])}", "",
-                  f"{t['test']}, {t['direction']}, n = {t['n']}" + (f"; {md_escape(t['description'])}"
-                                                                    if t["description"] else ""), ""]
+                  f"{t['test']}, {t['direction']}, {t['n_text']}"
+                  + (f"; {md_escape(t['description'])}" if t["description"] else ""), ""]
         parts.append(_md_table(["model A", "model B", "A", "B", "A − B", "95% CI (A − B)", "A✓B✗ / A✗B✓", "p",
                                 "p (Holm)", "verdict"],
                                [[p["a"], p["b"], p["va"], p["vb"], p["diff"], p["ci"], p["disc"], p["p"], p["p_holm"],
