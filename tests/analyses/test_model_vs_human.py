@@ -288,3 +288,23 @@ def test_a_table_with_an_image_twice_in_a_condition_is_a_skip_not_a_crash(raw, t
     res = M.ModelVsHuman().compare(ctx, ["m"], lambda m, req: dup)
     assert any("appears twice" in s.reason for s in res.skips)
     assert not [r for r in res.rows if r.model == "m"]
+
+
+def test_published_decisions_enter_the_benchmark_as_observers(raw, tmp_path):
+    """`run --decisions <model-vs-human raw data>` with no model: the released models and human subjects are
+    observers of the benchmark, and its across-dataset rows equal the independent restatement of
+    model-vs-human's tables (and the published ResNet-50 row)."""
+    import beyond_inet
+
+    ev = beyond_inet.evaluate(models=[], analyses=["model-vs-human"], decisions=[str(raw)], out=str(tmp_path / "o"),
+                              bootstrap=1, report=False)
+    got = ev.results.query("analysis == 'model-vs-human' and dataset == 'model-vs-human'")
+    loaded: dict = {}
+    for obs, model_col in (("resnet50", "resnet50"), (M.HUMANS, None)):
+        ref = _independent_benchmark(raw, None if obs == M.HUMANS else obs, loaded)
+        rows = got[got.model == model_col] if model_col else got[~got.model.isin(["resnet50"])]
+        for k, v in ref.items():
+            hit = rows[rows.metric.str.startswith(k)]
+            assert len(hit) >= 1, (obs, k, sorted(set(got.model)), sorted(set(got.metric)))
+            assert any(abs(x - v) < 1e-9 for x in hit.value), (obs, k, v, hit.value.tolist())
+    assert {"bagnet33", "swag_vit_h14_in1k"} & set(got.model) or len(set(got.model)) >= 9

@@ -205,6 +205,20 @@ def decision_table(observer: str, dataset: str, sample_ids: Sequence[str], decis
                                    "category": list(categories), "condition": conds, "imagename": names}), dataset)
 
 
+def observer_table(observer, dataset: str) -> "pd.DataFrame":
+    """A published observer's (``--decisions``; `contracts.Observer`) decision table for one dataset: its
+    trials as model-vs-human's raw-data CSV holds them (a released ``NaN`` condition is none)."""
+    import pandas as pd
+
+    trials = observer.trials.get(dataset, [])
+    none = ("", "nan", "none")
+    return normalise(pd.DataFrame({
+        "subj": observer.name, "object_response": [t.response for t in trials],
+        "category": [t.category for t in trials],
+        "condition": [math.nan if str(t.condition).strip().lower() in none else t.condition for t in trials],
+        "imagename": [t.image for t in trials]}), dataset)
+
+
 def _by_image(df: "pd.DataFrame", condition: str | None, observer: str) -> dict[str, float]:
     sel = df if condition is None else df[df["condition"] == condition]
     ids = sel["image_id"].tolist()
@@ -503,6 +517,7 @@ def ranks(rows: Sequence[Mapping]) -> list[dict]:
 
 from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch,  # noqa: E402
                                        Request, Row, Skip, register_analysis)
+from beyond_inet.contracts import Observer  # noqa: E402
 
 HUMAN_ROWS = "human-subjects"  # the model column of human rows (as in error-consistency)
 
@@ -547,21 +562,34 @@ class ModelVsHuman(Analysis):
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         return AnalysisResult()
 
+    def declare_observer(self, ctx: Context, observer: Observer) -> AnalysisResult:
+        """Nothing per observer: `compare` puts ``ctx.observers`` beside the models (published human subjects
+        replace the raw-data humans on the datasets they cover)."""
+        return AnalysisResult()
+
     def compare(self, ctx: Context, models: list[str], fetch: CrossFetch) -> AnalysisResult:
         from beyond_inet.analyses.shape_bias import human_raw_dir
 
         res = AnalysisResult()
-        raw = human_raw_dir(ctx)
-        if raw is None:
+        published = {ds: {o.name: observer_table(o, ds) for o in ctx.observers if o.trials.get(ds)}
+                     for ds in BENCHMARK_DATASETS}
+        published_humans = {ds: any(is_human(o) for o in t) for ds, t in published.items()}
+        datasets = [d for d in BENCHMARK_DATASETS if ctx.available(d) or published[d]]
+        raw = None if all(published_humans[d] for d in datasets) else human_raw_dir(ctx)
+        if raw is None and not any(published_humans[d] for d in datasets):
             res.skips.append(Skip(self.name, "*", "*", "no model-vs-human raw data (human trials) found"))
             return res
         data: dict[str, dict] = {}
-        for ds in self.present(ctx):
-            tables = {o: t for o, t in read_raw_dataset(raw, ds).items() if is_human(o)}
-            if not tables:
-                res.skips.append(Skip(self.name, "*", ds, f"no human trials in {Path(raw) / ds}"))
-                continue
-            for m in models:
+        for ds in datasets:
+            if published_humans[ds]:  # published subjects are the humans of this dataset
+                tables = dict(published[ds])
+            else:
+                tables = {o: t for o, t in read_raw_dataset(raw, ds).items() if is_human(o)} if raw else {}
+                if not tables:
+                    res.skips.append(Skip(self.name, "*", ds, f"no human trials for {ds}"))
+                    continue
+                tables.update(published[ds])
+            for m in models if ctx.available(ds) else ():
                 out = fetch(m, Request(ds, "native"))
                 if out is None or not len(out):
                     res.skips.append(Skip(self.name, m, ds, f"{ds} outputs are not available"))
@@ -576,7 +604,8 @@ class ModelVsHuman(Analysis):
             res.rows += to_rows(rows, self.name)
             res.artifacts.setdefault("model-vs-human/per-condition", {})[ds] = rows
         try:
-            bench = benchmark(data, observers=list(models) + [HUMANS], n_boot=ctx.n_boot, seed=ctx.seed)
+            others = sorted({o.name for o in ctx.observers if not is_human(o.name)})
+            bench = benchmark(data, observers=list(models) + others + [HUMANS], n_boot=ctx.n_boot, seed=ctx.seed)
         except ValueError as e:
             res.skips.append(Skip(self.name, "*", "model-vs-human", str(e)))
             return res
