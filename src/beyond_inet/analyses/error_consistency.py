@@ -35,7 +35,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Request, Row,
+from beyond_inet.analyses.base import (LOGITS, Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Request, Row,
                                        Skip, register_analysis)
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
 from beyond_inet.engine.outputs import Outputs
@@ -154,7 +154,7 @@ class ErrorConsistency(Analysis):
         return [(d, "native") for d in DECISION_SETS] + [(d, "standard") for d in imagenet if ctx.available(d)]
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d, v) for d, v in self.datasets(ctx)]
+        return [Request(d, v, frozenset({LOGITS})) for d, v in self.datasets(ctx)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         """Nothing per model: every number compares two observers (see `compare`)."""

@@ -64,7 +64,8 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         m = models[v]
         return {"model": job.model, "weights": m.weights_id, "dataset": job.dataset, "samples": fp,
                 "preprocessing": m.preprocessing.describe(), "info": json.loads(json.dumps(m.info, default=str)),
-                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v, "limit": cfg.limit}
+                "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": v, "limit": cfg.limit,
+                "kinds": sorted(job.kinds_of(v))}
 
     # Views sharing a key (res-<native> and standard) share one entry; run_pass computes each entry once.
     expect = datasets.expected(job.dataset)
