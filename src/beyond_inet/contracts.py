@@ -63,6 +63,20 @@ def summarize_logits(logits: np.ndarray, labels: np.ndarray, k: int = SUMMARY_TO
     return out
 
 
+def record_stats(record: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``calibration.softmax_stats`` and ``accuracy.topk_correct`` give from full logits, from the compact
+    record alone (labels >= 0): ``pred``, ``top1``/``top5`` (0/1), ``conf`` (max softmax probability),
+    ``p_true`` (softmax probability of the label), ``brier`` and ``nll``."""
+    y = np.asarray(labels, np.int64)
+    lse, z_y = record["lse"], record["label_logit"].astype(np.float64)
+    p_true = np.exp(z_y - lse)
+    idx = record["top_idx"].astype(np.int64)
+    return {"pred": idx[:, 0], "top1": (idx[:, 0] == y).astype(np.float64),
+            "top5": (idx[:, :5] == y[:, None]).any(axis=1).astype(np.float64),
+            "conf": np.exp(record["top_logit"][:, 0].astype(np.float64) - lse), "p_true": p_true,
+            "brier": record["sum_p2"] - 2.0 * p_true + 1.0, "nll": lse - z_y}
+
+
 @dataclass
 class Outputs:
     """Outputs of one model on one dataset under one view, in dataset order.

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from beyond_inet.analyses.base import (
+    LOGITS,
     Analysis,
     AnalysisResult,
     Context,

@@ -192,7 +192,7 @@ class ImageNetX(Analysis):
                    "and (option imagenet_x_multi_factor) multi-factor variants.")
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(DATASET, "standard")]
+        return [Request(DATASET, "standard", frozenset({SUMMARY}))]  # the top-1 alone
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         """Scored rows; the figures' error bars are those rows' CIs."""

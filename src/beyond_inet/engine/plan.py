@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +145,18 @@ def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+# Set to 1, every entry keeps the full logits and features whatever the analyses read: the reference the
+# compact store is checked against (tests/test_compact_store.py, benchmarks/bench_store_size.py).
+FULL_OUTPUTS_ENV = "BEYOND_INET_FULL_OUTPUTS"
+
+
 def needed_kinds(requests: list[Request]) -> dict[tuple[str, str], frozenset]:
     """(dataset, view) -> the output kinds some request reads there: what the store keeps for it."""
+    force = os.environ.get(FULL_OUTPUTS_ENV, "").strip().lower() in ("1", "true", "yes")
     need: dict[tuple[str, str], frozenset] = {}
     for req in requests:
-        need[(req.dataset, req.view)] = need.get((req.dataset, req.view), frozenset()) | frozenset(req.outputs)
+        kinds = frozenset(req.outputs) | (FULL if force else frozenset())
+        need[(req.dataset, req.view)] = need.get((req.dataset, req.view), frozenset()) | kinds
     return need
 
 
