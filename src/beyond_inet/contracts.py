@@ -23,6 +23,61 @@ import numpy as np
 # Fewer units than this and a metric is flagged "too few" and never marked best.
 MIN_UNITS = 30
 
+# What a store entry can hold per image (docs/store.md "What is stored"): the full 1000-way logits, the pooled
+# penultimate features, and the compact summary (top-k classes and logits, log-partition, sum of squared
+# probabilities, true-class logit) from which top-1/top-5, confidence, true-class probability, Brier and NLL
+# come out as from the full logits. Full logits imply the summary (it is derived from them on load).
+LOGITS, FEATURES, SUMMARY = "logits", "features", "summary"
+KINDS = (LOGITS, FEATURES, SUMMARY)
+FULL = frozenset({LOGITS, FEATURES})  # what every entry held before kinds existed (and the default need)
+SUMMARY_TOPK = 5
+
+
+def summarize_logits(logits: np.ndarray, labels: np.ndarray, k: int = SUMMARY_TOPK) -> dict[str, np.ndarray]:
+    """The compact record of float32 logits [N, C]: ``top_idx`` (int16 [N, k], classes by logit, ties by
+    lower index, so column 0 is ``argmax``), ``top_logit`` (their float32 logits), ``lse`` (float64 log-sum-
+    exp of the float64 logits), ``sum_p2`` (float64 sum of squared softmax probabilities, for Brier) and
+    ``label_logit`` (float32 logit of the label; NaN where the label is -1). Computed as
+    ``calibration.softmax_stats`` computes its softmax, so what comes out of it agrees to rounding."""
+    z32 = np.asarray(logits, np.float32)
+    y = np.asarray(labels, np.int64)
+    n, c = z32.shape[0], (z32.shape[1] if z32.ndim == 2 else 0)
+    k = min(k, c)
+    out = {"top_idx": np.zeros((n, k), np.int16), "top_logit": np.zeros((n, k), np.float32),
+           "lse": np.zeros(n), "sum_p2": np.zeros(n), "label_logit": np.full(n, np.nan, np.float32)}
+    for s in range(0, n, 4096):
+        z = z32[s:s + 4096]
+        idx = np.argsort(-z, axis=1, kind="stable")[:, :k]
+        idx[:, 0] = z.argmax(axis=1)  # argmax's own tie (and NaN) rule for the top-1
+        r = np.arange(z.shape[0])
+        out["top_idx"][s:s + len(z)] = idx
+        out["top_logit"][s:s + len(z)] = z[r[:, None], idx]
+        zz = z.astype(np.float64)
+        m = zz.max(axis=1, keepdims=True)
+        e = np.exp(zz - m)
+        tot = e.sum(axis=1)
+        p = e / tot[:, None]
+        out["lse"][s:s + len(z)] = np.log(tot) + m[:, 0]
+        out["sum_p2"][s:s + len(z)] = (p * p).sum(axis=1)
+        yy = y[s:s + len(z)]
+        ok = (yy >= 0) & (yy < c)
+        out["label_logit"][s:s + len(z)][ok] = z[r[ok], yy[ok]]
+    return out
+
+
+def record_stats(record: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What ``calibration.softmax_stats`` and ``accuracy.topk_correct`` give from full logits, from the compact
+    record alone (labels >= 0): ``pred``, ``top1``/``top5`` (0/1), ``conf`` (max softmax probability),
+    ``p_true`` (softmax probability of the label), ``brier`` and ``nll``."""
+    y = np.asarray(labels, np.int64)
+    lse, z_y = record["lse"], record["label_logit"].astype(np.float64)
+    p_true = np.exp(z_y - lse)
+    idx = record["top_idx"].astype(np.int64)
+    return {"pred": idx[:, 0], "top1": (idx[:, 0] == y).astype(np.float64),
+            "top5": (idx[:, :5] == y[:, None]).any(axis=1).astype(np.float64),
+            "conf": np.exp(record["top_logit"][:, 0].astype(np.float64) - lse), "p_true": p_true,
+            "brier": record["sum_p2"] - 2.0 * p_true + 1.0, "nll": lse - z_y}
+
 
 @dataclass
 class Outputs:
@@ -30,8 +85,10 @@ class Outputs:
 
     ids:      sample ids (for ImageNet val: the file name ``ILSVRC2012_val_XXXXXXXX.JPEG``).
     labels:   int64 [N]; the label in the dataset's label space (see ``data.labelspaces``), -1 if none.
-    logits:   float32 [N, 1000] over the ImageNet-1k classes (sorted-wnid order).
-    features: float32 [N, D] pooled pre-logit features (CLIP: the image embedding).
+    logits:   float32 [N, 1000] over the ImageNet-1k classes (sorted-wnid order); None when the entry
+              holds only the summary (``kinds``).
+    features: float32 [N, D] pooled pre-logit features (CLIP: the image embedding); None when not kept.
+    summary:  the compact record (``summarize_logits``); None when the entry holds neither it nor logits.
     multilabels: int64 [N, K] padded with -1, for multi-label sets (ImageNet-Hard); else None.
     skipped:  ids of samples that could not be decoded (not in the arrays).
     meta:     provenance: model spec, preprocessing, view, logit scale, dataset revision ...
@@ -39,25 +96,41 @@ class Outputs:
 
     ids: list[str]
     labels: np.ndarray
-    logits: np.ndarray
-    features: np.ndarray
+    logits: np.ndarray | None
+    features: np.ndarray | None
     multilabels: np.ndarray | None = None
     skipped: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    summary: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def record(self) -> dict[str, np.ndarray]:
+        """The compact record (``summarize_logits``): stored, or derived from the full logits."""
+        if self.summary is None:
+            if self.logits is None:
+                raise ValueError("these outputs hold neither logits nor their summary")
+            self.summary = summarize_logits(self.logits, self.labels)
+        return self.summary
+
+    def top1(self) -> np.ndarray:
+        """The index of the top logit (``logits.argmax(1)``), from the logits or the compact record."""
+        if self.logits is not None:
+            return np.asarray(self.logits).argmax(axis=1)
+        return self.record()["top_idx"][:, 0].astype(np.int64)
 
     def subset(self, mask: np.ndarray) -> "Outputs":
         idx = np.flatnonzero(mask)
         return Outputs(
             ids=[self.ids[i] for i in idx],
             labels=self.labels[idx],
-            logits=self.logits[idx],
-            features=self.features[idx],
+            logits=None if self.logits is None else self.logits[idx],
+            features=None if self.features is None else self.features[idx],
             multilabels=None if self.multilabels is None else self.multilabels[idx],
             skipped=list(self.skipped),
             meta=dict(self.meta),
+            summary=None if self.summary is None else {k: v[idx] for k, v in self.summary.items()},
         )
 
 
@@ -69,10 +142,13 @@ class Request:
              ``pug-imagenet/Worlds``, ``vtab/cifar100/train``.
     view:    a view name from ``data.views`` (``standard``, ``native``, ``scale-1.5``, ``shift-30``,
              ``res-336`` ...). Resolution views make the engine rebuild the model at that size.
+    outputs: which stored outputs it reads (``LOGITS``, ``FEATURES``, ``SUMMARY``); the store keeps, per
+             (model, dataset, view), only what some request of the run reads (not part of equality).
     """
 
     dataset: str
     view: str = "standard"
+    outputs: frozenset = field(default=FULL, compare=False)
 
 
 @dataclass

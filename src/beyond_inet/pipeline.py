@@ -257,6 +257,7 @@ def run(cfg: RunConfig) -> dict:
         live[spec] = model
         jobs = plan_model_jobs(model, wanted, datasets, store, numerics)
         report_damage(store, db, run_id, summary)
+        report_upgrades(jobs, summary)
         todo = [j for j in jobs if j.shards]
         log.info("%s: %d jobs planned, %d need inference", spec, len(jobs), len(todo))
         if todo:
@@ -393,6 +394,17 @@ def report_damage(store: Store, db: ResultsDB, run_id: str, summary: dict) -> No
             f"(listed in report.html; `beyond-inet verify {store.root.parent}` checks a whole store)")
     log.warning(line)
     print(f"beyond-inet: warning: {line}", file=sys.stderr)
+
+
+def report_upgrades(jobs, summary: dict) -> None:
+    """Stored entries that held fewer output kinds than this run's analyses read (the store keeps only what
+    was asked for; docs/store.md) and are computed again: one line on stderr (each entry is in run.log)."""
+    lines = [line for j in jobs for line in j.upgraded]
+    if not lines:
+        return
+    summary.setdefault("upgraded", []).extend(lines)
+    more = f" (and {len(lines) - 1} more; see run.log)" if len(lines) > 1 else ""
+    print(f"beyond-inet: {lines[0]}{more}", file=sys.stderr)
 
 
 def record_unreadable(store: Store, jobs, db: ResultsDB, run_id: str, seen: dict[str, dict[str, str]],

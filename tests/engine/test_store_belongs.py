@@ -74,13 +74,14 @@ def _metrics(out: Path) -> dict:
 
 
 def _foreign_width(entry: Path, base: Path) -> None:
-    """Shard 1 rewritten with one feature column more, everything else (range, entry, images) right."""
-    from beyond_inet.engine.store import Entry
+    """Shard 1 rewritten with one logits column more, everything else (range, entry, images) right (the
+    entry keeps no features: the run's analyses read none)."""
+    from beyond_inet.engine.store import Entry, shard_kinds
 
-    e = Entry(entry, 12, 5)
-    t, meta = e.read_shard(1)
-    feats = np.concatenate([t["features"], np.zeros((len(t["features"]), 1), np.float32)], 1)
-    e.write_shard(1, t["positions"], meta["ids"], t["labels"], t["logits"], feats, None,
+    t, meta = Entry(entry, 12, 5).read_shard(1)
+    e = Entry(entry, 12, 5, kinds=shard_kinds(meta))
+    logits = np.concatenate([t["logits"], np.zeros((len(t["logits"]), 1), np.float32)], 1)
+    e.write_shard(1, t["positions"], meta["ids"], t["labels"], logits, t.get("features"), None,
                   [tuple(x) for x in meta["skipped"]], meta["skipped_positions"],
                   **({"images": meta["images"]} if "images" in meta else {}))
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Row, Skip,
-                                      register_analysis)
+from beyond_inet.analyses.base import (FEATURES, LOGITS, Analysis, AnalysisResult, Context, Fetch, Outputs, Request,
+                                      Row, Skip, register_analysis)
 from beyond_inet.analyses.stats import mean_metric
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import real_labels, truth_sets, val_number
@@ -102,7 +102,9 @@ class Accuracy(Analysis):
     description = "top-1/top-5 accuracy (ReaL on ImageNet val)"
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d) for d in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS)]
+        # Own-class folders: the probe and CLIP zero-shot read the features; ImageNet-labelled sets: the logits.
+        return [Request(d, "standard", frozenset({FEATURES}) if catalog.own_label_space(d) else frozenset({LOGITS}))
+                for d in ctx.option_list("accuracy_datasets", DEFAULT_DATASETS)]
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()

@@ -19,7 +19,11 @@ from typing import Any, ClassVar
 from beyond_inet import registry
 from beyond_inet.analyses import stats
 from beyond_inet.contracts import (  # noqa: F401  (re-exported: the analyses' public contract)
+    FEATURES,
+    FULL,
+    LOGITS,
     MIN_UNITS,
+    SUMMARY,
     AnalysisResult,
     Context,
     CrossFetch,

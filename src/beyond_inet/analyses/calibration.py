@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from beyond_inet.analyses.base import (
+    LOGITS,
     Analysis,
     AnalysisResult,
     Context,
@@ -427,7 +428,8 @@ class Calibration(Analysis):
                    "and temperature-scaled ECE on ImageNet-val and ImageNet-R (logits cut to the 200 R classes).")
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(ds, "standard") for ds in ctx.option_list("calibration_datasets", DATASETS)]
+        return [Request(ds, "standard", frozenset({LOGITS}))
+                for ds in ctx.option_list("calibration_datasets", DATASETS)]
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()

@@ -40,8 +40,8 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric, Observer,
-                                       Request, Row, Skip, register_analysis)
+from beyond_inet.analyses.base import (LOGITS, SUMMARY, Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric,
+                                       Observer, Request, Row, Skip, register_analysis)
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
 from beyond_inet.engine.outputs import Outputs
 
@@ -108,7 +108,7 @@ def model_correct(ds: str, out: Outputs) -> dict[str, float]:
     if ds.split("/", 1)[0] in DECISION_SETS:
         pred = decisions16(out.logits[keep])
     else:
-        pred = np.asarray(out.logits[keep]).argmax(axis=1)
+        pred = out.top1()[keep]  # the full logits' argmax, or the compact record's top-1
     ok = (pred == np.asarray(out.labels)[keep]).astype(np.float64)
     ids = [i for i, k in zip(out.ids, keep) if k]
     if ds.split("/", 1)[0] not in DECISION_SETS:
@@ -166,7 +166,9 @@ class ErrorConsistency(Analysis):
         return [(d, "native") for d in DECISION_SETS] + [(d, "standard") for d in imagenet if ctx.available(d)]
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d, v) for d, v in self.datasets(ctx)]
+        # 16-class decisions read the full logits; ImageNet-labelled sets only the top-1 (compact record).
+        return [Request(d, v, frozenset({LOGITS}) if d in DECISION_SETS else frozenset({SUMMARY}))
+                for d, v in self.datasets(ctx)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         """Nothing per model: every number compares two observers (see `compare`)."""

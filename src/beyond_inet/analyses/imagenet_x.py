@@ -41,6 +41,7 @@ from beyond_inet.analyses.base import (
     Analysis,
     AnalysisResult,
     Context,
+    SUMMARY,
     Fetch,
     Request,
     Metric,
@@ -191,7 +192,7 @@ class ImageNetX(Analysis):
                    "and (option imagenet_x_multi_factor) multi-factor variants.")
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(DATASET, "standard")]
+        return [Request(DATASET, "standard", frozenset({SUMMARY}))]  # the top-1 alone
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         """Scored rows; the figures' error bars are those rows' CIs."""
@@ -227,7 +228,7 @@ class ImageNetX(Analysis):
             res.skips.append(Skip(self.name, model, DATASET,
                                   f"only {out_pos.size} of {len(ann)} annotated non-prototype val images are in "
                                   f"the outputs; ImageNet-X metrics cover those only"))
-        pred_all = np.asarray(out.logits).argmax(axis=1)
+        pred_all = out.top1()
         pred = pred_all[out_pos]
         sub = ann.iloc[ann_pos]
         cls = sub["class"].to_numpy()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Skip,
+from beyond_inet.analyses.base import (FULL, LOGITS, Analysis, AnalysisResult, Context, Fetch, Outputs, Request, Skip,
                                        register_analysis)
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import in_truth, truth_sets
@@ -77,7 +77,9 @@ def sweep_datasets(ctx: Context) -> list[str]:
     return [first] + [u for u in user if u != first]
 
 
-def _features(out: Outputs, ids: Sequence[str]) -> np.ndarray:
+def _features(out: Outputs, ids: Sequence[str]) -> np.ndarray | None:
+    if out.features is None:  # not kept: only own-class folders' CLIP zero-shot reads them
+        return None
     pos = {sid: k for k, sid in enumerate(out.ids)}
     return np.asarray(out.features)[[pos[i] for i in ids]]
 
@@ -148,9 +150,11 @@ class Invariance(Analysis):
     def requests(self, ctx: Context) -> list[Request]:
         reqs = []
         for ds in sweep_datasets(ctx):
-            reqs.append(Request(ds, "standard"))
+            # Own-class folders: CLIP's zero-shot head reads the features; the rest reads the logits.
+            kinds = FULL if catalog.own_label_space(ds) else frozenset({LOGITS})
+            reqs.append(Request(ds, "standard", kinds))
             for kind, values in sweep(ctx).items():
-                reqs += [Request(ds, view_name(kind, v)) for v in values]
+                reqs += [Request(ds, view_name(kind, v), kinds) for v in values]
         return reqs
 
     def prepare(self, ctx: Context, model, env) -> list[Skip]:

@@ -515,8 +515,8 @@ def ranks(rows: Sequence[Mapping]) -> list[dict]:
 
 # --- the registered analysis: models run here against the released human trials ----------------------
 
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, CrossFetch, Fetch,  # noqa: E402
-                                       Request, Row, Skip, register_analysis)
+from beyond_inet.analyses.base import (LOGITS, Analysis, AnalysisResult, Context, CrossFetch,  # noqa: E402
+                                       Fetch, Request, Row, Skip, register_analysis)
 from beyond_inet.contracts import Observer  # noqa: E402
 
 HUMAN_ROWS = "human-subjects"  # the model column of human rows (as in error-consistency)
@@ -557,7 +557,7 @@ class ModelVsHuman(Analysis):
         return [d for d in BENCHMARK_DATASETS if ctx.available(d)]
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d, "native") for d in self.present(ctx)]
+        return [Request(d, "native", frozenset({LOGITS})) for d in self.present(ctx)]  # 16-class decisions
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         return AnalysisResult()

@@ -46,9 +46,12 @@ import numpy as np
 from beyond_inet.analyses.base import (
     Analysis,
     AnalysisResult,
+    LOGITS,
+    SUMMARY,
     Context,
     Fetch,
     Metric,
+    Outputs,
     Request,
     Row,
     Skip,
@@ -101,6 +104,16 @@ def top1_correct(logits: np.ndarray, labels: np.ndarray, classes: np.ndarray | N
     lab = np.asarray(labels, np.int64)
     keep = lab >= 0
     return (predict(np.asarray(logits)[keep], classes) == lab[keep]).astype(np.float64)
+
+
+def top1_correct_of(out: Outputs, classes: np.ndarray | None = None) -> np.ndarray:
+    """``top1_correct`` of stored outputs: over all classes it needs only the compact record's top-1 (the
+    store keeps no full logits where nothing restricts the classes: ImageNet-C, -V2, -Sketch)."""
+    if classes is not None:
+        return top1_correct(out.logits, out.labels, classes)
+    lab = np.asarray(out.labels, np.int64)
+    keep = lab >= 0
+    return (out.top1()[keep] == lab[keep]).astype(np.float64)
 
 
 def multilabel_correct(pred: np.ndarray, multilabels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,11 +259,14 @@ class Robustness(Analysis):
                    "ImageNet models.")
 
     def requests(self, ctx: Context) -> list[Request]:
-        reqs = [Request(ds, "standard") for ds in SINGLE]
-        reqs += [Request(f"imagenet-c/{p}", "standard") for p in ctx.parts("imagenet-c")]
+        # Full logits only where the argmax is restricted to a class subset; elsewhere the top-1 of the
+        # compact record (the store keeps only that: ImageNet-C is most of the suite's images).
+        top1, restricted = frozenset({SUMMARY}), frozenset({LOGITS})
+        reqs = [Request(ds, "standard", restricted if ds in SUBSET else top1) for ds in SINGLE]
+        reqs += [Request(f"imagenet-c/{p}", "standard", top1) for p in ctx.parts("imagenet-c")]
         if ctx.available("objectnet"):
-            reqs.append(Request("objectnet", "standard"))
-        reqs += [Request(ds, "standard") for ds in user_subsets()]
+            reqs.append(Request("objectnet", "standard", restricted))
+        reqs += [Request(ds, "standard", restricted) for ds in user_subsets()]
         return reqs
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
@@ -275,15 +291,15 @@ class Robustness(Analysis):
                 continue
             if ds == "imagenet-hard":
                 ml = out.multilabels if out.multilabels is not None else np.asarray(out.labels)[:, None]
-                correct, has = multilabel_correct(predict(out.logits), ml)
+                correct, has = multilabel_correct(out.top1(), ml)
                 if (~has).any():
                     res.skips.append(Skip(self.name, model, ds, f"{int((~has).sum())} images without labels left out"))
                 add(ds, correct, _ids(out.ids, has))
                 continue
             classes = labelspaces.subset_indices(ds) if ds in SUBSET else None
-            add(ds, top1_correct(out.logits, out.labels, classes), _ids(out.ids, np.asarray(out.labels) >= 0))
+            add(ds, top1_correct_of(out, classes), _ids(out.ids, np.asarray(out.labels) >= 0))
             if ds == VAL:
-                correct, not_val, empty, real_ids = real_correct(predict(out.logits), out.ids, with_ids=True)
+                correct, not_val, empty, real_ids = real_correct(out.top1(), out.ids, with_ids=True)
                 if not_val:
                     res.skips.append(Skip(self.name, model, "imagenet-real",
                                           f"{not_val} ids are not ImageNet val file names; left out"))
@@ -372,7 +388,7 @@ class Robustness(Analysis):
             out = fetch(Request(f"imagenet-c/{part}", "standard"))
             if out is None:
                 continue
-            correct = top1_correct(out.logits, out.labels)
+            correct = top1_correct_of(out)
             if correct.size == 0:
                 continue
             ids = _ids(out.ids, np.asarray(out.labels) >= 0)

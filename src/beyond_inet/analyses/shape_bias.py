@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Metric, Observer, Request, Skip,
+from beyond_inet.analyses.base import (LOGITS, Analysis, AnalysisResult, Context, Fetch, Metric, Observer, Request,
+                                       Skip,
                                        register_analysis)
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES
@@ -262,7 +263,7 @@ class ShapeBias(Analysis):
     description = "Shape vs texture bias on cue-conflict (model-vs-human protocol); edge/silhouette 16-class accuracy"
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(d, "native") for d in ("cue-conflict", "edge", "silhouette")]
+        return [Request(d, "native", frozenset({LOGITS})) for d in ("cue-conflict", "edge", "silhouette")]
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Skip,
+from beyond_inet.analyses.base import (LOGITS, Analysis, AnalysisResult, Context, Fetch, Request, Skip,
                                        register_analysis)
 from beyond_inet.data.pug import FACTORS, MAPPING_FILE, class_names, load_class_mapping
 
@@ -84,7 +84,7 @@ class Synthetic(Analysis):
     description = "PUG: ImageNet top-1 per factor of variation and their average"
 
     def requests(self, ctx: Context) -> list[Request]:
-        return [Request(f"pug-imagenet/{f}", "standard") for f in _factors_to_request(ctx)]
+        return [Request(f"pug-imagenet/{f}", "standard", frozenset({LOGITS})) for f in _factors_to_request(ctx)]
 
     def declare(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         res = AnalysisResult()

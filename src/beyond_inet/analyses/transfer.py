@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from beyond_inet.analyses import stats
-from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
+from beyond_inet.analyses.base import (FEATURES, Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
                                        register_analysis)
 
 MODES = ("lbfgs", "paper")
@@ -346,7 +346,8 @@ class Transfer(Analysis):
         reqs = []
         for task, splits in vtab_tasks(ctx).items():
             if {"train", "test"} <= splits:
-                reqs += [Request(f"vtab/{task}/{s}", "standard") for s in ("train", "val", "test") if s in splits]
+                reqs += [Request(f"vtab/{task}/{s}", "standard", frozenset({FEATURES}))
+                         for s in ("train", "val", "test") if s in splits]
         return reqs
 
     # Declaring means training every probe again: the paired tests compare CIs instead.

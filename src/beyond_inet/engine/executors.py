@@ -66,6 +66,7 @@ def execute_job(job: Job, cfg: ExecConfig, model=None, datasets: DatasetCache | 
         return {"model": job.model, "weights": m.weights_id, "dataset": job.dataset, "samples": fp,
                 "preprocessing": m.preprocessing.describe(), "info": json.loads(json.dumps(m.info, default=str)),
                 "numerics": numerics_of(cfg.device, cfg.amp, cfg.gpu_decode), "view": name[v], "limit": cfg.limit,
+                "kinds": sorted(job.kinds_of(v)),
                 **({"native_rule": NATIVE_RULES.get(name[v], name[v]), "input_size": m.preprocessing.input_size}
                    if v == "native" else {})}
 

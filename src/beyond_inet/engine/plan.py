@@ -9,15 +9,21 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import logging
+import os
+from pathlib import Path
+
 import numpy as np
 
 from beyond_inet import ENGINE_VERSION
-from beyond_inet.contracts import Request
+from beyond_inet.contracts import FULL, Request
 from beyond_inet.data import catalog
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.data.views import NATIVE_AS_IS, NATIVE_OPEN_CLIP, NATIVE_RESIZED, resolution_of
-from beyond_inet.engine.store import STORE_FORMAT, Expected, Store, image_identities, make_key
+from beyond_inet.engine.store import STORE_FORMAT, Expected, Store, covers, image_identities, make_key
 from beyond_inet.errors import DatasetMissing, UserError
+
+log = logging.getLogger("beyond_inet")
 
 
 def select_positions(n: int, limit: int | None) -> np.ndarray:
@@ -40,6 +46,11 @@ class Job:
     # view -> the view actually computed, where planning resolves it per model (``native`` -> native:as-is,
     # native:resized or native:open_clip; see `native_plan`). Stored under the resolved name's key.
     run_as: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, frozenset] = field(default_factory=dict)  # view -> output kinds its shards are written with
+    upgraded: list[str] = field(default_factory=list)  # lines: entries recomputed because they held too little
+
+    def kinds_of(self, view: str) -> frozenset:
+        return self.kinds.get(view, FULL)
 
     @property
     def label(self) -> str:
@@ -227,12 +238,39 @@ def _fingerprint_subset(ds: ImageDataset, pos: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+# Set to 1, every entry keeps the full logits and features whatever the analyses read: the reference the
+# compact store is checked against (tests/test_compact_store.py, benchmarks/bench_store_size.py).
+FULL_OUTPUTS_ENV = "BEYOND_INET_FULL_OUTPUTS"
+
+
+def needed_kinds(requests: list[Request]) -> dict[tuple[str, str], frozenset]:
+    """(dataset, view) -> the output kinds some request reads there: what the store keeps for it."""
+    force = os.environ.get(FULL_OUTPUTS_ENV, "").strip().lower() in ("1", "true", "yes")
+    need: dict[tuple[str, str], frozenset] = {}
+    for req in requests:
+        kinds = frozenset(req.outputs) | (FULL if force else frozenset())
+        need[(req.dataset, req.view)] = need.get((req.dataset, req.view), frozenset()) | kinds
+    return need
+
+
+def drop_entry_shards(root: Path) -> None:
+    """Remove an entry's shards and meta.json so that it is computed afresh (it holds too few output kinds)."""
+    for p in sorted(root.glob("shard-*.safetensors")) + [root / "meta.json"]:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, store: Store,
                     numerics: str = "fp32") -> list[Job]:
     """Jobs for one built model: one per dataset with all its views (every resolution), so each image is
-    decoded once; keep only missing shards."""
+    decoded once; keep only missing shards. Each entry keeps the output kinds the requests read there
+    (``Request.outputs``); an entry holding fewer than asked is computed again, with the union of both
+    (a later, leaner run then reads it as it is)."""
     groups: dict[str, list[str]] = defaultdict(list)
     own = model.preprocessing.input_size
+    need = needed_kinds(requests)
     for req in requests:
         if req.view not in groups[req.dataset]:
             groups[req.dataset].append(req.view)
@@ -259,14 +297,29 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
                              numerics, datasets.decoding)
 
         keys = {v: key(v) for v in views}
+        want: dict[str, frozenset] = {}  # key -> kinds wanted (views sharing a key share an entry)
+        for v, k in keys.items():
+            want[k] = want.get(k, frozenset()) | need.get((dname, v), FULL)
+        upgraded: list[str] = []
         missing: set[int] = set()
         for v, k in keys.items():
             entry = store.entry(k, len(pos), expect=datasets.expected(dname))
+            if entry.has_meta and not covers(entry.kinds, want[k]):
+                line = (f"store entry {k} ({dname}, {v}) holds {', '.join(sorted(entry.kinds))}; recomputing it "
+                        f"for {', '.join(sorted(want[k] - entry.kinds))}")
+                log.info(line)
+                upgraded.append(line)
+                want[k] = want[k] | entry.kinds
+                drop_entry_shards(entry.root)
+                entry = store.entry(k, len(pos), expect=datasets.expected(dname))
+            elif entry.has_meta:
+                want[k] = want[k] | entry.kinds  # keep what the entry holds: its shards stay alike
             # Shards are not read here: every byte is hashed as a shard is loaded, and a shard found damaged
             # then is moved aside and recomputed by the same run (pipeline.load_outputs); reading them here
             # too would cost a second pass over the data (docs/store.md).
             missing |= set(entry.missing_shards())
-        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res, run_as))
+        jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res, run_as,
+                        {v: want[keys[v]] for v in views}, upgraded))
     return jobs
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import xxhash
 
 from beyond_inet import ENGINE_VERSION
+from beyond_inet.contracts import FEATURES, FULL, KINDS, LOGITS, SUMMARY, summarize_logits
 from beyond_inet.engine.outputs import Outputs
 from beyond_inet.errors import UserError
 
@@ -198,7 +199,23 @@ def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = C
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
            "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-_TENSORS = ("positions", "labels", "logits", "features")  # every shard has these (multilabels: some)
+_TENSORS = ("positions", "labels")  # every shard has these (multilabels: some); the rest by its kinds
+# The tensors of each output kind. A shard records its kinds in its metadata; one that records none was
+# written before kinds existed and holds logits and features (``FULL``).
+_KIND_TENSORS = {LOGITS: ("logits",), FEATURES: ("features",),
+                 SUMMARY: ("top_idx", "top_logit", "lse", "sum_p2", "label_logit")}
+
+
+def covers(kinds, need) -> bool:
+    """Do outputs of `kinds` give everything `need` asks for? (full logits give the summary too)."""
+    have = set(kinds) | ({SUMMARY} if LOGITS in kinds else set())
+    return set(need) <= have
+
+
+def shard_kinds(meta: dict) -> frozenset:
+    """The output kinds a shard's metadata records (``FULL`` for shards written before kinds existed)."""
+    k = meta.get("kinds")
+    return FULL if k is None else frozenset(k)
 
 
 @dataclass
@@ -287,7 +304,12 @@ def read_head(f, size: int, expected: range | None = None, key: str | None = Non
     samples = h.meta
     if not h.hashes and "shard" in samples:  # shards recording their range always carried a hash
         raise ShardDamage("checksum missing (flipped bytes in its header?)")
-    shapes = {name: h.shape(name) for name in _TENSORS}
+    kinds = samples.get("kinds")
+    if kinds is not None and (not isinstance(kinds, list) or any(k not in KINDS for k in kinds)):
+        raise ShardDamage(f"bad header (kinds {kinds!r})")
+    names = _TENSORS + tuple(t for k in sorted(shard_kinds(samples)) if k in _KIND_TENSORS
+                             for t in _KIND_TENSORS[k] if not (k == SUMMARY and LOGITS in shard_kinds(samples)))
+    shapes = {name: h.shape(name) for name in names}
     if any(s is None for s in shapes.values()) or len(shapes["positions"]) != 1:
         raise ShardDamage("tensors missing")
     rows = h.rows
@@ -607,6 +629,8 @@ def meta_problem(m, expect: Expected | None = None) -> str | None:
         return f"n_samples is {m['n_samples']}"
     if m["shard_size"] != SHARD_SIZE:
         return f"shard_size is {m['shard_size']}, this version writes {SHARD_SIZE}"
+    if "kinds" in m and (not isinstance(m["kinds"], list) or not m["kinds"] or any(k not in KINDS for k in m["kinds"])):
+        return f"kinds is {m['kinds']!r}, not a list of {', '.join(KINDS)}"
     if expect is None:
         return None
     if expect.n_samples is not None and m["n_samples"] != expect.n_samples:
@@ -620,6 +644,11 @@ def meta_problem(m, expect: Expected | None = None) -> str | None:
         if expect.fingerprint is not None and m["samples"] != expect.fingerprint:
             return f"samples is {m['samples']!r}, the dataset's sample list is {expect.fingerprint!r}"
     return None
+
+
+def entry_kinds(m: dict) -> frozenset:
+    """The output kinds an entry's meta.json says its shards hold (``FULL`` for entries written before)."""
+    return frozenset(m["kinds"]) if "kinds" in m else FULL
 
 
 def read_meta_checked(path: Path, expect: Expected | None = None) -> tuple[dict | None, str | None]:
@@ -644,6 +673,7 @@ class Entry:
     shard_size: int = SHARD_SIZE
     has_meta: bool = True
     expect: Expected | None = None
+    kinds: frozenset = FULL  # the output kinds its shards are written with (meta.json "kinds")
 
     @property
     def n_shards(self) -> int:
@@ -673,18 +703,25 @@ class Entry:
     def write_shard(self, s: int, positions: np.ndarray, ids: list[str], labels: np.ndarray, logits: np.ndarray,
                     features: np.ndarray, multilabels: np.ndarray | None, skipped: list[tuple[str, str]],
                     skipped_positions: list[int] | None = None, images: list | None = None) -> None:
-        """`images`: ``image_identities`` of the shard's range, recorded for the load to compare."""
+        """`images`: ``image_identities`` of the shard's range, recorded for the load to compare. Only the
+        entry's `kinds` are written: the logits, the features, and the compact summary (derived here from the
+        logits, and written only where the logits are not: they give it back on load)."""
         tensors = {"positions": np.ascontiguousarray(positions, np.int64),
-                   "labels": np.ascontiguousarray(labels, np.int64),
-                   "logits": np.ascontiguousarray(logits, np.float32),
-                   "features": np.ascontiguousarray(features, np.float32)}
+                   "labels": np.ascontiguousarray(labels, np.int64)}
+        if LOGITS in self.kinds:
+            tensors["logits"] = np.ascontiguousarray(logits, np.float32)
+        elif SUMMARY in self.kinds:
+            tensors.update(summarize_logits(np.asarray(logits, np.float32), labels))
+        if FEATURES in self.kinds:
+            tensors["features"] = np.ascontiguousarray(features, np.float32)
         if multilabels is not None:
             tensors["multilabels"] = np.ascontiguousarray(multilabels, np.int64)
         r = self.shard_range(s)
         if skipped_positions is None:
             skipped_positions = sorted(set(r) - set(np.asarray(positions).tolist()))
         samples = {"ids": ids, "skipped": [list(x) for x in skipped], "shard": [r.start, r.stop],
-                   "skipped_positions": [int(p) for p in skipped_positions], "entry": self.root.name}
+                   "skipped_positions": [int(p) for p in skipped_positions], "entry": self.root.name,
+                   "kinds": sorted(self.kinds)}
         if images is not None:
             samples["images"] = images
         atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM))
@@ -723,22 +760,30 @@ class Entry:
         with ThreadPoolExecutor(min(VERIFY_THREADS, len(shards))) as pool:
             return list(pool.map(safe, shards))
 
-    def check(self, shards: list[int] | None = None, keep: bool = True,
-              verify: bool = True) -> tuple[dict[Path, ShardDamage], Outputs | None]:
+    def check(self, shards: list[int] | None = None, keep: bool = True, verify: bool = True,
+              need=None) -> tuple[dict[Path, ShardDamage], Outputs | None]:
         """The one check of an entry's shard files, made by a load (`keep`: the outputs are assembled) and by
         `beyond-inet verify` (each shard read into scratch arrays): files that are no shard of this entry;
         each shard's header (``read_head``: range, entry key, images); one logits and one features width
         across shards (the most common; ties go to the earliest shard); each shard's data, hashed as it is
         read, straight into its rows of the final arrays. Every shard is checked, so one pass finds all
-        damage. Returns ({damaged file: why}, outputs or None); moves nothing."""
+        damage. With `need` (output kinds), a shard holding less is damage too (recomputed with them).
+        The outputs hold the kinds every shard holds (``Outputs.logits`` / ``features`` None otherwise).
+        Returns ({damaged file: why}, outputs or None); moves nothing."""
         shards = list(range(self.n_shards)) if shards is None else shards
         found: dict[Path, ShardDamage] = {p: ShardDamage("not a shard of this entry (beyond its sample count)")
                                           for p in self.extra_files()}
         heads = dict(zip(shards, self._each_shard(shards, self.head)))
         bad = {s for s, h in heads.items() if isinstance(h, ShardDamage)}
+        if need is not None:
+            for s, h in heads.items():
+                if s not in bad and not covers(shard_kinds(h.meta), need):
+                    heads[s] = ShardDamage(f"holds only {', '.join(sorted(shard_kinds(h.meta)))}; this run needs "
+                                           f"{', '.join(sorted(need))}")
+                    bad.add(s)
         widths: dict[str, int] = {}
         for k in ("logits", "features"):
-            shapes = {s: h.shape(k) for s, h in heads.items() if s not in bad and h.rows}
+            shapes = {s: h.shape(k) for s, h in heads.items() if s not in bad and h.rows and h.shape(k) is not None}
             counts: dict[int, int] = {}
             for shape in shapes.values():
                 if len(shape) == 2:
@@ -753,11 +798,19 @@ class Entry:
         good = [s for s in shards if s not in bad]
         starts = dict(zip(good, np.cumsum([0] + [heads[s].rows for s in good]).tolist()))
         n = sum(heads[s].rows for s in good)
+        held = [shard_kinds(heads[s].meta) for s in good]  # the outputs hold what every shard holds
+        has_logits = all(LOGITS in k for k in held)
+        has_features = all(FEATURES in k for k in held)
+        has_summary = not has_logits and all(covers(k, {SUMMARY}) for k in held)
+        logits = features = summary = None
         if keep:
             labels = np.empty(n, np.int64)
-            logits = np.empty((n, widths.get("logits", 1000)), np.float32)
-            features = np.empty((n, widths.get("features", 0)), np.float32)
+            if has_logits:
+                logits = np.empty((n, widths.get("logits", 1000)), np.float32)
+            if has_features:
+                features = np.empty((n, widths.get("features", 0)), np.float32)
         extra: dict[int, np.ndarray | None] = {}  # shard -> its multilabels
+        parts: dict[int, dict] = {}  # shard -> its summary (has_summary)
 
         def read(s: int) -> None:
             head = heads[s]
@@ -769,8 +822,15 @@ class Entry:
                     head = read_head(f, size, self.shard_range(s), **self._expect_args(s))
                     if head.rows != rows.stop - rows.start:
                         raise ShardDamage("changed while being read")
-                into = {"labels": labels[rows], "logits": logits[rows], "features": features[rows]} if keep else {}
+                into = {"labels": labels[rows]} if keep else {}
+                if keep and logits is not None:
+                    into["logits"] = logits[rows]
+                if keep and features is not None:
+                    into["features"] = features[rows]
                 t = read_data(f, head, self.shard_range(s), into, verify)
+            if keep and has_summary:
+                parts[s] = ({k: t[k] for k in _KIND_TENSORS[SUMMARY]} if "logits" not in t
+                            else summarize_logits(t["logits"], t["labels"]))
             for k, dest in into.items():
                 if t[k] is not dest and dest.size:  # stored with another dtype or shape: converted
                     try:
@@ -797,8 +857,14 @@ class Entry:
         ids = [i for s in shards for i in heads[s].meta["ids"]]
         skipped = [sid for s in shards for sid, _ in heads[s].meta.get("skipped", [])]
         meta = _read_meta(self.root / "meta.json") or {}
+        if has_summary:
+            empty = summarize_logits(np.zeros((0, 1000), np.float32), np.zeros(0, np.int64))
+            width = min((p["top_idx"].shape[1] for p in parts.values()), default=empty["top_idx"].shape[1])
+            summary = {k: np.concatenate([empty[k][:, :width] if empty[k].ndim == 2 else empty[k]]
+                                         + [parts[s][k][:, :width] if parts[s][k].ndim == 2 else parts[s][k]
+                                            for s in good]) for k in _KIND_TENSORS[SUMMARY]}
         return {}, Outputs(ids=ids, labels=labels, logits=logits, features=features, multilabels=multi,
-                           skipped=skipped, meta=meta)
+                           skipped=skipped, meta=meta, summary=summary)
 
     def verify(self, move: bool = True) -> list[Damage]:
         """Check every shard on disk as a load would (``check``); damaged ones are moved aside (when `move`)
@@ -815,10 +881,11 @@ class Entry:
         """Move the damaged files aside; the error a load raises (the pipeline recomputes them)."""
         return damaged_error(self._damages(found, True), "shard")
 
-    def load(self, verify: bool = True) -> Outputs:
+    def load(self, verify: bool = True, need=None) -> Outputs:
         """Every shard's outputs, in order, each shard hashed as it is read (one pass over the bytes; see
-        ``check``). Raises StoreDamaged, after moving every damaged file aside."""
-        found, out = self.check(verify=verify)
+        ``check``); a shard holding fewer output kinds than `need` counts as damaged. Raises StoreDamaged,
+        after moving every damaged file aside."""
+        found, out = self.check(verify=verify, need=need)
         if found:
             raise self._damaged(found)
         return out
@@ -886,7 +953,7 @@ class Store:
             m = {**meta, "n_samples": n_samples, "shard_size": SHARD_SIZE, "format": STORE_FORMAT}
             atomic_write_bytes(d / "meta.json", json.dumps(m, indent=1, sort_keys=True).encode())
         if m is not None:
-            return Entry(d, n_samples, m["shard_size"], expect=expect)
+            return Entry(d, n_samples, m["shard_size"], expect=expect, kinds=entry_kinds(m))
         return Entry(d, n_samples, SHARD_SIZE, has_meta=False, expect=expect)
 
     def existing(self, key: str, expect: Expected | None = None) -> Entry | None:
@@ -897,7 +964,7 @@ class Store:
             raise damaged_error([dmg])
         if m is None:
             return None
-        return Entry(self.root / key, m["n_samples"], m["shard_size"], expect=expect)
+        return Entry(self.root / key, m["n_samples"], m["shard_size"], expect=expect, kinds=entry_kinds(m))
 
     def remove_strays(self) -> list[Path]:
         """Delete temp files of writes whose process is gone (killed or failed runs)."""
