@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import re
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BEYOND_INET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # A run that finds the Hub unreachable switches this process to offline mode (validate.hub_offline_mode);
+    # one test's switch must not carry into the next (nor into the subprocesses it starts).
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    yield
+    if offline is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = offline
+    hub = sys.modules.get("huggingface_hub")
+    if hub is not None and hasattr(hub, "constants"):
+        hub.constants.HF_HUB_OFFLINE = offline is not None and offline.lower() in ("1", "true", "yes", "on")
 
 
 def skimage_photo(name: str) -> Image.Image:

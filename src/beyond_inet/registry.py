@@ -179,7 +179,7 @@ _declare(AnalysisInfo(
     )))
 _declare(AnalysisInfo(
     "shape-bias", "Shape bias", "Shape vs texture decisions on cue-conflict images (paper §2.2).",
-    ("cue-conflict", "edge", "silhouette"), figures=("shape-bias",),
+    ("cue-conflict", "edge", "silhouette"), figures=("shape-bias", "shape-bias-paper"),
     options=(
         Option("mvh_raw_data", "path", None,
                ("folder of model-vs-human raw human decisions for the human reference (auto: the bundled "
