@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".tar", ".parquet")
 
 
@@ -321,3 +323,11 @@ def patch_hub(monkeypatch, server: HubServer, hf_home: Path, offline: bool = Fal
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+
+
+@pytest.fixture
+def server():
+    """A started `HubServer` (import this fixture into a test module); afterwards its threads must be gone."""
+    with HubServer() as s:
+        yield s
+    assert not [t for t in threading.enumerate() if t.name == "hub-server"]  # stopped, no thread left

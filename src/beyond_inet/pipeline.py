@@ -24,7 +24,7 @@ from beyond_inet.analyses import ANALYSES, Analysis, Context, ModelEnv, Request,
 from beyond_inet.data import catalog, decisions
 from beyond_inet.errors import UserError
 from beyond_inet.engine.executors import ExecConfig, get_executor
-from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, numerics_of, plan_model_jobs, validate_spec
+from beyond_inet.engine.plan import DatasetCache, exif_transpose_option, numerics_of, plan_model_jobs
 from beyond_inet.engine.store import Store, StoreDamaged
 from beyond_inet.report.results import ResultsDB
 
@@ -178,8 +178,6 @@ def run(cfg: RunConfig) -> dict:
     load_builtin()
     out = Path(cfg.out)
     setup_logging(out)
-    for spec in cfg.models:
-        validate_spec(spec)
     exif = exif_transpose_option(cfg.options)  # a bad value fails before any work
     observers = read_observers(cfg.decisions, cfg.data_root, cfg.models)  # bad files: exit 2 before any model
     analyses = [get_analysis(a) for a in cfg.analyses]

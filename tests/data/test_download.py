@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 
 import pytest
 
@@ -18,7 +17,7 @@ from beyond_inet.data.labelspaces import imagenet_classnames, subset_indices
 from beyond_inet.errors import UserError
 from tests.conftest import skimage_photo
 from tests.data.test_label_layouts import write_wds
-from tests.hub_server import HubServer, patch_hub
+from tests.hub_server import patch_hub, server  # noqa: F401 - server is a fixture
 
 
 def _stimuli_tar(top: str = "cue-conflict", n: int = 3, gz: bool = True) -> bytes:
@@ -34,12 +33,6 @@ def _stimuli_tar(top: str = "cue-conflict", n: int = 3, gz: bool = True) -> byte
             tf.addfile(ti, io.BytesIO(img.getvalue()))
     return buf.getvalue()
 
-
-@pytest.fixture
-def server():
-    with HubServer() as s:
-        yield s
-    assert not [t for t in threading.enumerate() if t.name == "hub-server"]  # stopped, no thread left
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
-import threading
 
 import pytest
 
@@ -16,7 +15,7 @@ from beyond_inet.data import catalog
 from beyond_inet.data import download as dl
 from beyond_inet.data.labelspaces import CUE_CONFLICT_CATEGORIES
 from tests.conftest import skimage_photo
-from tests.hub_server import HubServer
+from tests.hub_server import server  # noqa: F401 - a fixture
 
 # Trial names as the release's decision CSVs write them (resnet50's first trials), with their condition
 # (as model-vs-human's experiments name it) and category.
@@ -42,12 +41,6 @@ def _release_tar(dataset: str, names: list[str]) -> bytes:
             tf.addfile(ti, io.BytesIO(img.getvalue()))
     return buf.getvalue()
 
-
-@pytest.fixture
-def server():
-    with HubServer() as s:
-        yield s
-    assert not [t for t in threading.enumerate() if t.name == "hub-server"]
 
 
 def test_all_seventeen_in_the_catalog_with_release_urls_and_licenses():

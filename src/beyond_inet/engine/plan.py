@@ -321,15 +321,3 @@ def plan_model_jobs(model, requests: list[Request], datasets: DatasetCache, stor
         jobs.append(Job(model.spec, dname, views, None, keys, len(pos), sorted(missing), view_res, run_as,
                         {v: want[keys[v]] for v in views}, upgraded))
     return jobs
-
-
-def validate_spec(spec: str) -> None:
-    """Fail fast, before any work, on a spec no builder understands."""
-    from beyond_inet.models import ALIASES, _BUILDERS, resolve_alias
-
-    alias = resolve_alias(spec)
-    target = alias[0] if alias else spec
-    prefix, sep, _ = target.partition(":")
-    if not sep or prefix not in _BUILDERS:
-        raise UserError(f"unknown model spec {spec!r}; use timm:<name>, open_clip:<arch>@<tag>, hf:<repo>, "
-                        f"packaged:<name> or an alias ({', '.join(ALIASES)}); see `beyond-inet models`")

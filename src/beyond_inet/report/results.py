@@ -61,14 +61,19 @@ def database_error(path: Path, e: Exception) -> UserError:
                      f"outputs are kept, so a rerun recomputes the results without inference")
 
 
+def _read_only_row(path: str | Path, sql: str):
+    """The first row `sql` gives on the database at `path`, opened read-only (nothing is created or written)."""
+    con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchone()
+    finally:
+        con.close()
+
+
 def check_database(path: str | Path) -> str | None:
     """Why the results database at `path` is unusable (None when it passes SQLite's quick check); read-only."""
     try:
-        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            got = con.execute("PRAGMA quick_check").fetchone()
-        finally:
-            con.close()
+        got = _read_only_row(path, "PRAGMA quick_check")
     except sqlite3.Error as e:
         return str(e)
     return None if got and got[0] == "ok" else str(got[0] if got else "no answer to an integrity check")
@@ -78,11 +83,7 @@ def last_data_root(path: str | Path) -> str | None:
     """The data root of the latest run recorded in the database at `path` (read-only; None when unknown),
     so that `beyond-inet verify` checks stored outputs against the images they were computed from."""
     try:
-        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            row = con.execute("SELECT config FROM runs ORDER BY started DESC LIMIT 1").fetchone()
-        finally:
-            con.close()
+        row = _read_only_row(path, "SELECT config FROM runs ORDER BY started DESC LIMIT 1")
         return json.loads(row[0]).get("data_root") if row else None
     except (sqlite3.Error, ValueError, AttributeError):
         return None
