@@ -91,7 +91,10 @@ def test_makefile_requires_data_when_the_folder_is_given(required):
     if shutil.which("make") is None:
         pytest.skip("make not installed")
     repo = CONFTEST.parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "BEYOND_INET_REQUIRE_SHARED_DATA"}
+    # Under CI this test itself runs inside `make test ... BEYOND_INET_REQUIRE_SHARED_DATA=1`: the outer make's
+    # command-line variables reach a child make through MAKEFLAGS and would override ours, so drop them.
+    outer_make = {"BEYOND_INET_REQUIRE_SHARED_DATA", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    env = {k: v for k, v in os.environ.items() if k not in outer_make}
     if required:
         env["BEYOND_INET_REQUIRE_SHARED_DATA"] = required
     r = subprocess.run(["make", "-n", "test", "DATA_ROOT=", "BIN=/venv/bin", "VENV=/venv"], cwd=repo, env=env,
