@@ -3,7 +3,8 @@
 Real weights (EfficientNet-Lite0) on real photos: ImageNet folders (skimage photos), an ImageNet-C layout,
 ImageNet-Sketch, and the shared cue-conflict stimuli. One run keeps the compact store (summary record on
 ImageNet-C/-Sketch, full logits where a label-space restriction or calibration needs them, no features);
-the reference run forces full outputs (``BEYOND_INET_FULL_OUTPUTS=1``). Every row of results.csv (value,
+the reference run forces full outputs (``BEYOND_INET_FULL_OUTPUTS=1``) stored raw, as the store was before
+(the compact run stores its tensors compressed where that pays, ``engine.codec``). Every row of results.csv (value,
 CI, n) must agree to 1e-9, the compact store must be smaller, and asking later for more than an entry kept
 recomputes that entry, says so in one line, and again gives the full store's numbers."""
 from __future__ import annotations
@@ -34,10 +35,13 @@ def _data(shared: Path, root: Path) -> Path:
 
 def _run(data: Path, out: Path, full: bool, monkeypatch, options: dict | None = None,
          analyses: list[str] = ANALYSES) -> dict:
+    from beyond_inet.engine import store
+
     if full:
         monkeypatch.setenv(FULL_OUTPUTS_ENV, "1")
     else:
         monkeypatch.delenv(FULL_OUTPUTS_ENV, raising=False)
+    monkeypatch.setattr(store, "COMPRESS", not full)
     cfg = RunConfig(models=[MODEL], analyses=analyses, out=str(out), data_root=str(data), limit=24,
                     num_workers=0, batch_size=16, n_boot=200, options=options or {}, progress=False, report=False)
     return run(cfg)
@@ -51,12 +55,16 @@ def _rows(out: Path) -> dict:
         db.close()
 
 
-def _entries(out: Path) -> dict[str, tuple[list, int]]:
-    """dataset -> (output kinds of its entry, bytes of its shards)."""
+def _entries(out: Path) -> dict[str, tuple[list, int, set]]:
+    """dataset -> (output kinds of its entry, bytes of its shards, tensors stored compressed)."""
+    from beyond_inet.engine.store import read_header
+
     got = {}
     for d in (out / "store").iterdir():
         m = json.loads((d / "meta.json").read_text())
-        got[m["dataset"]] = (m.get("kinds"), sum(p.stat().st_size for p in d.glob("shard-*.safetensors")))
+        shards = sorted(d.glob("shard-*.safetensors"))
+        got[m["dataset"]] = (m.get("kinds"), sum(p.stat().st_size for p in shards),
+                             {t for p in shards for t in read_header(p).get("codecs", {})})
     return got
 
 
@@ -80,9 +88,10 @@ def test_compact_store_gives_the_full_stores_numbers(shared_data, tmp_path, monk
     kept, ref = _entries(compact), _entries(full)
     assert kept["imagenet-c/fog/1"][0] == ["summary"] and kept["imagenet-sketch"][0] == ["summary"]
     assert kept["imagenet-val"][0] == ["logits", "summary"] and kept["cue-conflict"][0] == ["logits"]
-    assert all({"features", "logits"} <= set(k) for k, _ in ref.values())
+    assert all({"features", "logits"} <= set(k) and not c for k, _, c in ref.values())
     for ds in ("imagenet-c/fog/1", "imagenet-val"):  # the image-identity header is common to both
         assert kept[ds][1] < ref[ds][1] / 2, (ds, kept[ds][1], ref[ds][1])
+    assert "positions" in kept["imagenet-val"][2]  # stored compressed (12 real logits do not pay; 512 do)
 
     # Calibration on an ImageNet-C part needs the full logits: that entry is recomputed, and said so once.
     capfd.readouterr()

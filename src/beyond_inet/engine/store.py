@@ -39,6 +39,7 @@ import xxhash
 
 from beyond_inet import ENGINE_VERSION
 from beyond_inet.contracts import FEATURES, FULL, KINDS, LOGITS, SUMMARY, summarize_logits
+from beyond_inet.engine import codec
 from beyond_inet.engine.outputs import Outputs
 from beyond_inet.errors import UserError
 
@@ -54,6 +55,9 @@ VERIFY_THREADS = min(8, os.cpu_count() or 1)  # shards read and checked at once
 # file before the field, the zeroed field, the rest). New shards get xxh3_64 (about 6x faster than zlib's
 # CRC-32 here, so checking costs little next to reading); CRC-32 shards from older runs are still verified.
 CHECKSUM = "xxh3_64"
+# New shards store each tensor compressed where that pays (engine.codec: lossless, decoded at ~1-3 GB/s);
+# shards stored raw, by older runs or with this off, are read as before.
+COMPRESS = True
 
 
 _HASH_WIDTH = {"xxh3_64": 16, "crc32": 8}  # hash field -> hex digits
@@ -177,12 +181,24 @@ def _start_hash(name: str, head: bytes | memoryview, at: int) -> _Hasher:
     return h
 
 
-def hashed_safetensors(tensors: dict[str, np.ndarray], key: str, meta: dict, checksum: str = CHECKSUM) -> bytes:
+def hashed_safetensors(tensors: dict[str, np.ndarray], key: str, meta: dict, checksum: str = CHECKSUM,
+                       compress: bool = False) -> bytes:
     """A safetensors file whose one metadata entry `key` holds `meta` (as JSON) plus a hash of the whole
     file (field `checksum`: "xxh3_64", or "crc32" as older runs wrote, kept to test that those still verify).
-    Read back, verified, with ``read_safetensors_head`` + ``read_tensors``."""
+    With `compress`, each tensor that shrinks enough is stored compressed (``engine.codec``; recorded in the
+    metadata's ``codecs``); the hash covers the bytes as written. Read back, verified and decoded, with
+    ``read_safetensors_head`` + ``read_tensors``."""
     from safetensors.numpy import save
 
+    if compress:
+        tensors, codecs = dict(tensors), {}
+        for name, arr in sorted(tensors.items()):
+            blob = codec.encode(arr)
+            if blob is not None:
+                codecs[name] = [codec.CODEC, _DTYPE_NAMES[np.dtype(arr.dtype)], list(arr.shape)]
+                tensors[name] = blob
+        if codecs:
+            meta = {**meta, "codecs": codecs}
     # One metadata key: safetensors keeps metadata in a hash map, so several keys come out in varying
     # order and the bytes would differ between otherwise identical files.
     width = _HASH_WIDTH[checksum]
@@ -192,13 +208,15 @@ def hashed_safetensors(tensors: dict[str, np.ndarray], key: str, meta: dict, che
     return data[:at] + _start_hash(checksum, data, at).hexdigest().encode() + data[at + width:]
 
 
-def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM) -> bytes:
+def shard_bytes(tensors: dict[str, np.ndarray], samples: dict, checksum: str = CHECKSUM,
+                compress: bool = False) -> bytes:
     """A shard: a hashed safetensors file whose metadata ``samples`` holds `samples`."""
-    return hashed_safetensors(tensors, "samples", samples, checksum)
+    return hashed_safetensors(tensors, "samples", samples, checksum, compress)
 
 
 _DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
            "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _TENSORS = ("positions", "labels")  # every shard has these (multilabels: some); the rest by its kinds
 # The tensors of each output kind. A shard records its kinds in its metadata; one that records none was
 # written before kinds existed and holds logits and features (``FULL``).
@@ -231,12 +249,17 @@ class ShardHead:
     layout: list[tuple[str, np.dtype, tuple[int, ...], int]]  # (name, dtype, shape, nbytes) in file order
     size: int  # the file's size in bytes
     hashes: list[tuple[str, int]]  # (hash field, where its digits are in `raw`)
+    # compressed tensors: name -> (codec, dtype, shape) they decode to (``engine.codec``)
+    codecs: dict[str, tuple[str, np.dtype, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
-        return next(shape[0] for name, _, shape, _ in self.layout if name == "positions")
+        return self.shape("positions")[0]
 
     def shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape tensor `name` has when read (decoded, if stored compressed); None when absent."""
+        if name in self.codecs:
+            return self.codecs[name][2]
         return next((shape for n, _, shape, _ in self.layout if n == name), None)
 
 
@@ -290,7 +313,30 @@ def read_safetensors_head(f, size: int, key: str) -> ShardHead:
     hashes = [(name, _hash_at(raw, name)) for name in _HASH_WIDTH if name in meta]  # the field names the hash
     if any(at < 0 for _, at in hashes):
         raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
-    return ShardHead(raw, meta, layout, size, hashes)
+    return ShardHead(raw, meta, layout, size, hashes, _codecs(meta, layout))
+
+
+def _codecs(meta: dict, layout: list) -> dict[str, tuple[str, np.dtype, tuple[int, ...]]]:
+    """The compressed tensors a header records (metadata ``codecs``), each a 1-D uint8 tensor of the file,
+    with what it decodes to. Raises ShardDamage on a malformed record or a codec this version cannot read."""
+    got = meta.get("codecs", {})
+    stored = {name: (dtype, shape) for name, dtype, shape, _ in layout}
+    if not isinstance(got, dict):
+        raise ShardDamage("bad header (codecs)")
+    out = {}
+    for name, rec in got.items():
+        try:
+            kind, dtype, shape = rec
+            dtype, shape = np.dtype(_DTYPES[dtype]), tuple(int(x) for x in shape)
+        except (KeyError, TypeError, ValueError):
+            raise ShardDamage(f"bad header (codec of tensor {name!r})") from None
+        if kind != codec.CODEC:
+            raise ShardDamage(f"tensor {name!r} is stored with codec {kind!r}, unknown to this version (written by "
+                              f"a newer one?)")
+        if stored.get(name, (None, ()))[0] != np.uint8 or len(stored[name][1]) != 1 or min(shape, default=0) < 0:
+            raise ShardDamage(f"bad header (compressed tensor {name!r})")
+        out[name] = (kind, dtype, shape)
+    return out
 
 
 def read_head(f, size: int, expected: range | None = None, key: str | None = None,
@@ -390,11 +436,15 @@ def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
     of its exact dtype and shape is read straight into it (the loader passes its slice of the final
     output, so the file is copied once); others get a new array. Raises ShardDamage."""
     hashers = [_start_hash(name, head.raw, at) for name, at in head.hashes] if verify else []
-    out = {}
+    out, blobs = {}, {}
     for name, dtype, shape, nbytes in head.layout:
-        arr = (into or {}).get(name)
-        if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
-            arr = np.empty(shape, dtype)
+        if name in head.codecs:  # compressed: read (and hashed) here, decoded once the hash is checked
+            arr = blobs[name] = np.empty(shape, dtype)
+        else:
+            arr = (into or {}).get(name)
+            if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+                arr = np.empty(shape, dtype)
+            out[name] = arr
         mv, done = memoryview(arr.reshape(-1)).cast("B"), 0
         while done < nbytes:
             got = f.readinto(mv[done:done + READ_CHUNK])
@@ -403,10 +453,19 @@ def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
             for h in hashers:
                 h.update(mv[done:done + got])
             done += got
-        out[name] = arr
     for h in hashers:
         if h.hexdigest() != head.meta[h.name]:
             raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
+    for name, blob in blobs.items():
+        kind, dtype, shape = head.codecs[name]
+        arr = (into or {}).get(name)
+        if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+            arr = np.empty(shape, dtype)
+        try:
+            codec.decode_into(kind, blob.data, arr)
+        except codec.CodecError as e:
+            raise ShardDamage(f"tensor {name!r}: {e}") from None
+        out[name] = arr
     return out
 
 
@@ -674,6 +733,7 @@ class Entry:
     has_meta: bool = True
     expect: Expected | None = None
     kinds: frozenset = FULL  # the output kinds its shards are written with (meta.json "kinds")
+    compress: bool | None = None  # store tensors compressed where that pays (engine.codec); None: COMPRESS
 
     @property
     def n_shards(self) -> int:
@@ -724,7 +784,8 @@ class Entry:
                    "kinds": sorted(self.kinds)}
         if images is not None:
             samples["images"] = images
-        atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM))
+        atomic_write_bytes(self.shard_path(s), shard_bytes(tensors, samples, CHECKSUM,
+                                                                   COMPRESS if self.compress is None else self.compress))
 
     def _expect_args(self, s: int) -> dict:
         """What read_head checks beyond the range: this entry's key and shard `s`'s images (with `expect`)."""
