@@ -10,6 +10,7 @@ import torch
 
 from beyond_inet.analyses import calibration as C
 from beyond_inet.analyses.base import Context, Request
+from beyond_inet.analyses.scoring import restrict_logits
 from beyond_inet.analyses.stats import replicate_indices
 from beyond_inet.data import labelspaces
 from beyond_inet.engine.outputs import Outputs
@@ -257,14 +258,14 @@ def test_imagenet_r_logits_are_cut_before_softmax():
     z = rng.normal(size=(n, 1000)).astype(np.float32)
     outside = np.setdiff1d(np.arange(1000), sub)
     z[:, outside[0]] = 50.0  # a huge logit outside the R classes must not matter
-    zr, lab = C.restrict_logits(z, labels, sub)
+    zr, lab = restrict_logits(z, labels, sub)
     assert zr.shape == (n, 200)
     assert np.array_equal(sub[lab], labels)
     ref = C.softmax_stats(z[:, sub], np.searchsorted(sub, labels))
     got = C.softmax_stats(zr, lab)
     assert np.allclose(got["conf"], ref["conf"]) and got["conf"].min() < 0.99
     # a label outside the subset is flagged -1
-    _, bad = C.restrict_logits(z[:1], np.array([outside[0]]), sub)
+    _, bad = restrict_logits(z[:1], np.array([outside[0]]), sub)
     assert bad.tolist() == [-1]
 
 
@@ -290,7 +291,7 @@ def test_compute_wires_rows_skips_and_json_artifacts():
             row = got[(ds, m)]
             assert row.n == n and row.ci_low <= row.value + 1e-9 and row.value <= row.ci_high + 1e-9, (ds, m)
         assert got[(ds, "temperature")].n + got[(ds, "ece_temp_scaled")].n == n
-    zrr, yrr = C.restrict_logits(data["imagenet-r"].logits, yr, sub)
+    zrr, yrr = restrict_logits(data["imagenet-r"].logits, yr, sub)
     assert got[("imagenet-r", "ece")].value == pytest.approx(C.ece(*_conf_correct(zrr, yrr)), abs=1e-9)
     assert {"reliability/imagenet-val", "confidence_hist/imagenet-r", "reliability_temp_scaled/imagenet-val"} \
         <= set(res.artifacts)

@@ -14,12 +14,11 @@ CLIP models also get ``top1``/``top5`` zero-shot with the folder names as class 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from beyond_inet.analyses.base import (FEATURES, LOGITS, Analysis, AnalysisResult, Context, Fetch, Outputs, Request,
+from beyond_inet.analyses.base import (FEATURES, LOGITS, Analysis, AnalysisResult, Context, Fetch, Request,
                                       Row, Skip, register_analysis)
+from beyond_inet.analyses.scoring import scored_outputs
 from beyond_inet.analyses.stats import mean_metric
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import real_labels, truth_sets, val_number
@@ -58,42 +57,6 @@ def real_correct(logits: np.ndarray, ids: list[str]) -> tuple[np.ndarray, np.nda
         keep[i] = True
         correct[i] = pred[i] in real[num - 1]
     return correct, keep
-
-
-@dataclass
-class Scored:
-    """The images of one dataset that accuracy scores, under the dataset's one label rule."""
-
-    outputs: Outputs  # the scored images (labelled, label inside the dataset's classes)
-    logits: np.ndarray  # over the dataset's classes when it is a class subset, else the 1000 ImageNet classes
-    labels: np.ndarray  # in the same label space as `logits`
-    classes: np.ndarray | None  # the ImageNet classes a class-subset dataset keeps (argmax over those only)
-    outside: int  # labelled images whose label lies outside those classes (left out)
-    kept: np.ndarray  # bool [len(original outputs)]: which of the original images are scored
-
-
-def scored_outputs(dataset: str, out: Outputs) -> Scored:
-    """The label rule of `dataset` (ImageNet label space): unlabelled images are left out; a class-subset
-    dataset (ImageNet-A/R, a user's ImageNet-subset folder) takes the argmax over its classes and leaves
-    out images labelled outside them; multi-labels count any listed class (``topk_correct``). One function,
-    used by the accuracy analysis and by ``--log-samples``, so a logged prediction is the scored one."""
-    kept = (truth_sets(out.labels, out.multilabels) >= 0).any(axis=1)
-    o = out.subset(kept)
-    logits, labels = o.logits, o.labels
-    classes = catalog.class_subset(dataset)
-    outside = 0
-    if classes is not None and o.multilabels is None:
-        from beyond_inet.analyses.calibration import restrict_logits
-
-        logits, labels = restrict_logits(o.logits, o.labels, classes)
-        inside = labels >= 0
-        if not inside.all():
-            outside = int((~inside).sum())
-            o, logits, labels = o.subset(inside), logits[inside], labels[inside]
-            kept[np.flatnonzero(kept)[~inside]] = False
-    else:
-        classes = None
-    return Scored(o, logits, labels, classes, outside, kept)
 
 
 @register_analysis

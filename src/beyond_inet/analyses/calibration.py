@@ -47,6 +47,7 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
+from beyond_inet.analyses.scoring import scored_outputs
 from beyond_inet.analyses.stats import (  # noqa: F401 - re-exported for callers of this module
     ALPHA,
     mean_metric,
@@ -69,19 +70,6 @@ _ROW_CHUNK = 4096  # rows of logits processed at once (bounds memory for 50k x 1
 # ----------------------------------------------------------------------------------------------
 # Per-sample quantities from logits
 # ----------------------------------------------------------------------------------------------
-
-
-def restrict_logits(logits: np.ndarray, labels: np.ndarray, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cut logits to the subset's classes and map ImageNet labels into 0..len(subset)-1.
-
-    Labels outside the subset become -1 (the caller drops them). This is the paper's
-    ``output[:, imagenet_r_mask]`` before the softmax.
-    """
-    subset = np.asarray(subset, np.int64)
-    lab = np.asarray(labels, np.int64)
-    pos = np.clip(np.searchsorted(subset, lab), 0, subset.size - 1)
-    mapped = np.where((lab >= 0) & (subset[pos] == lab), pos, -1)
-    return np.asarray(logits)[:, subset], mapped
 
 
 def softmax_stats(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, np.ndarray]:
@@ -438,23 +426,21 @@ class Calibration(Analysis):
             if out is None:
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available (dataset absent)"))
                 continue
-            logits, labels = np.asarray(out.logits), np.asarray(out.labels, np.int64)
-            truth = None
-            user_subset = catalog.class_subset(ds) if catalog.user_dataset(ds) is not None else None
-            if ds == "imagenet-r":
-                logits, labels = restrict_logits(logits, labels, labelspaces.subset_indices("imagenet-r"))
-            elif user_subset is not None:  # a user's ImageNet-subset folder: softmax over its classes, as R
-                logits, labels = restrict_logits(logits, labels, user_subset)
-                res.rows.append(Row(model, ds, self.name, "n_classes", float(user_subset.size), n=len(labels)))
-            elif out.multilabels is not None:  # the dataset's one label rule decides "correct"
-                truth = labelspaces.truth_sets(out.labels, out.multilabels)
+            # The dataset's one label rule (analyses.scoring, as accuracy and --log-samples use it): a class
+            # subset (ImageNet-A/R, a user's subset folder) has its logits cut to its classes before the softmax.
+            scored = scored_outputs(ds, out)
+            o, logits, labels = scored.outputs, np.asarray(scored.logits), np.asarray(scored.labels, np.int64)
+            if scored.classes is not None and catalog.user_dataset(ds) is not None:
+                res.rows.append(Row(model, ds, self.name, "n_classes", float(scored.classes.size), n=len(labels)))
+            # multi-labels decide "correct"; NLL and Brier need the one label, so images without one are left out
             keep = labels >= 0
-            ids = [i for i, k in zip(out.ids, keep) if k]
-            if not keep.all():
-                res.skips.append(Skip(self.name, model, ds, f"{int((~keep).sum())} images without a label "
+            truth = labelspaces.truth_sets(o.labels, o.multilabels)[keep] if o.multilabels is not None else None
+            logits, labels = logits[keep], labels[keep]
+            ids = [i for i, k in zip(o.ids, keep) if k]
+            left_out = len(out.ids) - len(ids)
+            if left_out:
+                res.skips.append(Skip(self.name, model, ds, f"{left_out} images without a label "
                                                             f"in the evaluated label space were left out"))
-                logits, labels = logits[keep], labels[keep]
-                truth = None if truth is None else truth[keep]
             if labels.size == 0:
                 res.skips.append(Skip(self.name, model, ds, "no labelled images"))
                 continue
@@ -487,8 +473,10 @@ class Calibration(Analysis):
             t_lo, t_hi = _temperature_ci(g, h, 1.0 / t, ctx.n_boot, ctx.seed)
             st_ev = softmax_stats(logits[ev], labels[ev], temperature=t)
             res.rows.append(Row(model, ds, self.name, "temperature", t, t_lo, t_hi, int(fit.size)))
-            res.metrics.append(ece_metric(ds, "ece_temp_scaled", st_ev["conf"], st_ev["correct"],
+            # a temperature T > 0 leaves the argmax alone: the evaluation half's correctness is `correct`'s
+            # (under the dataset's label rule, multi-labels included)
+            res.metrics.append(ece_metric(ds, "ece_temp_scaled", st_ev["conf"], correct[ev],
                                           [ids[i] for i in ev], n_bins))
             res.artifacts[f"reliability_temp_scaled/{ds}"] = {
-                **reliability(st_ev["conf"], st_ev["correct"], n_bins),
-                "ece": ece(st_ev["conf"], st_ev["correct"], n_bins), "temperature": t, "n": int(ev.size)}
+                **reliability(st_ev["conf"], correct[ev], n_bins),
+                "ece": ece(st_ev["conf"], correct[ev], n_bins), "temperature": t, "n": int(ev.size)}

@@ -100,7 +100,7 @@ def label_rule(ds: str, logits: np.ndarray, labels: np.ndarray, truth: np.ndarra
         if zs is not None and features is not None and zs[2] == tuple(ud.classnames):
             logits = zero_shot_logits(features, zs[0], zs[1])
         return logits, np.full(len(labels), -1, np.int64), np.full((len(labels), 1), -1, np.int64)
-    from beyond_inet.analyses.calibration import restrict_logits
+    from beyond_inet.analyses.scoring import restrict_logits
 
     z, lab = restrict_logits(logits, labels, np.asarray(ud.subset, np.int64))
     return z, lab, lab[:, None]

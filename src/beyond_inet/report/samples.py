@@ -2,7 +2,7 @@
 
 One file per model, ``OUT/samples/<model>.parquet``, one row per (dataset, view, image) of the outputs the
 run stored for it (no extra forward pass). Labels and predictions follow the dataset's one label rule, the
-accuracy analysis' own function (``analyses.accuracy.scored_outputs``): a class-subset dataset (ImageNet-A/R)
+accuracy analysis' own function (``analyses.scoring.scored_outputs``): a class-subset dataset (ImageNet-A/R)
 is scored by the argmax over its classes, so ``label`` and ``prediction`` are indices into those classes;
 ``truth`` lists every class counted correct (multi-label sets); images the rule leaves out (no label, or a
 label outside the dataset's classes) have ``scored = false`` and null prediction/correct/confidence.
@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from beyond_inet.analyses.accuracy import scored_outputs, topk_correct
+from beyond_inet.analyses.accuracy import topk_correct
+from beyond_inet.analyses.scoring import scored_outputs
 from beyond_inet.analyses.base import Outputs, Request
 from beyond_inet.analyses.calibration import softmax_stats
 from beyond_inet.data import catalog
