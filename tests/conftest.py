@@ -58,7 +58,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BEYOND_INET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    # A run that finds the Hub unreachable switches this process to offline mode (validate.hub_offline_mode);
+    # A run that finds the Hub unreachable switches this process to offline mode (validate.hub_offline, undone when the run ends);
     # one test's switch must not carry into the next (nor into the subprocesses it starts).
     offline = os.environ.get("HF_HUB_OFFLINE")
     yield
@@ -66,9 +66,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         os.environ.pop("HF_HUB_OFFLINE", None)
     else:
         os.environ["HF_HUB_OFFLINE"] = offline
-    hub = sys.modules.get("huggingface_hub")
-    if hub is not None and hasattr(hub, "constants"):
-        hub.constants.HF_HUB_OFFLINE = offline is not None and offline.lower() in ("1", "true", "yes", "on")
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = offline is not None and offline.lower() in ("1", "true", "yes", "on")
 
 
 def skimage_photo(name: str) -> Image.Image:

@@ -2,6 +2,7 @@
 `validate.py` first: one line, exit 2, no output folder, no model built, no Ray started."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -295,3 +296,28 @@ def test_checkpoint_check_reads_no_tensor_data(atto_state, tmp_path, monkeypatch
     monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("safetensors read whole"))
     for ext in ("pth", "safetensors"):
         timm_models.check_checkpoint(ARCH, str(tmp_path / f"good.{ext}"))
+
+
+def test_an_unreachable_hub_is_offline_for_that_run_only(tiny_imagenet, tmp_path, monkeypatch):
+    """In one process (a notebook), a run that found the Hub unreachable used to leave HF_HUB_OFFLINE set, and
+    huggingface_hub's constant with it, for every later run: weights never downloaded again until a restart."""
+    import huggingface_hub.constants
+
+    from beyond_inet.pipeline import RunConfig, run
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(validate, "_resolves", lambda host, timeout: False)
+    seen = []
+    with validate.hub_offline(["timm:resnet18"]) as offline:
+        seen.append((offline, os.environ.get("HF_HUB_OFFLINE"), huggingface_hub.constants.HF_HUB_OFFLINE))
+    assert seen == [(True, "1", True)]
+    assert "HF_HUB_OFFLINE" not in os.environ and huggingface_hub.constants.HF_HUB_OFFLINE is False
+    with validate.hub_offline(["packaged:efficientnet_lite0"]) as offline:  # no Hub model: nothing probed
+        assert offline is False and "HF_HUB_OFFLINE" not in os.environ
+
+    cfg = RunConfig(models=["timm:resnet18"], analyses=["accuracy"], out=str(tmp_path / "o"),
+                    data_root=str(tiny_imagenet), num_workers=0, progress=False, report=False)
+    with pytest.raises(UserError, match="could not fetch weights"):  # offline inside the run: fails at once
+        run(cfg)
+    assert "HF_HUB_OFFLINE" not in os.environ and huggingface_hub.constants.HF_HUB_OFFLINE is False

@@ -171,10 +171,16 @@ def run(cfg: RunConfig) -> dict:
     """Run the whole pipeline; returns a summary (jobs run, images, skips)."""
     if cfg.precision not in PRECISIONS:
         raise UserError(f"unknown precision {cfg.precision!r}; use {' or '.join(PRECISIONS)}")
-    from beyond_inet.validate import validate_run
+    from beyond_inet.validate import hub_offline, validate_run
 
     clock = StageClock()
     cfg = validate_run(cfg)  # every check that needs no model, before any work
+    with hub_offline(list(cfg.models)):  # an unreachable Hub: offline for this run only
+        return _run_checked(cfg, clock)
+
+
+def _run_checked(cfg: RunConfig, clock: StageClock) -> dict:
+    """``run`` after its checks."""
     load_builtin()
     out = Path(cfg.out)
     setup_logging(out)

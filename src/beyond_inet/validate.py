@@ -8,6 +8,7 @@ analysis finds any of its data. Kept apart from the pipeline so the pipeline mod
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -211,29 +212,52 @@ def _resolves(host: str, timeout: float) -> bool:
     return bool(result and result[0])
 
 
-def hub_offline_mode(models: list[str]) -> bool:
-    """Switch the Hugging Face Hub to offline mode when its host does not resolve.
+def _hub_constant(value: bool | None) -> bool | None:
+    """Set huggingface_hub's offline constant (read from the environment once, at its import) when it is
+    imported and `value` is not None; returns its value before (None when not imported)."""
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")  # a lazily loaded submodule of huggingface_hub
+    if constants is None:
+        return None
+    old = constants.HF_HUB_OFFLINE
+    if value is not None:
+        constants.HF_HUB_OFFLINE = value
+    return old
+
+
+@contextlib.contextmanager
+def hub_offline(models: list[str]):
+    """For the duration of a run, the Hugging Face Hub in offline mode when its host does not resolve.
 
     Offline mode still loads weights already in the local cache and fails at once, instead of ~60 s of
-    retries per file, for weights that are not. Must run before huggingface_hub is imported."""
+    retries per file, for weights that are not. The switch is undone when the run ends, so a notebook or
+    a long-lived process whose network was down for one run is not left offline for the next. Yields
+    whether the Hub is offline for this run."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return True
+        yield True
+        return
     if not any(needs_hub(m) for m in models):
-        return False
+        yield False
+        return
     from urllib.parse import urlparse
 
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     if _resolves(host, HUB_PROBE_TIMEOUT_S):
-        return False
+        yield False
+        return
+    before = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    try:  # when huggingface_hub is already imported, its constant was read at import time
-        import sys
-
-        if "huggingface_hub" in sys.modules:
-            sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
-    except AttributeError:
-        pass
-    return True
+    constant = _hub_constant(True)
+    try:
+        yield True
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+        # imported during the run: it read "1"; restored to what the environment now says
+        _hub_constant(constant if constant is not None else False)
 
 
 def has_module(name: str) -> bool:
@@ -417,7 +441,6 @@ def validate_run(cfg):
                   parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
     check_data_present(analyses, ctx)
     check_out_dir(cfg.out)  # last: a rejected run leaves no empty output folder behind
-    hub_offline_mode(list(cfg.models))  # only for a run that goes ahead: it sets HF_HUB_OFFLINE in this process
     return cfg
 
 

@@ -308,3 +308,31 @@ def test_published_decisions_enter_the_benchmark_as_observers(raw, tmp_path):
             assert len(hit) >= 1, (obs, k, sorted(set(got.model)), sorted(set(got.metric)))
             assert any(abs(x - v) < 1e-9 for x in hit.value), (obs, k, v, hit.value.tolist())
     assert {"bagnet33", "swag_vit_h14_in1k"} & set(got.model) or len(set(got.model)) >= 9
+
+
+def test_under_limit_every_observer_is_scored_on_the_models_images(raw, tables):
+    """A run with --limit decides the first images of a dataset only; the human rows (and a published model's)
+    used to rest on every released trial beside it. Now every row of the dataset rests on the same trials."""
+    from beyond_inet.analyses.base import Context
+
+    ds = "contrast"
+    ref = tables[ds]["resnet50"]
+    part = ref.iloc[: len(ref) // 3]  # what a limited run decided (several conditions, not all images)
+    outs = {ds: _as_outputs(ds, part, "session-1")}
+    ctx = Context(data_root=None, options={"mvh_raw_data": str(raw)}, n_boot=20, seed=0,
+                  available=lambda d: d == ds)
+    res = M.ModelVsHuman().compare(ctx, ["mine"], lambda m, req: outs.get(req.dataset))
+    rows = {(r.model, r.dataset, r.metric): r for r in res.rows}
+    keys = set(zip(part["condition"], part["image_id"]))
+    humans = [t for o, t in tables[ds].items() if M.is_human(o)]
+    cut = [t[[(c, i) in keys for c, i in zip(t["condition"], t["image_id"])]] for t in humans]
+    for c in M.dataset_conditions(ds, {"mine": part}):  # per condition: humans' accuracy on the models' images
+        r = rows[("human-subjects", ds, f"accuracy@{c}")]
+        pooled = [x[x["condition"] == c]["correct"] for x in cut]
+        assert r.value == pytest.approx(float(np.concatenate(pooled).mean()))
+    skip = [s.reason for s in res.skips if s.dataset == ds]
+    assert any(f"decided {len(keys)} of the" in s for s in skip), skip
+    # the whole dataset decided: nothing is cut, no skip line
+    full = {ds: _as_outputs(ds, ref, "session-1")}
+    res = M.ModelVsHuman().compare(ctx, ["mine"], lambda m, req: full.get(req.dataset))
+    assert not [s for s in res.skips if s.dataset == ds and "decided" in s.reason]

@@ -27,6 +27,10 @@ Benchmark aggregates, exactly as model-vs-human's ``plotting/plot.py`` builds it
   over conditions, then over subjects, then over datasets; the human row uses each unordered pair of
   distinct subjects in place of (model, subject).
 
+Same images for every row: when the run's models decided only part of a dataset (``--limit``, unreadable
+images), every observer of that dataset (human subjects, published models) is scored on the trials the
+models decided (``restrict_to_seen``), and a skip line says so.
+
 Intervals: every value is a function of per-image column sums, so it is bootstrapped over images with the
 shared resampler (`stats.replicate_column_sums`); across datasets the images of each dataset are resampled
 independently (a stratified bootstrap) and the replicate values averaged like the point values. Human
@@ -332,19 +336,21 @@ def _row(observer, dataset, condition, metric, value, lo, hi, n, **extra) -> dic
             "value": float(value), "ci_low": float(lo), "ci_high": float(hi), "n": int(n), **extra}
 
 
-def dataset_conditions(dataset: str, tables: Mapping[str, "pd.DataFrame"]) -> list[str]:
-    """The conditions to report per condition: the experiment's, in plotting order, or the one ``all``."""
+def dataset_conditions(dataset: str, tables: Mapping[str, "pd.DataFrame"], partial: bool = False) -> list[str]:
+    """The conditions to report per condition: the experiment's, in plotting order, or the one ``all``. A
+    condition no table has is an error (tables that do not describe this experiment), unless `partial`
+    (the tables were cut to the trials a limited run decided: ``restrict_to_seen``), where it is left out."""
     if dataset not in CONDITIONS:
         return [ALL]
     present = set().union(*(set(t["condition"]) for t in tables.values()))
     missing = [c for c in CONDITIONS[dataset] if c not in present]
-    if missing:
+    if missing and not partial:
         raise ValueError(f"{dataset}: condition(s) {missing} not in the decision tables")
-    return list(CONDITIONS[dataset])
+    return [c for c in CONDITIONS[dataset] if c in present]
 
 
-def per_condition(dataset: str, tables: Mapping[str, "pd.DataFrame"], n_boot: int = 1000, seed: int = 0
-                  ) -> list[dict]:
+def per_condition(dataset: str, tables: Mapping[str, "pd.DataFrame"], n_boot: int = 1000, seed: int = 0,
+                  partial: bool = False) -> list[dict]:
     """Rows per observer and condition: ``accuracy`` (every observer), and for each model (and for the
     human aggregate ``humans``) ``acc_diff``, ``acc_diff_sq``, ``c_obs``, ``c_exp``, ``kappa`` vs the human
     subjects (mean over subjects; humans: over pairs of distinct subjects). Human accuracy is also given
@@ -352,7 +358,7 @@ def per_condition(dataset: str, tables: Mapping[str, "pd.DataFrame"], n_boot: in
     humans = sorted(o for o in tables if is_human(o))
     models = [o for o in tables if not is_human(o)]
     rows: list[dict] = []
-    for ci, cond in enumerate(dataset_conditions(dataset, tables)):
+    for ci, cond in enumerate(dataset_conditions(dataset, tables, partial)):
         c = None if cond == ALL else cond
         correct = {o: _by_image(t, c, o) for o, t in tables.items()}
         for oi, o in enumerate(list(models) + [HUMANS]):
@@ -392,7 +398,9 @@ def dataset_block(dataset: str, tables: Mapping[str, "pd.DataFrame"], observer: 
     """The benchmark columns of one observer (or ``humans``) on one dataset, their finish, and for each
     pairwise metric the per-subject values (humans: the per-pair [k, k] matrix) for the subject interval."""
     keep = benchmark_conditions(dataset)
-    conds: list[str | None] = [None] if keep is None else list(keep)
+    present = set().union(*(set(t["condition"]) for t in tables.values()))
+    # conditions no table has (tables cut to a limited run's trials) are left out, not averaged in as NaN
+    conds: list[str | None] = [None] if keep is None else [c for c in keep if c in present]
     humans = sorted(o for o in tables if is_human(o))
     members = humans if observer == HUMANS else [observer]
     blk = Block()
@@ -522,6 +530,32 @@ from beyond_inet.contracts import Observer  # noqa: E402
 HUMAN_ROWS = "human-subjects"  # the model column of human rows (as in error-consistency)
 
 
+def _trials(df: "pd.DataFrame", dataset: str) -> "pd.Series":
+    """What each trial is about: (condition, image) in a parametric experiment, whose images show in several
+    conditions; the image elsewhere (the release numbers those conditions, model tables have none)."""
+    if dataset not in CONDITIONS:
+        return df["image_id"].astype(str)
+    return df["condition"].astype(str) + "\x00" + df["image_id"].astype(str)
+
+
+def restrict_to_seen(tables: Mapping[str, "pd.DataFrame"], models: Sequence[str], dataset: str
+                     ) -> tuple[dict[str, "pd.DataFrame"], int, int]:
+    """Every observer's table cut to the (condition, image) trials that all of this run's `models` decided.
+
+    Under ``--limit`` (or with unreadable images) the run's models see part of a dataset, while the released
+    humans and published models saw all of it: their accuracy and the human-pair rows would rest on other
+    images than the models' rows beside them. Returns (tables, trials kept, trials any observer has); the
+    tables are unchanged when the models saw every trial or `models` has none of them."""
+    runs = [m for m in models if m in tables]
+    every = set().union(*(set(_trials(t, dataset)) for t in tables.values())) if tables else set()
+    if not runs:
+        return dict(tables), len(every), len(every)
+    seen = set.intersection(*(set(_trials(tables[m], dataset)) for m in runs))
+    if every <= seen:
+        return dict(tables), len(every), len(every)
+    return {o: t[_trials(t, dataset).isin(seen).to_numpy()] for o, t in tables.items()}, len(seen), len(every)
+
+
 def model_tables(dataset: str, model: str, out) -> "pd.DataFrame":
     """A model's decision table from its stored ImageNet logits: 16-class decisions by the paper's rule."""
     from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16
@@ -595,8 +629,17 @@ class ModelVsHuman(Analysis):
                     res.skips.append(Skip(self.name, m, ds, f"{ds} outputs are not available"))
                     continue
                 tables[m] = model_tables(ds, m, out)
+            tables, kept, every = restrict_to_seen(tables, models, ds)
+            partial = kept < every
+            if partial:
+                gone = [c for c in CONDITIONS.get(ds, ()) if tables and c not in
+                        set().union(*(set(t["condition"]) for t in tables.values()))]
+                res.skips.append(Skip(self.name, "*", ds, f"the models decided {kept} of the {every} trials "
+                                                          f"(--limit or unreadable images): every observer, humans "
+                                                          f"included, is scored on those {kept}" +
+                                      (f"; condition(s) {', '.join(gone)} not reached" if gone else "")))
             try:  # tables that cannot be compared (an image twice in a condition, unknown conditions)
-                rows = per_condition(ds, tables, ctx.n_boot, ctx.seed) if ds in CONDITIONS else []
+                rows = per_condition(ds, tables, ctx.n_boot, ctx.seed, partial) if ds in CONDITIONS else []
             except ValueError as e:
                 res.skips.append(Skip(self.name, "*", ds, str(e)))
                 continue
