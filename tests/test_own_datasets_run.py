@@ -133,6 +133,8 @@ def test_own_label_space_folder_gets_a_kfold_probe(tmp_path):
     assert all(r.n == 6 for r in per_class)
     assert v == pytest.approx(np.mean([r.value for r in per_class]), abs=1e-12)  # equal class sizes
     assert v > 0.9  # three very different photos: the features separate them
+    # what the report judges chance by: 3 classes of 6 images each
+    assert res.loc["n_classes", "value"] == 3 and res.loc["probe_chance", "value"] == pytest.approx(1 / 3)
     assert "linear probe with stratified k-fold" in (out / "report.md").read_text()
 
 

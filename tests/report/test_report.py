@@ -503,3 +503,23 @@ def test_too_few_paired_verdict_is_not_green_in_the_page(tmp_path):
     html = write_files(out, ctx).read_text()
     assert '<td class="muted">no verdict (model-b too few: n=3)</td>' in html
     assert "| no verdict (model-b too few: n=3) |" in (out / "report.md").read_text()
+
+
+def test_chance_level_of_a_users_folder_is_its_own():
+    """A 3-class folder of one's own: a probe at 36% [25, 47] is at chance (1/3), not 'usable' against 1/1000;
+    an unbalanced folder's probe is judged against its largest class (60%); a 5-class ImageNet-subset folder
+    judges top-1 against 1/5 from the run's n_classes row."""
+    rows = [Row("m", "mine", "accuracy", "probe_top1", 0.36, 0.25, 0.47, 90),
+            Row("m", "mine", "accuracy", "n_classes", 3.0, n=90),
+            Row("m", "mine", "accuracy", "probe_chance", 1 / 3, n=90),
+            Row("m", "skewed", "accuracy", "probe_top1", 0.66, 0.57, 0.75, 100),
+            Row("m", "skewed", "accuracy", "n_classes", 3.0, n=100),
+            Row("m", "skewed", "accuracy", "probe_chance", 0.6, n=100),
+            Row("good", "skewed", "accuracy", "probe_top1", 0.9, 0.84, 0.95, 100),
+            Row("good", "skewed", "accuracy", "probe_chance", 0.6, n=100),
+            Row("m", "dogs", "accuracy", "top1", 0.24, 0.16, 0.33, 100),
+            Row("m", "dogs", "accuracy", "n_classes", 5.0, n=100)]
+    st = cmp.Standing(cmp.RowIndex.build(rows))
+    assert "33.3%" in st.at_chance("m", "mine")
+    assert "60%" in st.at_chance("m", "skewed") and st.at_chance("good", "skewed") is None
+    assert "20%" in st.at_chance("m", "dogs")

@@ -144,6 +144,11 @@ class Accuracy(Analysis):
             res.metrics.append(mean_metric(ds, f"probe_top1/{label}", correct[m], [i for i, t in zip(ids, m) if t],
                                            description=desc))
         res.rows.append(Row(model, ds, self.name, "probe_folds", float(k), n=len(ids)))
+        # what a verdict is judged against (report.verdicts): K classes; a probe trained on the labels can
+        # always reach the largest class's share by predicting it
+        res.rows.append(Row(model, ds, self.name, "n_classes", float(len(names) if names else present.size),
+                            n=len(ids)))
+        res.rows.append(Row(model, ds, self.name, "probe_chance", float(present.max() / present.sum()), n=len(ids)))
         if folds > k:
             res.skips.append(Skip(self.name, model, ds, f"probe_folds={folds} lowered to {k}: the smallest class "
                                                         f"has {k} images"))

@@ -11,8 +11,9 @@ verdict and "pick" of the report goes through it:
   * a value resting on fewer than ``MIN_UNITS`` units is "too few": shown, flagged, never marked best, and
     a paired test involving it (or resting itself on fewer than ``MIN_UNITS`` images) shows no verdict;
   * a model at chance on a dataset -- its top-1 there has a 95% CI reaching down to chance level 1/K
-    (K = the classes it chooses among: 1000, 200 for ImageNet-A/R, 16 for the cue datasets), or, on a
-    dataset without a top-1 row, its ImageNet top-1 does -- is "not a usable model here": flagged, never
+    (K = the classes it chooses among: 1000, 200 for ImageNet-A/R, 16 for the cue datasets, the run's own
+    ``n_classes`` row for a user's folder; for a linear probe the largest class's share, ``probe_chance``),
+    or, on a dataset without a top-1 row, its ImageNet top-1 does -- is "not a usable model here": flagged, never
     picked as best for any property on that dataset, and a paired test it "wins" there shows no verdict. (A
     random-weight network has a near-perfect ECE at 0% top-1: calibrated, but to nothing.)
 """
@@ -124,19 +125,26 @@ def comparisons(artifacts: dict, alpha: float = ALPHA) -> tuple[dict[tuple[str, 
     return out, {k: art.get(k) for k in ("alpha", "n_boot", "seed")}
 
 
-# Chance level: the metrics that are a top-1 over K classes, and K where it is not ImageNet-1k's 1000.
-CHANCE_METRICS = ("top1", "acc16", "acc16_no_conflict")
-CLASSES = {"imagenet-a": 200, "imagenet-r": 200, "cue-conflict": 16, "edge": 16, "silhouette": 16}
+# Chance level: the metrics that are a top-1 over K classes, and K where it is not ImageNet-1k's 1000. A run's
+# own ``n_classes`` row (accuracy: ImageNet-A/R, a user's subset folder, a folder with its own classes) wins
+# over this table; a linear probe's chance is its ``probe_chance`` row (the largest class's share).
+CHANCE_METRICS = ("top1", "acc16", "acc16_no_conflict", "probe_top1")
+CLASSES = {"imagenet-a": 200, "imagenet-r": 200, "cue-conflict": 16, "edge": 16, "silhouette": 16,
+           "objectnet": 113}
 SIXTEEN = ("acc16", "acc16_no_conflict")  # 16-class decisions whatever the dataset
 IMAGENET = ("imagenet-val", "imagenet-sample")  # the fallback for a dataset without its own top-1
 NOT_USABLE = "not a usable model here"
 
 
-def chance_level(dataset: str, metric: str) -> float:
-    """1/K for a top-1 over K classes."""
+def chance_level(dataset: str, metric: str, n_classes: float | None = None, probe_chance: float | None = None
+                 ) -> float:
+    """1/K for a top-1 over K classes (`n_classes` when the run recorded it); a probe's `probe_chance`."""
     if metric in SIXTEEN:
         return 1 / 16
-    return 1 / CLASSES.get(dataset.split("/")[0], 1000)
+    if metric == "probe_top1" and probe_chance is not None:
+        return probe_chance
+    k = n_classes if n_classes else CLASSES.get(dataset.split("/")[0], 1000)
+    return 1 / k
 
 
 class Standing:
@@ -144,9 +152,14 @@ class Standing:
 
     def __init__(self, index: RowIndex):
         self.index = index
-        # (model, dataset) -> the top-1 row deciding chance there (the one on most images)
+        # (model, dataset) -> the top-1 row deciding chance there (the one on most images), and what the run
+        # recorded of the classes it was scored over
         self._top1: dict[tuple[str, str], Row] = {}
+        self._recorded: dict[tuple[str, str, str], float] = {}
         for (_, dataset, metric), per in index.rows.items():
+            if metric in ("n_classes", "probe_chance"):
+                for model, row in per.items():
+                    self._recorded[(model, dataset, metric)] = row.value
             if metric not in CHANCE_METRICS:
                 continue
             for model, row in per.items():
@@ -162,7 +175,8 @@ class Standing:
             if where is None:
                 return None  # no top-1 anywhere to judge by
             row = self._top1[(model, where)]
-        chance = chance_level(where, row.metric)
+        chance = chance_level(where, row.metric, self._recorded.get((model, where, "n_classes")),
+                              self._recorded.get((model, where, "probe_chance")))
         low = row.ci_low if math.isfinite(row.ci_low) else row.value
         if low > chance:
             return None
