@@ -71,6 +71,7 @@ LIGHT_COMMANDS = [
     ["run", "--models", "packaged:efficientnet_lite0", "--limit", "0", "--out", "x"],
     ["run", "--models", "vit-sup", "--analyses", "calibraton", "--out", "x"],
     ["run", "--models", "vit-sup", "--option", "probe=nope", "--out", "x"],
+    ["run", "--models", "packaged:efficientnet_lite0", "--data-root", ".", "--out", "x"],  # no dataset there
 ]
 
 

@@ -79,18 +79,24 @@ def run_config(models: str | Iterable[str] = (), analyses: str | Iterable[str] =
                executor: str = "local", ray_address: str | None = None, report: bool = True,
                progress: bool = False, gpu_decode: bool = False, compile: bool = False,
                datasets: dict[str, str | os.PathLike] | Iterable[str] | None = None, log_samples: bool = False,
-               decisions: str | os.PathLike | Iterable[str | os.PathLike] | None = None, **options: Any):
-    """The `RunConfig` that `evaluate` runs (validated when it runs).
+               decisions: str | os.PathLike | Iterable[str | os.PathLike] | None = None, check_data: bool = False,
+               **options: Any):
+    """The `RunConfig` that `evaluate` runs (validated when it runs; with `check_data`, a data root holding
+    none of the datasets the analyses need is refused here already, before torch is imported).
 
     `precision`: fp32 (default, the paper's numerics) or bf16 autocast on a GPU. `amp` is the deprecated
     spelling: True means bf16, False fp32."""
     from beyond_inet.validate import check_arguments, check_user_datasets
 
+    if device not in ("auto", "cpu", "cuda"):  # flags first, then what the data root holds
+        raise UserError(f"device {device!r}: use auto, cpu or cuda")
+    if gpu_decode and device == "cpu":
+        raise UserError("--gpu-decode needs --device cuda")
     # Before torch is imported: a mistyped argument costs no seconds (validate_run checks it all again, cheaply).
     check_arguments(_as_list(models), _as_list(analyses), options,
                     data_root=None if data_root is None else str(data_root), limit=limit, n_boot=bootstrap, seed=seed,
                     num_workers=workers, batch_size=batch_size, logit_scale=logit_scale, datasets=datasets,
-                    decisions=_paths(decisions))
+                    decisions=_paths(decisions), check_data=check_data)
     from beyond_inet.engine.runner import RunConfig, default_workers
 
     dev = resolve_device(device)
@@ -122,7 +128,7 @@ def evaluate(models: str | Iterable[str] = (), analyses: str | Iterable[str] = (
     Stored outputs are reused: a second call with another analysis costs seconds. Raises `UserError` on
     bad input (before any model is built) and when a model could not be built (the others' results are kept).
     """
-    cfg = run_config(models, analyses, data_root, out, **kwargs)
+    cfg = run_config(models, analyses, data_root, out, check_data=True, **kwargs)
     from beyond_inet.data import catalog
     from beyond_inet.engine.runner import run
 

@@ -30,6 +30,10 @@ MIN_UNITS = 30
 LOGITS, FEATURES, SUMMARY = "logits", "features", "summary"
 KINDS = (LOGITS, FEATURES, SUMMARY)
 FULL = frozenset({LOGITS, FEATURES})  # what every entry held before kinds existed (and the default need)
+# The layer types a CKA statistics pass can hook (models.layers finds them in a network) and how a layer's
+# output is reduced to one vector per image; here, torch-free, so that naming them needs no model code.
+LAYER_TYPES = ("block", "attn", "linear", "norm")
+REDUCTIONS = ("flatten", "mean")
 SUMMARY_TOPK = 5
 
 

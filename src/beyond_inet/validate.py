@@ -388,11 +388,12 @@ def check_data_present(analyses: list[str], ctx) -> None:
 
 def check_arguments(models: list[str], analyses: list[str], options: dict[str, Any], *, data_root: str | None,
                     limit: int | None, n_boot: int, seed: int, num_workers: int | None, batch_size: int,
-                    logit_scale: float | None, datasets: dict[str, str] | None = None, decisions=()
-                    ) -> tuple[list[str], dict[str, Any]]:
+                    logit_scale: float | None, datasets: dict[str, str] | None = None, decisions=(),
+                    check_data: bool = False) -> tuple[list[str], dict[str, Any]]:
     """Everything about a run's arguments that can be checked without torch (numbers, names, options, model
-    specs from the name index): a mistyped argument is refused in well under a second. Returns the analyses
-    resolved and the options typed, with defaults filled in."""
+    specs from the name index): a mistyped argument is refused in well under a second. With `check_data`
+    (a run about to start), a data root holding none of the datasets the analyses need is refused too.
+    Returns the analyses resolved and the options typed, with defaults filled in."""
     if not models and not decisions:
         raise UserError("no models given; pass --models SPEC [SPEC ...] (see `beyond-inet models`) or published "
                         "decisions with --decisions FOLDER")
@@ -413,7 +414,20 @@ def check_arguments(models: list[str], analyses: list[str], options: dict[str, A
         resolved = registry.resolve_analyses(analyses)
     except registry.OptionError as e:
         raise UserError(str(e)) from None
-    return resolved, check_options(dict(options), resolved, check_user_datasets(datasets))
+    typed = check_options(dict(options), resolved, check_user_datasets(datasets))
+    if check_data and not datasets:  # a wrong --data-root, the commonest first mistake, before torch loads
+        check_data_present(resolved, data_context(data_root, typed, seed, n_boot))
+    return resolved, typed
+
+
+def data_context(data_root: str | None, options: dict[str, Any], seed: int, n_boot: int):
+    """The analyses' view of a data root (what is present), for the checks made before a run."""
+    from beyond_inet.analyses import Context, load_builtin
+    from beyond_inet.data import catalog
+
+    load_builtin()  # analyses registered by code (plugins) are resolved like the built-in ones
+    return Context(data_root=data_root, options=options, available=lambda n: catalog.available(n, data_root),
+                   parts=lambda n: catalog.parts(n, data_root), seed=seed, n_boot=n_boot)
 
 
 def validate_run(cfg):
@@ -433,13 +447,7 @@ def validate_run(cfg):
     cfg = replace(cfg, analyses=analyses, options=options)
     if found:  # recorded with the run (the report states what each folder is and how it is scored)
         cfg = replace(cfg, user_datasets={d.name: d.as_dict() for d in found})
-    from beyond_inet.analyses import Context
-    from beyond_inet.data import catalog
-
-    ctx = Context(data_root=cfg.data_root, options=options,
-                  available=lambda n: catalog.available(n, cfg.data_root),
-                  parts=lambda n: catalog.parts(n, cfg.data_root), seed=cfg.seed, n_boot=cfg.n_boot)
-    check_data_present(analyses, ctx)
+    check_data_present(analyses, data_context(cfg.data_root, options, cfg.seed, cfg.n_boot))
     check_out_dir(cfg.out)  # last: a rejected run leaves no empty output folder behind
     return cfg
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from beyond_inet.analyses.base import (Analysis, AnalysisResult, Context, Request, Row, Skip,
                                        register_analysis)
-from beyond_inet.models.layers import LAYER_TYPES
+from beyond_inet.contracts import LAYER_TYPES
 
 DEFAULT_DATASET = "imagenet-val"
 DEFAULT_IMAGES = 10_000

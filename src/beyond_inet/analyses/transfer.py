@@ -34,11 +34,9 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import (FEATURES, Analysis, AnalysisResult, Context, Fetch, Request, Row, Skip,
@@ -48,6 +46,9 @@ MODES = ("lbfgs", "paper")
 PAPER_WD_GRID = np.logspace(-6, 2, num=97)
 PAPER_WD_INIT = np.logspace(-6, 2, num=7)
 LBFGS_DECADES = tuple(float(10.0 ** k) for k in range(-4, 5))
+
+if TYPE_CHECKING:  # torch loads when a probe runs, not when the analysis is registered (a CLI error stays fast)
+    import torch
 
 
 @dataclass
@@ -78,6 +79,7 @@ def split_train_val(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.nd
 
 
 def resolve_device(name: str | None) -> torch.device:
+    import torch
     if name and str(name).startswith("cuda") and torch.cuda.is_available():
         return torch.device(name)
     return torch.device("cpu")
@@ -93,6 +95,7 @@ def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 def _cpu_threads(device: torch.device, work: float, small: float = 2e7):
     """One intra-op thread for small CPU problems: thread start-up costs more than the matmuls (and on a
     busy machine oversubscription makes small fits an order of magnitude slower)."""
+    import torch
     if device.type != "cpu" or work >= small:
         yield
         return
@@ -128,6 +131,7 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float,
 
     The objective is divided by n internally (same minimiser) so tolerances do not depend on the data size.
     """
+    import torch
     n, d = x.shape
     if init is None:
         w = torch.zeros(d, n_classes, dtype=x.dtype, device=x.device)
@@ -142,7 +146,7 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float,
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * lam * (w * w).sum()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + 0.5 * lam * (w * w).sum()
         loss.backward()
         return loss
 
@@ -151,6 +155,7 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float,
 
 
 def _predict(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    import torch
     with torch.no_grad():
         return (x @ wb[0] + wb[1]).argmax(dim=1).cpu().numpy()
 
@@ -159,12 +164,14 @@ def lbfgs_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_val: np.ndarray, y_val: np
                 n_classes: int, device: str | torch.device = "cpu", grid: tuple[float, ...] = LBFGS_DECADES,
                 refine: bool = True, patience: int = 2, max_iter: int = 500) -> ProbeResult:
     """C chosen on (x_val, y_val) with a warm-started path over `grid`, then refitted on train+val."""
+    import torch
     dev = torch.device(device)
     with _cpu_threads(dev, float(len(y_tr) + len(y_val)) * x_tr.shape[1] * n_classes):
         return _lbfgs_probe(x_tr, y_tr, x_val, y_val, x_te, n_classes, dev, grid, refine, patience, max_iter)
 
 
 def _lbfgs_probe(x_tr, y_tr, x_val, y_val, x_te, n_classes, dev, grid, refine, patience, max_iter) -> ProbeResult:
+    import torch
     t0 = time.perf_counter()
     std = Standardizer.fit(x_tr)
 
@@ -212,6 +219,7 @@ def _lbfgs_probe(x_tr, y_tr, x_val, y_val, x_te, n_classes, dev, grid, refine, p
 def train_linear_adamw(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: float, lr: float = 0.1,
                        epochs: int = 10, batch_size: int = 64, seed: int = 0) -> torch.nn.Linear:
     """One nn.Linear trained with AdamW and a per-step cosine schedule without warmup (CLIP_benchmark ``train``)."""
+    import torch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = torch.nn.Linear(x.shape[1], n_classes)
@@ -229,7 +237,7 @@ def train_linear_adamw(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_
                 g["lr"] = cosine_lr(step, total, lr)
             idx = perm[i * batch_size:(i + 1) * batch_size]
             opt.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
     return model
@@ -275,12 +283,14 @@ def paper_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_val: np.ndarray, y_val: np
                 n_classes: int, device: str | torch.device = "cpu", lr: float = 0.1, epochs: int = 10,
                 batch_size: int = 64, seed: int = 0) -> ProbeResult:
     """Weight decay by CLIP_benchmark's 7-point + bisection search on val, then retrain on train+val."""
+    import torch
     dev = torch.device(device)
     with _cpu_threads(dev, float(batch_size) * x_tr.shape[1] * n_classes):
         return _paper_probe(x_tr, y_tr, x_val, y_val, x_te, n_classes, dev, lr, epochs, batch_size, seed)
 
 
 def _paper_probe(x_tr, y_tr, x_val, y_val, x_te, n_classes, dev, lr, epochs, batch_size, seed) -> ProbeResult:
+    import torch
     t0 = time.perf_counter()
     xtr = torch.as_tensor(x_tr, dtype=torch.float32, device=dev)
     ytr = torch.as_tensor(y_tr, dtype=torch.long, device=dev)

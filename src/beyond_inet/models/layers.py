@@ -30,8 +30,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-LAYER_TYPES = ("block", "attn", "linear", "norm")
-REDUCTIONS = ("flatten", "mean")
+from beyond_inet.contracts import LAYER_TYPES, REDUCTIONS  # noqa: F401 - the names, torch-free, live there
+
 _BLOCK_CONTAINERS = re.compile(r"^(blocks|resblocks|layers?|layer\d+)$")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
