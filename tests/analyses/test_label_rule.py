@@ -69,16 +69,19 @@ def subset_outputs(ds: str, n: int = 60) -> tuple[Outputs, np.ndarray]:
 
 @pytest.mark.parametrize("ds", ["imagenet-a", "imagenet-r"])
 def test_class_subsets_are_scored_over_their_classes_by_every_analysis(ds):
-    """accuracy, robustness and calibration (ImageNet-A used to get a 1000-way softmax in calibration, while
-    accuracy and robustness cut it to the 200 classes) report one top-1, and calibration's ECE, Brier and NLL
+    """accuracy, robustness, calibration and invariance (ImageNet-A/R used to get a 1000-way argmax in
+    invariance, and A a 1000-way softmax in calibration, while accuracy and robustness cut them to the 200
+    classes) report one top-1, and calibration's ECE, Brier and NLL
     are those of the 200-class softmax (netcal and a hand-written softmax as references)."""
     from netcal.metrics import ECE
 
     load_builtin()
     out, classes = subset_outputs(ds)
-    ctx = Context(None, options={"accuracy_datasets": [ds], "calibration_datasets": [ds]}, n_boot=50)
+    ctx = Context(None, options={"accuracy_datasets": [ds], "calibration_datasets": [ds], "invariance_dataset": ds,
+                                 "invariance_scales": [1], "invariance_shifts": [], "invariance_resolutions": []},
+                  n_boot=50)
     rows = {}
-    for name in ("accuracy", "robustness", "calibration"):
+    for name in ("accuracy", "robustness", "calibration", "invariance"):
         res = get_analysis(name).compute(ctx, "m", lambda req: out if req.dataset == ds else None)
         rows.update({(name, r.metric): r.value for r in res.rows if r.dataset == ds})
     z = out.logits[:, classes].astype(np.float64)
@@ -89,6 +92,7 @@ def test_class_subsets_are_scored_over_their_classes_by_every_analysis(ds):
     assert top1 == pytest.approx(2 / 3) and float((out.logits.argmax(1) == out.labels).mean()) == pytest.approx(1 / 3)
     for name in ("accuracy", "robustness", "calibration"):
         assert rows[(name, "top1")] == pytest.approx(top1, abs=1e-12), name
+    assert rows[("invariance", "top1_scale_1")] == pytest.approx(top1, abs=1e-12)
     assert rows[("calibration", "ece")] == pytest.approx(ECE(bins=15).measure(p, lab), abs=1e-9)
     assert rows[("calibration", "nll")] == pytest.approx(float(-np.log(p[np.arange(len(lab)), lab]).mean()), abs=1e-9)
     onehot = np.eye(200)[lab]

@@ -86,23 +86,25 @@ def _features(out: Outputs, ids: Sequence[str]) -> np.ndarray | None:
 
 def label_rule(ds: str, logits: np.ndarray, labels: np.ndarray, truth: np.ndarray, model: str = "",
                features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A user's folder of ImageNet classes: logits cut to its classes, labels mapped to them (the prediction
-    and agreement are the restricted argmax, as for ImageNet-A/R). A folder with classes of its own has no
+    """A class-subset dataset (ImageNet-A/R, a user's folder of ImageNet classes: ``catalog.class_subset``, as
+    ``analyses.scoring`` rules for accuracy and calibration): logits cut to its classes, labels mapped to them
+    (the prediction and agreement are the restricted argmax). A folder with classes of its own has no
     ImageNet labels: every label -1, so only agreement is scored — of the zero-shot prediction over its folder
     names for a CLIP model (head built in `prepare`), else of the model's own (ImageNet) top-1."""
     ud = catalog.user_dataset(ds)
-    if ud is None:
-        return logits, labels, truth
-    if ud.subset is None:
+    if ud is not None and ud.subset is None:
         from beyond_inet.analyses.accuracy import ZERO_SHOT, zero_shot_logits
 
         zs = ZERO_SHOT.get((model, ds))
         if zs is not None and features is not None and zs[2] == tuple(ud.classnames):
             logits = zero_shot_logits(features, zs[0], zs[1])
         return logits, np.full(len(labels), -1, np.int64), np.full((len(labels), 1), -1, np.int64)
+    classes = catalog.class_subset(ds)
+    if classes is None:
+        return logits, labels, truth
     from beyond_inet.analyses.scoring import restrict_logits
 
-    z, lab = restrict_logits(logits, labels, np.asarray(ud.subset, np.int64))
+    z, lab = restrict_logits(logits, labels, classes)
     return z, lab, lab[:, None]
 
 
