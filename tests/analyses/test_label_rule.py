@@ -97,3 +97,18 @@ def test_class_subsets_are_scored_over_their_classes_by_every_analysis(ds):
     assert rows[("calibration", "nll")] == pytest.approx(float(-np.log(p[np.arange(len(lab)), lab]).mean()), abs=1e-9)
     onehot = np.eye(200)[lab]
     assert rows[("calibration", "brier")] == pytest.approx(float(((p - onehot) ** 2).sum(1).mean()), abs=1e-9)
+
+
+def test_error_consistency_scores_images_by_the_datasets_label_rule():
+    """Error consistency's per-image correctness on ImageNet-labelled sets used the 1000-way top-1 against the
+    first label: wrong on a class subset (ImageNet-A/R) and on a multi-label set."""
+    from beyond_inet.analyses.error_consistency import model_correct
+
+    out, classes = subset_outputs("imagenet-a")
+    got = model_correct("imagenet-a", out)
+    z = out.logits[:, classes]
+    ref = classes[z.argmax(1)] == out.labels
+    assert [got[i] for i in out.ids] == ref.astype(float).tolist() and np.mean(list(got.values())) == pytest.approx(2 / 3)
+    ml = multilabel_outputs()
+    got = model_correct(DS, ml)
+    assert np.mean([got[i] for i in ml.ids]) == pytest.approx(0.75)

@@ -42,7 +42,10 @@ import numpy as np
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import (LOGITS, SUMMARY, Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric,
                                        Observer, Request, Row, Skip, register_analysis)
+from beyond_inet.analyses.scoring import scored_outputs
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
+from beyond_inet.data import catalog
+from beyond_inet.data.labelspaces import in_truth, truth_sets
 from beyond_inet.engine.outputs import Outputs
 
 HUMANS = "human-subjects"  # the "model" column of the human-human rows
@@ -103,17 +106,23 @@ def value_ci(columns: np.ndarray, reducer: Callable[[np.ndarray], np.ndarray], n
 
 
 def model_correct(ds: str, out: Outputs) -> dict[str, float]:
-    """Image key -> 1.0/0.0 for one model's outputs (images without a label are left out)."""
-    keep = np.asarray(out.labels) >= 0
-    if ds.split("/", 1)[0] in DECISION_SETS:
-        pred = decisions16(out.logits[keep])
-    else:
-        pred = out.top1()[keep]  # the full logits' argmax, or the compact record's top-1
-    ok = (pred == np.asarray(out.labels)[keep]).astype(np.float64)
-    ids = [i for i, k in zip(out.ids, keep) if k]
+    """Image key -> 1.0/0.0 for one model's outputs (images without a label are left out). ImageNet-labelled
+    sets follow the dataset's one label rule (``analyses.scoring``): the argmax over a class subset's classes
+    (ImageNet-A/R, a user's subset folder), any listed class of a multi-label set."""
     if ds.split("/", 1)[0] not in DECISION_SETS:
         # ImageNet sets: the sample id is the unit (class folders can repeat a file name).
-        return {i: float(v) for i, v in zip(ids, ok)}
+        if catalog.class_subset(ds) is not None:
+            s = scored_outputs(ds, out)
+            ok = (np.asarray(s.logits).argmax(axis=1) == s.labels).astype(np.float64)
+            return {i: float(v) for i, v in zip(s.outputs.ids, ok)}
+        truth = truth_sets(out.labels, out.multilabels)
+        keep = (truth >= 0).any(axis=1)
+        ok = in_truth(out.top1()[keep], truth[keep])  # the full logits' argmax, or the compact record's top-1
+        return {i: float(v) for i, v in zip((i for i, k in zip(out.ids, keep) if k), ok)}
+    keep = np.asarray(out.labels) >= 0
+    pred = decisions16(out.logits[keep])
+    ok = (pred == np.asarray(out.labels)[keep]).astype(np.float64)
+    ids = [i for i, k in zip(out.ids, keep) if k]
     keyed = {image_key(i): float(v) for i, v in zip(ids, ok)}
     if len(keyed) != len(ids):  # two images with one trial name would silently merge
         raise ValueError(f"{ds}: {len(ids) - len(keyed)} images share a file name after the last '_'; "
@@ -166,9 +175,10 @@ class ErrorConsistency(Analysis):
         return [(d, "native") for d in DECISION_SETS] + [(d, "standard") for d in imagenet if ctx.available(d)]
 
     def requests(self, ctx: Context) -> list[Request]:
-        # 16-class decisions read the full logits; ImageNet-labelled sets only the top-1 (compact record).
-        return [Request(d, v, frozenset({LOGITS}) if d in DECISION_SETS else frozenset({SUMMARY}))
-                for d, v in self.datasets(ctx)]
+        # 16-class decisions and a class subset's restricted argmax read the full logits; other ImageNet-labelled
+        # sets only the top-1 (compact record).
+        return [Request(d, v, frozenset({LOGITS}) if d in DECISION_SETS or catalog.class_subset(d) is not None
+                        else frozenset({SUMMARY})) for d, v in self.datasets(ctx)]
 
     def compute(self, ctx: Context, model: str, fetch: Fetch) -> AnalysisResult:
         """Nothing per model: every number compares two observers (see `compare`)."""
