@@ -148,11 +148,11 @@ def per_kind(full_out: Path, scratch: Path, repeats: int = 15) -> dict[frozenset
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=512, help="ImageNet sample images to run (one per class)")
     ap.add_argument("--repeats", type=int, default=15, help="verified loads timed per entry (best of)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     from beyond_inet.contracts import FULL, LOGITS, SUMMARY
 
     print(f"machine: {machine()}\nmodel: {MODEL}, {args.limit} ImageNet sample images")
@@ -182,6 +182,7 @@ def main() -> None:
         return kinds_cost[frozenset(kinds) - ({SUMMARY} if LOGITS in kinds else set())][compressed][0]
 
     keep = suite_kinds()
+    figs = {"saves": {",".join(sorted(k)): 1 - c[True][0] / c[False][0] for k, c in kinds_cost.items()}}
     for full_train in (False, True):
         sizes = suite(full_train)
         groups: dict[str, list] = {}
@@ -202,6 +203,8 @@ def main() -> None:
         print_table(f"Projected store per model for the paper's suite, {vtab} (GB; Lite0 outputs)",
                     ["dataset", "images", "kinds kept now", "before GB", "now raw GB", "now compressed GB",
                      "now/before"], rows)
+        figs["full_train" if full_train else "vtab1k"] = {"before_gb": tb / 1e9, "now_gb": tz / 1e9, "ratio": tz / tb}
+    return figs
 
 
 if __name__ == "__main__":

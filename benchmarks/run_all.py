@@ -15,6 +15,7 @@ import _common  # noqa: F401
 import bench_cpu_load
 import bench_limit
 import bench_ray
+import bench_store_size
 import bench_suite_vs_naive
 
 QUICK = {
@@ -22,6 +23,7 @@ QUICK = {
     "limit": (bench_limit, ["--limit", "64"]),
     "ray": (bench_ray, ["--limit", "600"]),
     "cpu_load": (bench_cpu_load, ["--limit", "8"]),
+    "store_size": (bench_store_size, ["--limit", "128", "--repeats", "5"]),
 }
 
 
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
         for cond, f in figs["cpu_load"]["summary"].items():
             print(f"  suite CPU s/image, naive / ours, {cond + ':':8s}       {f['cpu_ratio_naive_over_ours']:.2f}x "
                   f"(wall {f['wall_ratio_naive_over_ours']:.2f}x)")
+    if "store_size" in figs:
+        f = figs["store_size"]
+        print(f"  store per model, now / before (paper suite):  {f['vtab1k']['ratio']:.3f} with VTAB-1k, "
+              f"{f['full_train']['ratio']:.3f} with VTAB's full training sets")
     print(f"  total {time.time() - t0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figs, indent=1))
