@@ -160,6 +160,11 @@ def too_few_note(n: int | None) -> str:
     return f" (too few: n={n})" if n is not None and n < MIN_UNITS else ""
 
 
+# Rows that state how a value was computed (classes scored over, probe folds, a probe's chance level), not an
+# estimate: no "too few" note on them.
+SETTING_METRICS = ("n_classes", "probe_folds", "probe_chance")
+
+
 # ------------------------------------------------------------------------------------------------
 # Building the page data
 # ------------------------------------------------------------------------------------------------
@@ -205,7 +210,8 @@ def _results_table(rows: Sequence[Row], models: Sequence[str]) -> dict:
     for (d, m), per in sorted(cells.items()):
         lines.append({"dataset": d, "metric": m,
                       "cells": [{"text": fmt_ci(per[c].value, per[c].ci_low, per[c].ci_high, m)
-                                 + (too_few_note(per[c].n) if per[c].n else "") if c in per else "—",
+                                 + (too_few_note(per[c].n) if per[c].n and m not in SETTING_METRICS else "")
+                                 if c in per else "—",
                                  "n": per[c].n if c in per else None} for c in cols]})
     return {"models": cols, "lines": lines, "percent_note": any(is_percent(m) for (_, m) in cells)}
 
