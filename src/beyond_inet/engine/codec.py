@@ -63,6 +63,16 @@ def encode(arr: np.ndarray) -> np.ndarray | None:
     return np.frombuffer(blob, np.uint8)
 
 
+def decoded_size(blob: bytes | memoryview) -> int:
+    """The byte count a blob's zstd frame header says it decodes to (-1 when not recorded or not a frame):
+    checked against the recorded shape before the output is allocated."""
+    zstd = _zstd()
+    try:
+        return int(zstd.frame_content_size(blob))
+    except zstd.ZstdError:
+        return -1
+
+
 def decode_into(codec: str, blob: bytes | memoryview, out: np.ndarray) -> None:
     """Decode `blob` (written by ``encode``) into `out`, whose dtype and shape are the recorded ones.
     Raises CodecError when the bytes do not decode to exactly `out.nbytes` bytes."""

@@ -458,6 +458,10 @@ def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
             raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
     for name, blob in blobs.items():
         kind, dtype, shape = head.codecs[name]
+        want = dtype.itemsize * int(np.prod(shape))
+        if codec.decoded_size(blob.data) != want:  # before allocating what the header claims
+            raise ShardDamage(f"tensor {name!r}: compressed data decodes to {codec.decoded_size(blob.data)} bytes, "
+                              f"expected {want}")
         arr = (into or {}).get(name)
         if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
             arr = np.empty(shape, dtype)
