@@ -3,7 +3,8 @@
 Scoring rules (paper-spec §2.4), all from stored 1000-way logits:
   imagenet-val, -v2, -sketch   argmax over the 1000 classes == label
   imagenet-a, imagenet-r       argmax over the dataset's 200 classes only (``labelspaces.subset_indices``,
-                               the paper's ``output[:, mask]``) == label
+                               the paper's ``output[:, mask]``) == label; the one label rule of
+                               ``analyses.scoring`` (accuracy, calibration, invariance score by it too)
   imagenet-hard                argmax (1000) is any of the image's labels (``Outputs.multilabels``)
   imagenet-real                on imagenet-val outputs: argmax is in the image's ReaL label set
                                (``labelspaces.real_labels()[val_number - 1]``); empty sets are skipped
@@ -57,6 +58,7 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
+from beyond_inet.analyses.scoring import scored_outputs
 from beyond_inet.analyses.stats import GroupedMeans, mean_metric
 from beyond_inet.data import catalog, labelspaces
 from beyond_inet.references import timm_results
@@ -216,6 +218,13 @@ def effective_robustness_metrics(model: str, scored: dict[str, tuple[np.ndarray,
     return metrics, skips, ({"baselines": fits} if fits else {})
 
 
+def subset_correct(ds: str, out: Outputs) -> tuple[np.ndarray, list[str]]:
+    """(0/1 correctness, ids) on a class-subset dataset under the one label rule (``scoring.scored_outputs``:
+    the argmax over its classes; images labelled outside them left out, as accuracy leaves them out)."""
+    s = scored_outputs(ds, out)
+    return (np.asarray(s.logits).argmax(axis=1) == s.labels).astype(np.float64), list(s.outputs.ids)
+
+
 def _ids(ids: list[str], mask: np.ndarray) -> list[str]:
     """The ids of the rows a mask keeps (the units behind a per-sample array)."""
     return [i for i, k in zip(ids, np.asarray(mask, bool)) if k]
@@ -296,8 +305,10 @@ class Robustness(Analysis):
                     res.skips.append(Skip(self.name, model, ds, f"{int((~has).sum())} images without labels left out"))
                 add(ds, correct, _ids(out.ids, has))
                 continue
-            classes = labelspaces.subset_indices(ds) if ds in SUBSET else None
-            add(ds, top1_correct_of(out, classes), _ids(out.ids, np.asarray(out.labels) >= 0))
+            if ds in SUBSET:  # the dataset's one label rule (analyses.scoring): argmax over its 200 classes
+                add(ds, *subset_correct(ds, out))
+            else:
+                add(ds, top1_correct_of(out), _ids(out.ids, np.asarray(out.labels) >= 0))
             if ds == VAL:
                 correct, not_val, empty, real_ids = real_correct(out.top1(), out.ids, with_ids=True)
                 if not_val:
@@ -313,8 +324,7 @@ class Robustness(Analysis):
             if out is None:
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available"))
                 continue
-            add(ds, top1_correct(out.logits, out.labels, catalog.class_subset(ds)),
-                _ids(out.ids, np.asarray(out.labels) >= 0))
+            add(ds, *subset_correct(ds, out))
 
         c_groups = self._imagenet_c(ctx, model, fetch, res, values)
 
