@@ -57,10 +57,18 @@ def _paths(x: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[st
     return [str(x)] if isinstance(x, (str, os.PathLike)) else [str(p) for p in x]
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when a CUDA device is visible, else cpu; cuda without one is a UserError."""
+def check_device(device: str, gpu_decode: bool = False) -> None:
+    """The device flags as given, before torch is imported (an ``auto`` that resolves to cpu under
+    --gpu-decode is refused once resolved)."""
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device {device!r}: use auto, cpu or cuda")
+    if gpu_decode and device == "cpu":
+        raise UserError("--gpu-decode needs --device cuda")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when a CUDA device is visible, else cpu; cuda without one is a UserError."""
+    check_device(device)
     if device == "cpu":
         return device
     import torch
@@ -88,10 +96,7 @@ def run_config(models: str | Iterable[str] = (), analyses: str | Iterable[str] =
     spelling: True means bf16, False fp32."""
     from beyond_inet.validate import check_arguments, check_user_datasets
 
-    if device not in ("auto", "cpu", "cuda"):  # flags first, then what the data root holds
-        raise UserError(f"device {device!r}: use auto, cpu or cuda")
-    if gpu_decode and device == "cpu":
-        raise UserError("--gpu-decode needs --device cuda")
+    check_device(device, gpu_decode)  # flags first, then what the data root holds
     # Before torch is imported: a mistyped argument costs no seconds (validate_run checks it all again, cheaply).
     check_arguments(_as_list(models), _as_list(analyses), options,
                     data_root=None if data_root is None else str(data_root), limit=limit, n_boot=bootstrap, seed=seed,

@@ -13,6 +13,7 @@ import pytest
 
 from beyond_inet.analyses.cka import minibatch_cka
 from beyond_inet.engine.layer_stats import StatsConfig, batch_order, plan_batches
+from tests.analyses.test_cka_math import hsic_song  # Song et al. (2012) eq. 5, independent of analyses.cka
 
 N_CLASSES, PER_CLASS, DIM = 64, 16, 6
 # Random batches are simple random samples: minibatch and full-batch CKA differ by sampling noise only
@@ -31,20 +32,9 @@ def class_sorted_features(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
-def hsic_unbiased(K: np.ndarray, L: np.ndarray) -> float:
-    """Song et al. (2012) eq. 5, written from the paper (independent of analyses.cka.u_center)."""
-    n = K.shape[0]
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0.0)
-    np.fill_diagonal(L, 0.0)
-    one = np.ones(n)
-    return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                  - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3)))
-
-
 def full_batch_cka(X: np.ndarray, Y: np.ndarray) -> float:
     K, L = X @ X.T, Y @ Y.T
-    return hsic_unbiased(K, L) / np.sqrt(hsic_unbiased(K, K) * hsic_unbiased(L, L))
+    return hsic_song(K, L) / np.sqrt(hsic_song(K, K) * hsic_song(L, L))
 
 
 def engine_minibatch_cka(X: np.ndarray, Y: np.ndarray, batch_size: int) -> float:

@@ -42,7 +42,7 @@ import numpy as np
 from beyond_inet.analyses import stats
 from beyond_inet.analyses.base import (LOGITS, SUMMARY, Analysis, AnalysisResult, Context, CrossFetch, Fetch, Metric,
                                        Observer, Request, Row, Skip, register_analysis)
-from beyond_inet.analyses.scoring import scored_outputs
+from beyond_inet.analyses.scoring import subset_top1
 from beyond_inet.analyses.shape_bias import CATEGORIES, decisions16, human_raw_dir
 from beyond_inet.data import catalog
 from beyond_inet.data.labelspaces import in_truth, truth_sets
@@ -112,9 +112,8 @@ def model_correct(ds: str, out: Outputs) -> dict[str, float]:
     if ds.split("/", 1)[0] not in DECISION_SETS:
         # ImageNet sets: the sample id is the unit (class folders can repeat a file name).
         if catalog.class_subset(ds) is not None:
-            s = scored_outputs(ds, out)
-            ok = (np.asarray(s.logits).argmax(axis=1) == s.labels).astype(np.float64)
-            return {i: float(v) for i, v in zip(s.outputs.ids, ok)}
+            ok, ids = subset_top1(ds, out)
+            return {i: float(v) for i, v in zip(ids, ok)}
         truth = truth_sets(out.labels, out.multilabels)
         keep = (truth >= 0).any(axis=1)
         ok = in_truth(out.top1()[keep], truth[keep])  # the full logits' argmax, or the compact record's top-1

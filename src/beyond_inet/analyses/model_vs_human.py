@@ -336,13 +336,18 @@ def _row(observer, dataset, condition, metric, value, lo, hi, n, **extra) -> dic
             "value": float(value), "ci_low": float(lo), "ci_high": float(hi), "n": int(n), **extra}
 
 
+def present_conditions(tables: Mapping[str, "pd.DataFrame"]) -> set[str]:
+    """The conditions any of the tables has trials in."""
+    return set().union(*(set(t["condition"]) for t in tables.values()))
+
+
 def dataset_conditions(dataset: str, tables: Mapping[str, "pd.DataFrame"], partial: bool = False) -> list[str]:
     """The conditions to report per condition: the experiment's, in plotting order, or the one ``all``. A
     condition no table has is an error (tables that do not describe this experiment), unless `partial`
     (the tables were cut to the trials a limited run decided: ``restrict_to_seen``), where it is left out."""
     if dataset not in CONDITIONS:
         return [ALL]
-    present = set().union(*(set(t["condition"]) for t in tables.values()))
+    present = present_conditions(tables)
     missing = [c for c in CONDITIONS[dataset] if c not in present]
     if missing and not partial:
         raise ValueError(f"{dataset}: condition(s) {missing} not in the decision tables")
@@ -398,7 +403,7 @@ def dataset_block(dataset: str, tables: Mapping[str, "pd.DataFrame"], observer: 
     """The benchmark columns of one observer (or ``humans``) on one dataset, their finish, and for each
     pairwise metric the per-subject values (humans: the per-pair [k, k] matrix) for the subject interval."""
     keep = benchmark_conditions(dataset)
-    present = set().union(*(set(t["condition"]) for t in tables.values()))
+    present = present_conditions(tables)
     # conditions no table has (tables cut to a limited run's trials) are left out, not averaged in as NaN
     conds: list[str | None] = [None] if keep is None else [c for c in keep if c in present]
     humans = sorted(o for o in tables if is_human(o))
@@ -632,8 +637,8 @@ class ModelVsHuman(Analysis):
             tables, kept, every = restrict_to_seen(tables, models, ds)
             partial = kept < every
             if partial:
-                gone = [c for c in CONDITIONS.get(ds, ()) if tables and c not in
-                        set().union(*(set(t["condition"]) for t in tables.values()))]
+                present = present_conditions(tables)
+                gone = [c for c in CONDITIONS.get(ds, ()) if c not in present]
                 res.skips.append(Skip(self.name, "*", ds, f"the models decided {kept} of the {every} trials "
                                                           f"(--limit or unreadable images): every observer, humans "
                                                           f"included, is scored on those {kept}" +

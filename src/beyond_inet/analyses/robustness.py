@@ -58,7 +58,7 @@ from beyond_inet.analyses.base import (
     Skip,
     register_analysis,
 )
-from beyond_inet.analyses.scoring import scored_outputs
+from beyond_inet.analyses.scoring import subset_top1
 from beyond_inet.analyses.stats import GroupedMeans, mean_metric
 from beyond_inet.data import catalog, labelspaces
 from beyond_inet.references import timm_results
@@ -218,13 +218,6 @@ def effective_robustness_metrics(model: str, scored: dict[str, tuple[np.ndarray,
     return metrics, skips, ({"baselines": fits} if fits else {})
 
 
-def subset_correct(ds: str, out: Outputs) -> tuple[np.ndarray, list[str]]:
-    """(0/1 correctness, ids) on a class-subset dataset under the one label rule (``scoring.scored_outputs``:
-    the argmax over its classes; images labelled outside them left out, as accuracy leaves them out)."""
-    s = scored_outputs(ds, out)
-    return (np.asarray(s.logits).argmax(axis=1) == s.labels).astype(np.float64), list(s.outputs.ids)
-
-
 def _ids(ids: list[str], mask: np.ndarray) -> list[str]:
     """The ids of the rows a mask keeps (the units behind a per-sample array)."""
     return [i for i, k in zip(ids, np.asarray(mask, bool)) if k]
@@ -306,7 +299,7 @@ class Robustness(Analysis):
                 add(ds, correct, _ids(out.ids, has))
                 continue
             if ds in SUBSET:  # the dataset's one label rule (analyses.scoring): argmax over its 200 classes
-                add(ds, *subset_correct(ds, out))
+                add(ds, *subset_top1(ds, out))
             else:
                 add(ds, top1_correct_of(out), _ids(out.ids, np.asarray(out.labels) >= 0))
             if ds == VAL:
@@ -324,7 +317,7 @@ class Robustness(Analysis):
             if out is None:
                 res.skips.append(Skip(self.name, model, ds, f"{ds} outputs not available"))
                 continue
-            add(ds, *subset_correct(ds, out))
+            add(ds, *subset_top1(ds, out))
 
         c_groups = self._imagenet_c(ctx, model, fetch, res, values)
 

@@ -69,3 +69,10 @@ def scored_outputs(dataset: str, out: Outputs) -> Scored:
     else:
         classes = None
     return Scored(o, logits, labels, classes, outside, kept)
+
+
+def subset_top1(dataset: str, out: Outputs) -> tuple[np.ndarray, list[str]]:
+    """(0/1 top-1 correctness, ids) of a class-subset dataset under its label rule: the argmax over its
+    classes; images labelled outside them left out (robustness, error consistency)."""
+    s = scored_outputs(dataset, out)
+    return (np.asarray(s.logits).argmax(axis=1) == s.labels).astype(np.float64), list(s.outputs.ids)

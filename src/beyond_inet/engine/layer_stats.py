@@ -51,7 +51,7 @@ import torch
 
 from beyond_inet.data.readers import ImageDataset
 from beyond_inet.engine.store import (SHARD_SIZE, Damage, ShardDamage, StoreDamaged, VerifyReport, _read_meta,
-                                     _stray, atomic_write_bytes, hashed_safetensors, make_key, open_file,
+                                     atomic_write_bytes, entry_folders, hashed_safetensors, make_key, open_file,
                                      read_safetensors_head, read_stats_chunk)
 from beyond_inet.models.base import VisionModel
 from beyond_inet.models.layers import LAYER_TYPES, REDUCTIONS, capture_layers, typed_modules
@@ -458,10 +458,7 @@ def verify_layer_stats(root: str | Path) -> VerifyReport:
     moves nothing."""
     t0 = time.perf_counter()
     rep = VerifyReport()
-    root = Path(root)
-    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        rep.entries += 1
-        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+    for d in entry_folders(root, rep):
         meta = _read_meta(d / "meta.json") if (d / "meta.json").exists() else None
         if meta is None:
             rep.damaged.append(Damage(str(d / "meta.json"), "corrupt meta.json" if (d / "meta.json").exists()

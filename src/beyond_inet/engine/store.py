@@ -427,6 +427,16 @@ def _check_positions(pos: np.ndarray, samples: dict, expected: range) -> None:
 READ_CHUNK = 4 << 20  # bytes read at once (a shard's tensors are 0.5-2 MB), hashed while still in the CPU cache
 
 
+def _destination(into: dict[str, np.ndarray] | None, name: str, dtype: np.dtype, shape: tuple[int, ...]
+                 ) -> np.ndarray:
+    """The caller's array for tensor `name` when it has exactly this dtype and shape (and is contiguous), else
+    a new one."""
+    arr = (into or {}).get(name)
+    if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+        arr = np.empty(shape, dtype)
+    return arr
+
+
 def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
                  verify: bool = True) -> dict[str, np.ndarray]:
     """Read a file's tensors from `f` (positioned after the header) and, with `verify`, check its hash.
@@ -441,10 +451,7 @@ def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
         if name in head.codecs:  # compressed: read (and hashed) here, decoded once the hash is checked
             arr = blobs[name] = np.empty(shape, dtype)
         else:
-            arr = (into or {}).get(name)
-            if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
-                arr = np.empty(shape, dtype)
-            out[name] = arr
+            arr = out[name] = _destination(into, name, dtype, shape)
         mv, done = memoryview(arr.reshape(-1)).cast("B"), 0
         while done < nbytes:
             got = f.readinto(mv[done:done + READ_CHUNK])
@@ -458,13 +465,10 @@ def read_tensors(f, head: ShardHead, into: dict[str, np.ndarray] | None = None,
             raise ShardDamage("checksum mismatch (flipped or overwritten bytes)")
     for name, blob in blobs.items():
         kind, dtype, shape = head.codecs[name]
-        want = dtype.itemsize * int(np.prod(shape))
-        if codec.decoded_size(blob.data) != want:  # before allocating what the header claims
-            raise ShardDamage(f"tensor {name!r}: compressed data decodes to {codec.decoded_size(blob.data)} bytes, "
-                              f"expected {want}")
-        arr = (into or {}).get(name)
-        if arr is None or arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
-            arr = np.empty(shape, dtype)
+        want, got = dtype.itemsize * int(np.prod(shape)), codec.decoded_size(blob.data)
+        if got != want:  # before allocating what the header claims
+            raise ShardDamage(f"tensor {name!r}: compressed data decodes to {got} bytes, expected {want}")
+        arr = _destination(into, name, dtype, shape)
         try:
             codec.decode_into(kind, blob.data, arr)
         except codec.CodecError as e:
@@ -1062,6 +1066,16 @@ class VerifyReport:
     seconds: float = 0.0
 
 
+def entry_folders(root: str | Path, rep: VerifyReport):
+    """Each entry folder under `root` (a store or a layer-statistics folder), in order, counted in `rep` with
+    its stray temporary files."""
+    root = Path(root)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        rep.entries += 1
+        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+        yield d
+
+
 def _format_1(d: Path) -> bool:
     """Entry folder `d` was written before store format 2: its first shard records no entry key (a format-2
     entry whose meta.json lost its `format` field is damage, not an old entry)."""
@@ -1078,10 +1092,7 @@ def verify_store(store_root: str | Path, expect_for: Callable[[dict], Expected |
     and the entry's images are not checked (counted in `unchecked`)."""
     t0 = time.perf_counter()
     rep = VerifyReport()
-    root = Path(store_root)
-    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        rep.entries += 1
-        rep.strays += [str(p) for p in d.glob(".*.tmp") if _stray(p)]
+    for d in entry_folders(store_root, rep):
         mp = d / "meta.json"
         if not mp.exists():  # a run gives it a job, which writes meta.json: not damage
             rep.incomplete.append(str(d))

@@ -146,29 +146,28 @@ def mvh_figures(artifacts: dict, models: Sequence[str], fig_dir, colors: dict) -
     out = []
     per = _artifact(artifacts, "model-vs-human/per-condition")
     bench = _artifact(artifacts, "model-vs-human/benchmark")
-    f = lines_figure(per, "accuracy", "16-class accuracy", models, colors, 1 / 16)
-    if f is not None:
-        out.append(fg.save(f, fig_dir, "mvh-accuracy", "model-vs-human: accuracy per distortion level",
-                           "16-class accuracy per condition of each parametric dataset; black: the human subjects "
-                           "pooled; dotted: chance (1/16); whiskers: 95% bootstrap CI over images."))
-    f = lines_figure(per, "kappa", "error consistency", models, colors, 0.0)
-    if f is not None:
-        out.append(fg.save(f, fig_dir, "mvh-error-consistency", "model-vs-human: error consistency per level",
-                           "Kappa with each human subject, averaged over subjects (black: mean over pairs of "
-                           "subjects), per condition; dotted: 0 (errors no more shared than accuracies imply); "
-                           "whiskers: 95% bootstrap CI over images."))
-    f = benchmark_figure(bench, models, colors)
-    if f is not None:
-        out.append(fg.save(f, fig_dir, "mvh-benchmark", "model-vs-human benchmark",
-                           "model-vs-human's aggregates over its 17 datasets (its excluded conditions left out): "
-                           "OOD accuracy, and accuracy difference / observed / error consistency averaged over "
-                           "conditions, then subjects, then datasets; ranked; whiskers: 95% bootstrap CI over "
-                           "images, each dataset resampled on its own."))
-    f = scatter_figure(bench, models, colors)
-    if f is not None:
-        out.append(fg.save(f, fig_dir, "mvh-scatter", "Error consistency vs accuracy difference",
-                           "Benchmark error consistency against accuracy difference with 95% CIs; "
-                           "black diamond: humans (pairs of subjects)."))
+    figures = [
+        (lines_figure(per, "accuracy", "16-class accuracy", models, colors, 1 / 16), "mvh-accuracy",
+         "model-vs-human: accuracy per distortion level",
+         "16-class accuracy per condition of each parametric dataset; black: the human subjects "
+         "pooled; dotted: chance (1/16); whiskers: 95% bootstrap CI over images."),
+        (lines_figure(per, "kappa", "error consistency", models, colors, 0.0), "mvh-error-consistency",
+         "model-vs-human: error consistency per level",
+         "Kappa with each human subject, averaged over subjects (black: mean over pairs of "
+         "subjects), per condition; dotted: 0 (errors no more shared than accuracies imply); "
+         "whiskers: 95% bootstrap CI over images."),
+        (benchmark_figure(bench, models, colors), "mvh-benchmark", "model-vs-human benchmark",
+         "model-vs-human's aggregates over its 17 datasets (its excluded conditions left out): "
+         "OOD accuracy, and accuracy difference / observed / error consistency averaged over "
+         "conditions, then subjects, then datasets; ranked; whiskers: 95% bootstrap CI over "
+         "images, each dataset resampled on its own."),
+        (scatter_figure(bench, models, colors), "mvh-scatter", "Error consistency vs accuracy difference",
+         "Benchmark error consistency against accuracy difference with 95% CIs; "
+         "black diamond: humans (pairs of subjects)."),
+    ]
+    for f, name, title, caption in figures:
+        if f is not None:
+            out.append(fg.save(f, fig_dir, name, title, caption))
     return out
 
 
